@@ -1,0 +1,82 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CandidateType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CANDIDATE_TYPE_UNSPECIFIED: _ClassVar[CandidateType]
+    CANDIDATE_TYPE_ITEM: _ClassVar[CandidateType]
+    CANDIDATE_TYPE_ACTIVITY: _ClassVar[CandidateType]
+CANDIDATE_TYPE_UNSPECIFIED: CandidateType
+CANDIDATE_TYPE_ITEM: CandidateType
+CANDIDATE_TYPE_ACTIVITY: CandidateType
+
+class Candidate(_message.Message):
+    __slots__ = ("id", "type")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    type: CandidateType
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[CandidateType, str]] = ...) -> None: ...
+
+class RequestContext(_message.Message):
+    __slots__ = ("timestamp", "device")
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    timestamp: _timestamp_pb2.Timestamp
+    device: str
+    def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., device: _Optional[str] = ...) -> None: ...
+
+class RankRequest(_message.Message):
+    __slots__ = ("user_id", "candidates", "context", "top_k", "model", "request_id")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    context: RequestContext
+    top_k: int
+    model: str
+    request_id: str
+    def __init__(self, user_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., context: _Optional[_Union[RequestContext, _Mapping]] = ..., top_k: _Optional[int] = ..., model: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ScoredCandidate(_message.Message):
+    __slots__ = ("id", "type", "score", "rank", "unknown")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    type: CandidateType
+    score: float
+    rank: int
+    unknown: bool
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[CandidateType, str]] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., unknown: _Optional[bool] = ...) -> None: ...
+
+class RankResponse(_message.Message):
+    __slots__ = ("candidates", "model_name", "model_version", "request_id", "unknown_user", "feature_service")
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_USER_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    candidates: _containers.RepeatedCompositeFieldContainer[ScoredCandidate]
+    model_name: str
+    model_version: str
+    request_id: str
+    unknown_user: bool
+    feature_service: str
+    def __init__(self, candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., unknown_user: _Optional[bool] = ..., feature_service: _Optional[str] = ...) -> None: ...

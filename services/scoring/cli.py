@@ -1,0 +1,250 @@
+"""`scoring`: one subcommand per step or process of the platform. `scoring --help` lists them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from scoring.core.settings import Settings
+from scoring.core.targets import TARGETS, CandidateKind
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+data_app = typer.Typer(help="Data sets for the feature store and training.", no_args_is_help=True)
+features_app = typer.Typer(help="The Feast feature repository.", no_args_is_help=True)
+serve_app = typer.Typer(help="Run a server in the foreground.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+app.add_typer(serve_app, name="serve")
+console = Console()
+
+
+def _settings() -> Settings:
+    from scoring.core.logging import configure_logging
+
+    settings = Settings()
+    configure_logging("WARNING", settings.log_json)
+    return settings
+
+
+@data_app.command("generate")
+def data_generate(
+    users: int = 1000,
+    items: int = 500,
+    activities: int = 60,
+    item_impressions: int = 40_000,
+    activity_impressions: int = 20_000,
+    seed: int = 7,
+) -> None:
+    """Generate the synthetic e-commerce data set into the feature repo's data/ folder."""
+    from scoring.datagen.synthetic import SyntheticConfig, generate
+
+    settings = _settings()
+    cfg = SyntheticConfig(users, items, activities, item_impressions, activity_impressions, seed=seed)
+    with console.status("generating synthetic data"):
+        data = generate(cfg)
+        paths = data.write(settings.feast.repo_path / "data")
+    table = Table(title=f"synthetic data (newest event {data.end:%Y-%m-%d %H:%M} UTC)")
+    for col in ("table", "rows", "file"):
+        table.add_column(col)
+    for path, (name, df) in zip(paths, data.tables.items(), strict=True):
+        table.add_row(name, f"{len(df):,}", str(path))
+    console.print(table)
+
+
+@features_app.command("apply")
+def features_apply() -> None:
+    """Register the feature definitions (`feast apply`)."""
+    from scoring.core import feature_repo
+
+    settings = _settings()
+    with console.status("feast apply"):
+        feature_repo.apply(settings.feast.repo_path)
+    console.print(f"[green]applied[/] feature repo {settings.feast.repo_path}")
+
+
+@features_app.command("materialize")
+def features_materialize() -> None:
+    """Load new feature rows into the online store (`feast materialize-incremental`, up to now)."""
+    from scoring.core import feature_repo
+
+    settings = _settings()
+    with console.status("materializing into the online store"):
+        end = feature_repo.materialize(settings.feast.repo_path)
+    console.print(f"[green]materialized[/] up to {end:%Y-%m-%d %H:%M:%S} UTC")
+
+
+def _train(settings: Settings, targets: list[str], epochs: int) -> None:
+    from scoring.core.feature_repo import open_store
+    from scoring.trainer.train import TrainConfig, train_target
+
+    store = open_store(settings.feast.repo_path)
+    cfg = TrainConfig(epochs=epochs)
+    table = Table(title="trained models (test split: the latest 20% of time)")
+    for col in ("target", "version", "rows", "test AUC", "oracle AUC", "AUC/oracle", "logloss"):
+        table.add_column(col, justify="right" if col != "target" else "left")
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(), console=console,
+    ) as progress:
+        for name in targets:
+            task = progress.add_task(f"train {name}", total=epochs, loss="")
+            result = train_target(
+                store, TARGETS[name], settings.feast.repo_path, settings.triton.model_repository, cfg,
+                on_epoch=lambda e, loss, t=task: progress.update(t, completed=e + 1, loss=f"loss {loss:.4f}"),
+            )
+            m = result.metrics
+            rows = result.manifest["training"]["train_rows"] + result.manifest["training"]["test_rows"]
+            oracle = m.get("oracle_auc", float("nan"))
+            table.add_row(
+                name,
+                f"{result.version}" + ("" if result.created else " (unchanged)"),
+                f"{rows:,}",
+                f"{m['auc']:.4f}",
+                f"{oracle:.4f}",
+                f"{m['auc'] / oracle:.3f}",
+                f"{m['logloss']:.4f}",
+            )
+    console.print(table)
+
+
+@app.command()
+def train(
+    target: Annotated[list[str] | None, typer.Option(help="Model target(s); all by default.")] = None,
+    epochs: int = 8,
+) -> None:
+    """Train model target(s) from Feast and write a new version into the model repository."""
+    settings = _settings()
+    names = target or list(TARGETS)
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        raise typer.BadParameter(f"unknown target(s) {unknown}; known: {sorted(TARGETS)}")
+    _train(settings, names, epochs)
+
+
+@serve_app.command("triton")
+def serve_triton() -> None:
+    """Run the local Triton server (CPU, python backend) until Ctrl-C."""
+    from scoring.triton.server import TritonServer
+
+    settings = _settings()
+    server = TritonServer(settings.triton, list(TARGETS))
+    with server:
+        console.print(f"[green]triton ready[/] on {settings.triton.url} (log {server.log_path})")
+        try:
+            while server.process is not None and server.process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+
+
+@serve_app.command("gateway")
+def serve_gateway() -> None:
+    """Run the gRPC gateway until Ctrl-C."""
+    from scoring.core.logging import configure_logging
+    from scoring.gateway.server import serve
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    asyncio.run(serve(settings))
+
+
+def _print_ranking(title: str, response: object) -> None:
+    table = Table(title=title, caption=_caption(response))
+    for col in ("rank", "candidate", "score", "note"):
+        table.add_column(col, justify="right" if col in ("rank", "score") else "left")
+    for c in response.candidates:  # type: ignore[attr-defined]
+        table.add_row(str(c.rank), c.id, f"{c.score:.4f}", "unknown: defaults used" if c.unknown else "")
+    console.print(table)
+
+
+def _caption(response: object) -> str:
+    r = response
+    flags = " | unknown user: defaults used" if r.unknown_user else ""  # type: ignore[attr-defined]
+    return (
+        f"model {r.model_name} v{r.model_version} | features {r.feature_service} | "  # type: ignore[attr-defined]
+        f"request {r.request_id[:8]}{flags}"  # type: ignore[attr-defined]
+    )
+
+
+@app.command()
+def rank(
+    user_id: str,
+    candidates: Annotated[list[str], typer.Argument(help="Candidate ids.")],
+    kind: CandidateKind = CandidateKind.ITEM,
+    top_k: int = 0,
+    address: Annotated[str | None, typer.Option(help="Gateway host:port.")] = None,
+) -> None:
+    """Send one Rank request to a running gateway and print the ranking."""
+    from scoring.client import RankingClient
+
+    settings = _settings()
+    with RankingClient(address or f"{settings.gateway.host}:{settings.gateway.port}") as client:
+        _print_ranking(f"{kind.value}s for {user_id}", client.rank(user_id, candidates, kind, top_k))
+
+
+@app.command()
+def demo(
+    users: int = 1000,
+    epochs: int = 8,
+) -> None:
+    """Everything, end to end: data, features, training, Triton, gateway, real requests."""
+    from scoring.client import RankingClient
+    from scoring.gateway.process import GatewayProcess
+    from scoring.triton.server import TritonServer
+
+    settings = _settings()
+    started = time.monotonic()
+    console.rule("1/5 data")
+    data_generate(users=users)
+    console.rule("2/5 features")
+    features_apply()
+    features_materialize()
+    console.rule("3/5 training")
+    _train(settings, list(TARGETS), epochs)
+    console.rule("4/5 serving")
+    run_dir = Path(".run")
+    triton = TritonServer(settings.triton, list(TARGETS), log_path=run_dir / "triton.log")
+    gateway = GatewayProcess(settings, log_path=run_dir / "gateway.log")
+    try:
+        with console.status("starting triton"):
+            triton.start()
+            triton.wait_ready()
+        console.print(f"[green]triton ready[/] on {settings.triton.url}")
+        with console.status("starting gateway"):
+            gateway.start()
+            gateway.wait_serving()
+        console.print(f"[green]gateway SERVING[/] on {gateway.address}")
+        console.rule("5/5 requests")
+        now = int(datetime.now(UTC).timestamp())
+        with RankingClient(gateway.address) as client:
+            items = [f"i_{i:06d}" for i in range(0, 200, 10)]
+            activities = [f"a_{i:06d}" for i in range(12)]
+            _print_ranking(
+                "top 5 of 20 products for u_000042",
+                client.rank("u_000042", items, CandidateKind.ITEM, top_k=5, timestamp_s=now),
+            )
+            _print_ranking(
+                "top 5 of 12 activities for u_000042",
+                client.rank("u_000042", activities, CandidateKind.ACTIVITY, top_k=5, timestamp_s=now),
+            )
+            _print_ranking(
+                "a brand-new user and a brand-new product",
+                client.rank("new_user_1", [*items[:4], "i_new_sku"], CandidateKind.ITEM, top_k=5),
+            )
+    finally:
+        with console.status("shutting down"):
+            gateway.stop()
+            triton.stop()
+    console.print(f"[green]demo done[/] in {time.monotonic() - started:.1f}s; logs in {run_dir}/")
+
+
+if __name__ == "__main__":
+    app()

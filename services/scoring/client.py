@@ -1,0 +1,65 @@
+"""The project's Python client for the RankingService (used by the demo and the `rank` command)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from scoring.api.v1 import scoring_pb2 as pb
+from scoring.api.v1 import scoring_pb2_grpc as pb_grpc
+from scoring.core.targets import CandidateKind
+
+CANDIDATE_TYPES = {
+    CandidateKind.ITEM: pb.CANDIDATE_TYPE_ITEM,
+    CandidateKind.ACTIVITY: pb.CANDIDATE_TYPE_ACTIVITY,
+}
+
+
+class RankingClient:
+    """A blocking client; one channel per instance. Use as a context manager."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.insecure_channel(address)
+        self.stub = pb_grpc.RankingServiceStub(self.channel)
+
+    def rank(
+        self,
+        user_id: str,
+        candidate_ids: Sequence[str],
+        kind: CandidateKind = CandidateKind.ITEM,
+        top_k: int = 0,
+        model: str = "",
+        timestamp_s: int | None = None,
+        device: str = "",
+        timeout_s: float = 5.0,
+    ) -> pb.RankResponse:
+        """Ranks `candidate_ids` (all of one kind) for `user_id`."""
+        context = pb.RequestContext(device=device)
+        if timestamp_s is not None:
+            context.timestamp.CopyFrom(Timestamp(seconds=timestamp_s))
+        request = pb.RankRequest(
+            user_id=user_id,
+            candidates=[pb.Candidate(id=c, type=CANDIDATE_TYPES[kind]) for c in candidate_ids],
+            context=context,
+            top_k=top_k,
+            model=model,
+        )
+        response: pb.RankResponse = self.stub.Rank(request, timeout=timeout_s)
+        return response
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> RankingClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

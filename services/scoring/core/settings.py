@@ -1,0 +1,72 @@
+"""One settings object for every process; defaults run locally, SCORING_* variables override.
+
+Nested sections use a double underscore: `SCORING_TRITON__URL=10.0.0.5:8001`,
+`SCORING_GATEWAY__MAX_CANDIDATES=500`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FeastSettings(BaseModel):
+    """Where the Feast feature repository (feature_store.yaml and definitions) lives."""
+
+    repo_path: Path = Path("features")
+
+
+class TritonSettings(BaseModel):
+    """The Triton server the gateway calls, and how the local one is started."""
+
+    url: str = "127.0.0.1:8001"
+    http_port: int = 8000
+    metrics_port: int = 8002
+    model_repository: Path = Path("model_repository")
+    # Per-model config file: "cpu" serves configs/cpu.pbtxt (python backend, CPU); "" serves
+    # config.pbtxt, the production pytorch_libtorch GPU config.
+    config_name: str = "cpu"
+    # Build folder for the local backend directory (python backend + TorchScript backend).
+    work_dir: Path = Path(".triton")
+    startup_timeout_s: float = 120.0
+
+
+class GatewaySettings(BaseModel):
+    """The gRPC gateway: address, limits and the default model per candidate type."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    max_candidates: int = Field(default=1000, ge=1)
+    # Deadline applied when the caller sends none.
+    default_timeout_ms: int = Field(default=1000, ge=1)
+    health_poll_interval_s: float = Field(default=1.0, gt=0)
+    # Threads for Feast SDK reads; one, because the SQLite online store shares a connection.
+    feature_workers: int = Field(default=1, ge=1)
+
+
+class Settings(BaseSettings):
+    """All settings, built once in an entrypoint and passed down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SCORING_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    feast: FeastSettings = FeastSettings()
+    triton: TritonSettings = TritonSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    log_json: bool = False
+    log_level: str = "INFO"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The SCORING_* environment variables that reproduce `settings` in a child process."""
+    env: dict[str, str] = {}
+    for section, value in settings.model_dump(mode="json").items():
+        if isinstance(value, dict):
+            for key, item in value.items():
+                env[f"SCORING_{section.upper()}__{key.upper()}"] = str(item)
+        else:
+            env[f"SCORING_{section.upper()}"] = str(value)
+    return env

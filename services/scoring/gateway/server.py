@@ -1,0 +1,144 @@
+"""The gateway process: grpc.aio server with the RankingService, health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from scoring.api.v1 import scoring_pb2 as pb
+from scoring.api.v1 import scoring_pb2_grpc as pb_grpc
+from scoring.core.errors import ScoringError
+from scoring.core.settings import Settings
+from scoring.core.targets import TARGETS
+from scoring.gateway.features import FeastFeatureSource, FeatureSource
+from scoring.gateway.routing import ModelRouter
+from scoring.gateway.servicer import REQUEST_ID, RankingServicer
+from scoring.gateway.triton_client import TritonScorer
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RankingService"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Turns domain errors into (code, message); anything else into INTERNAL + request id."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await inner(request, context)
+            except ScoringError as exc:
+                await context.abort(exc.code, exc.message)
+            except grpc.aio.AbortError:
+                raise
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("internal_error request_id=%s", REQUEST_ID.get())
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, f"internal error (request_id={REQUEST_ID.get()})"
+                )
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class Gateway:
+    """Owns the server, its clients and the health loop."""
+
+    def __init__(self, settings: Settings, features: FeatureSource | None = None) -> None:
+        self.settings = settings
+        self.features = features or FeastFeatureSource(settings.feast.repo_path)
+        self.scorer = TritonScorer(settings.triton.url)
+        self.router = ModelRouter(list(TARGETS.values()), self.features, self.scorer)
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+        self.servicer = RankingServicer(settings.gateway, self.features, self.scorer, self.router)
+        pb_grpc.add_RankingServiceServicer_to_server(self.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.address = f"{settings.gateway.host}:{settings.gateway.port}"
+        self.port = self.server.add_insecure_port(self.address)
+        self._serving: bool | None = None
+        self._health_task: asyncio.Task[None] | None = None
+
+    async def check_once(self) -> bool:
+        """One health round: Triton up, feature store readable, every target servable."""
+        triton_ok = await self.scorer.server_ready()
+        try:
+            await asyncio.to_thread(self.features.check)
+            features_ok = True
+        except Exception as exc:
+            logger.warning("feature_store_unreachable error=%s", exc)
+            features_ok = False
+        targets_ok = await self.router.refresh() if triton_ok and features_ok else False
+        serving = triton_ok and features_ok and targets_ok
+        if serving != self._serving:
+            logger.info(
+                "health serving=%s triton=%s features=%s targets=%s",
+                serving, triton_ok, features_ok, targets_ok,
+            )
+            status = SERVING if serving else NOT_SERVING
+            for name in ("", SERVICE_NAME):
+                await self.health.set(name, status)
+            self._serving = serving
+        return serving
+
+    async def _health_loop(self) -> None:
+        while True:
+            try:
+                await self.check_once()
+            except Exception:
+                logger.exception("health_check_failed")
+            await asyncio.sleep(self.settings.gateway.health_poll_interval_s)
+
+    async def start(self) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, NOT_SERVING)
+        await self.server.start()
+        self._health_task = asyncio.create_task(self._health_loop())
+        logger.info("gateway_started address=%s", self.address)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        await self.scorer.close()
+        self.servicer.pool.shutdown(wait=False, cancel_futures=True)
+        logger.info("gateway_stopped")
+
+
+async def serve(settings: Settings) -> None:
+    """Runs the gateway until SIGINT/SIGTERM, then drains in-flight requests."""
+    gateway = Gateway(settings)
+    await gateway.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await gateway.stop()
