@@ -2,10 +2,11 @@
 
 from datetime import timedelta
 
-from defaults import feature
-from entities import activity
 from feast import FeatureView, FileSource
 from feast.types import Float32, Float64, Int64
+
+from defaults import feature
+from entities import activity
 
 activity_stats_source = FileSource(
     name="activity_stats_source",
@@ -18,8 +19,12 @@ activity_stats = FeatureView(
     entities=[activity],
     ttl=timedelta(days=14),
     schema=[
-        feature("activity_type", Int64, default=0, description="0 discount, 1 flash sale, "
-                "2 coupon, 3 bundle"),
+        feature(
+            "activity_type",
+            Int64,
+            default=0,
+            description="0 discount, 1 flash sale, 2 coupon, 3 bundle",
+        ),
         feature("discount_pct", Float32, default=0.0),
         feature("target_category", Int64, default=-1),
         feature("participants_7d", Float32, default=0.0),

@@ -2,10 +2,11 @@
 
 from datetime import timedelta
 
-from defaults import feature
-from entities import item
 from feast import FeatureView, FileSource
 from feast.types import Float32, Int64
+
+from defaults import feature
+from entities import item
 
 item_stats_source = FileSource(
     name="item_stats_source",

@@ -1,11 +1,12 @@
 """Request-time (on-demand) features, computed from stored features and the request context."""
 
 import pandas as pd
-from activity import activity_stats
-from defaults import view_defaults
 from feast import Field, RequestSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float32, Int64
+
+from activity import activity_stats
+from defaults import view_defaults
 from item import item_stats
 from user import user_behavior, user_profile
 

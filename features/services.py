@@ -1,7 +1,8 @@
 """Feature services: one per model target, versioned. Each is the model's feature contract."""
 
-from activity import activity_stats
 from feast import FeatureService
+
+from activity import activity_stats
 from item import item_stats
 from on_demand import activity_request_features, item_request_features
 from user import user_behavior, user_profile

@@ -2,10 +2,11 @@
 
 from datetime import timedelta
 
-from defaults import feature
-from entities import user
 from feast import FeatureView, FileSource
 from feast.types import Float32, Int64
+
+from defaults import feature
+from entities import user
 
 user_profile_source = FileSource(
     name="user_profile_source",

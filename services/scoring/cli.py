@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from scoring.core.settings import Settings
@@ -23,12 +25,25 @@ serve_app = typer.Typer(help="Run a server in the foreground.", no_args_is_help=
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.add_typer(serve_app, name="serve")
-console = Console()
+# Wide enough for the tables when output is piped (CI logs, tests).
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+
+def _quiet_libraries() -> None:
+    """Hide library warnings that say nothing to a user of this CLI."""
+    warnings.filterwarnings(
+        "ignore", message=r".*torch\.jit.* is deprecated", category=DeprecationWarning
+    )
+    warnings.filterwarnings(
+        "ignore", message="Discarding nonzero nanoseconds", category=UserWarning
+    )
+    warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
 
 
 def _settings() -> Settings:
     from scoring.core.logging import configure_logging
 
+    _quiet_libraries()
     settings = Settings()
     configure_logging("WARNING", settings.log_json)
     return settings
@@ -47,7 +62,9 @@ def data_generate(
     from scoring.datagen.synthetic import SyntheticConfig, generate
 
     settings = _settings()
-    cfg = SyntheticConfig(users, items, activities, item_impressions, activity_impressions, seed=seed)
+    cfg = SyntheticConfig(
+        users, items, activities, item_impressions, activity_impressions, seed=seed
+    )
     with console.status("generating synthetic data"):
         data = generate(cfg)
         paths = data.write(settings.feast.repo_path / "data")
@@ -81,6 +98,23 @@ def features_materialize() -> None:
     console.print(f"[green]materialized[/] up to {end:%Y-%m-%d %H:%M:%S} UTC")
 
 
+@features_app.command("contract")
+def features_contract(service: str) -> None:
+    """Print a FeatureService's contract: ordered features, dtypes, defaults, schema hash."""
+    from scoring.core.contract import contract_from_store
+    from scoring.core.feature_repo import open_store
+
+    settings = _settings()
+    contract = contract_from_store(open_store(settings.feast.repo_path), service)
+    table = Table(title=f"{contract.service}: schema {contract.schema_hash}")
+    for col in ("#", "feature", "dtype", "default", "entity"):
+        table.add_column(col)
+    for i, f in enumerate(contract.features):
+        table.add_row(str(i), f.ref, f.dtype, f"{f.default:g}", f.entity or "(request time)")
+    console.print(table)
+    console.print(f"request fields: {', '.join(contract.request_fields) or '-'}")
+
+
 def _train(settings: Settings, targets: list[str], epochs: int) -> None:
     from scoring.core.feature_repo import open_store
     from scoring.trainer.train import TrainConfig, train_target
@@ -91,17 +125,30 @@ def _train(settings: Settings, targets: list[str], epochs: int) -> None:
     for col in ("target", "version", "rows", "test AUC", "oracle AUC", "AUC/oracle", "logloss"):
         table.add_column(col, justify="right" if col != "target" else "left")
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"),
-        TimeElapsedColumn(), console=console,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+        console=console,
     ) as progress:
         for name in targets:
             task = progress.add_task(f"train {name}", total=epochs, loss="")
+
+            def on_epoch(epoch: int, loss: float, task: TaskID = task) -> None:
+                progress.update(task, completed=epoch + 1, loss=f"loss {loss:.4f}")
+
             result = train_target(
-                store, TARGETS[name], settings.feast.repo_path, settings.triton.model_repository, cfg,
-                on_epoch=lambda e, loss, t=task: progress.update(t, completed=e + 1, loss=f"loss {loss:.4f}"),
+                store,
+                TARGETS[name],
+                settings.feast.repo_path,
+                settings.triton.model_repository,
+                cfg,
+                on_epoch=on_epoch,
             )
             m = result.metrics
-            rows = result.manifest["training"]["train_rows"] + result.manifest["training"]["test_rows"]
+            rows = (
+                result.manifest["training"]["train_rows"] + result.manifest["training"]["test_rows"]
+            )
             oracle = m.get("oracle_auc", float("nan"))
             table.add_row(
                 name,
@@ -117,7 +164,9 @@ def _train(settings: Settings, targets: list[str], epochs: int) -> None:
 
 @app.command()
 def train(
-    target: Annotated[list[str] | None, typer.Option(help="Model target(s); all by default.")] = None,
+    target: Annotated[
+        list[str] | None, typer.Option(help="Model target(s); all by default.")
+    ] = None,
     epochs: int = 8,
 ) -> None:
     """Train model target(s) from Feast and write a new version into the model repository."""
@@ -161,7 +210,9 @@ def _print_ranking(title: str, response: object) -> None:
     for col in ("rank", "candidate", "score", "note"):
         table.add_column(col, justify="right" if col in ("rank", "score") else "left")
     for c in response.candidates:  # type: ignore[attr-defined]
-        table.add_row(str(c.rank), c.id, f"{c.score:.4f}", "unknown: defaults used" if c.unknown else "")
+        table.add_row(
+            str(c.rank), c.id, f"{c.score:.4f}", "unknown: defaults used" if c.unknown else ""
+        )
     console.print(table)
 
 
@@ -187,12 +238,16 @@ def rank(
 
     settings = _settings()
     with RankingClient(address or f"{settings.gateway.host}:{settings.gateway.port}") as client:
-        _print_ranking(f"{kind.value}s for {user_id}", client.rank(user_id, candidates, kind, top_k))
+        _print_ranking(
+            f"{kind.value}s for {user_id}", client.rank(user_id, candidates, kind, top_k)
+        )
 
 
 @app.command()
 def demo(
-    users: int = 1000,
+    users: Annotated[
+        int, typer.Option(help="Data size: items, activities, impressions scale.")
+    ] = 1000,
     epochs: int = 8,
 ) -> None:
     """Everything, end to end: data, features, training, Triton, gateway, real requests."""
@@ -203,7 +258,13 @@ def demo(
     settings = _settings()
     started = time.monotonic()
     console.rule("1/5 data")
-    data_generate(users=users)
+    data_generate(
+        users=users,
+        items=max(users // 2, 50),
+        activities=max(users // 16, 20),
+        item_impressions=users * 40,
+        activity_impressions=users * 20,
+    )
     console.rule("2/5 features")
     features_apply()
     features_materialize()
@@ -233,7 +294,9 @@ def demo(
             )
             _print_ranking(
                 "top 5 of 12 activities for u_000042",
-                client.rank("u_000042", activities, CandidateKind.ACTIVITY, top_k=5, timestamp_s=now),
+                client.rank(
+                    "u_000042", activities, CandidateKind.ACTIVITY, top_k=5, timestamp_s=now
+                ),
             )
             _print_ranking(
                 "a brand-new user and a brand-new product",

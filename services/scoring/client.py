@@ -23,7 +23,7 @@ class RankingClient:
 
     def __init__(self, address: str) -> None:
         self.channel = grpc.insecure_channel(address)
-        self.stub = pb_grpc.RankingServiceStub(self.channel)
+        self.stub = pb_grpc.RankingServiceStub(self.channel)  # type: ignore[no-untyped-call]
 
     def rank(
         self,

@@ -158,5 +158,7 @@ def contract_from_store(store: Any, service_name: str) -> FeatureContract:
             if dtype not in NUMERIC_DTYPES:
                 raise ValueError(f"{where}: dtype {dtype} is not numeric; the model reads numbers")
             raw = field.tags.get(DEFAULT_TAG, view_tags.get(f"{DEFAULT_TAG}:{field.name}"))
-            specs.append(FeatureSpec(view_name, field.name, dtype, _parse_default(raw, where), entity))
+            specs.append(
+                FeatureSpec(view_name, field.name, dtype, _parse_default(raw, where), entity)
+            )
     return FeatureContract.build(service_name, specs, sorted(set(request_fields)))

@@ -54,7 +54,7 @@ class SyntheticData:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    return np.asarray(1.0 / (1.0 + np.exp(-x)), dtype=np.float64)
 
 
 def _ids(prefix: str, n: int) -> np.ndarray:
@@ -68,7 +68,7 @@ def item_logit(
     user_engagement: np.ndarray,
 ) -> np.ndarray:
     """The planted item click logit (the oracle's truth)."""
-    return (
+    return np.asarray(
         -2.4
         + 1.8 * category_match
         + 1.0 * item_appeal
@@ -85,7 +85,7 @@ def activity_logit(
     user_engagement: np.ndarray,
 ) -> np.ndarray:
     """The planted activity click logit: relevance, depth of discount and urgency."""
-    return (
+    return np.asarray(
         -2.2
         + 1.5 * target_match
         + 0.8 * activity_appeal

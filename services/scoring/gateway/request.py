@@ -34,7 +34,7 @@ class RankQuery:
 
 def _type_name(value: int) -> str:
     try:
-        return pb.CandidateType.Name(value)  # type: ignore[arg-type]
+        return str(pb.CandidateType.Name(value))  # type: ignore[arg-type,unused-ignore]
     except ValueError:
         return str(value)
 
@@ -58,6 +58,8 @@ def parse_rank_request(request: pb.RankRequest, max_candidates: int, now_s: floa
         InvalidRequestError: with a message naming the offending field.
     """
     _check_id(request.user_id, "user_id")
+    if len(request.request_id) > MAX_ID_LENGTH:
+        raise InvalidRequestError(f"request_id: longer than {MAX_ID_LENGTH} characters")
     n = len(request.candidates)
     if n == 0:
         raise InvalidRequestError("candidates: at least one candidate is required")

@@ -69,7 +69,9 @@ class ModelRouter:
                 self._problems[target.name] = BackendUnavailableError(f"{target.name}: {exc}")
             else:
                 if target.name not in self._served:
-                    logger.info("target_ready target=%s schema=%s", target.name, served.contract.schema_hash)
+                    logger.info(
+                        "target_ready target=%s schema=%s", target.name, served.contract.schema_hash
+                    )
                 self._served[target.name] = served
                 self._problems.pop(target.name, None)
         return not self._problems

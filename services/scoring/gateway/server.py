@@ -34,17 +34,19 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
 
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
-                return await inner(request, context)
+                return await inner(request, context)  # type: ignore[arg-type]
             except ScoringError as exc:
                 await context.abort(exc.code, exc.message)
             except grpc.aio.AbortError:
@@ -75,7 +77,9 @@ class Gateway:
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(interceptors=[ErrorInterceptor()])
         self.servicer = RankingServicer(settings.gateway, self.features, self.scorer, self.router)
-        pb_grpc.add_RankingServiceServicer_to_server(self.servicer, self.server)
+        pb_grpc.add_RankingServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            self.servicer, self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
@@ -99,7 +103,10 @@ class Gateway:
         if serving != self._serving:
             logger.info(
                 "health serving=%s triton=%s features=%s targets=%s",
-                serving, triton_ok, features_ok, targets_ok,
+                serving,
+                triton_ok,
+                features_ok,
+                targets_ok,
             )
             status = SERVING if serving else NOT_SERVING
             for name in ("", SERVICE_NAME):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -43,7 +42,9 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         self.router = router
         self.pool = ThreadPoolExecutor(settings.feature_workers, thread_name_prefix="features")
 
-    def _remaining(self, context: grpc.aio.ServicerContext, started: float) -> float:
+    def _remaining(
+        self, context: grpc.aio.ServicerContext[pb.RankRequest, pb.RankResponse], started: float
+    ) -> float:
         caller = context.time_remaining()
         default = self.settings.default_timeout_ms / 1000.0 - (time.monotonic() - started)
         remaining = default if caller is None else caller
@@ -51,8 +52,10 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             raise DeadlineExceededError("deadline exceeded")
         return remaining
 
-    async def Rank(  # noqa: N802 - gRPC method name
-        self, request: pb.RankRequest, context: grpc.aio.ServicerContext
+    async def Rank(  # gRPC method name
+        self,
+        request: pb.RankRequest,
+        context: grpc.aio.ServicerContext[pb.RankRequest, pb.RankResponse],
     ) -> pb.RankResponse:
         started = time.monotonic()
         query = parse_rank_request(request, self.settings.max_candidates, time.time())
@@ -106,7 +109,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         cand_cols = contract.columns_of(query.kind.value)
         unknown_user = bool(user_cols.size and missing[0, user_cols].all())
         unknown = (
-            missing[:, cand_cols].all(axis=1)
+            np.asarray(missing[:, cand_cols].all(axis=1))
             if cand_cols.size
             else np.zeros(len(scores), dtype=bool)
         )

@@ -60,7 +60,9 @@ class TritonScorer:
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         return ModelInfo(True, int(config.get("max_batch_size", 0)), params)
 
-    async def _infer(self, model: str, rows: np.ndarray, timeout_s: float) -> tuple[np.ndarray, str]:
+    async def _infer(
+        self, model: str, rows: np.ndarray, timeout_s: float
+    ) -> tuple[np.ndarray, str]:
         infer_input = InferInput(INPUT_NAME, list(rows.shape), "FP32")
         infer_input.set_data_from_numpy(rows)
         try:

@@ -36,11 +36,13 @@ def export_torchscript(model: nn.Module, sample: torch.Tensor) -> tuple[bytes, f
     scripted = torch.jit.script(model)
     buffer = io.BytesIO()
     torch.jit.save(scripted, buffer)
-    reloaded = torch.jit.load(io.BytesIO(buffer.getvalue()))
+    reloaded = torch.jit.load(io.BytesIO(buffer.getvalue()))  # type: ignore[no-untyped-call]
     with torch.no_grad():
         diff = float((model(sample) - reloaded(sample)).abs().max())
     if not diff <= PARITY_TOLERANCE:
-        raise ExportParityError(f"eager vs TorchScript max abs diff {diff:.3g} > {PARITY_TOLERANCE}")
+        raise ExportParityError(
+            f"eager vs TorchScript max abs diff {diff:.3g} > {PARITY_TOLERANCE}"
+        )
     return buffer.getvalue(), diff
 
 

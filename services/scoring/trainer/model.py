@@ -14,10 +14,15 @@ class Ranker(nn.Module):
     gateway computes nothing twice.
     """
 
+    mean: torch.Tensor
+    inv_std: torch.Tensor
+
     def __init__(self, mean: np.ndarray, std: np.ndarray, hidden: tuple[int, ...] = (64, 32)):
         super().__init__()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
-        self.register_buffer("inv_std", torch.as_tensor(1.0 / np.maximum(std, 1e-6), dtype=torch.float32))
+        self.register_buffer(
+            "inv_std", torch.as_tensor(1.0 / np.maximum(std, 1e-6), dtype=torch.float32)
+        )
         layers: list[nn.Module] = []
         width = len(mean)
         for h in hidden:
@@ -27,7 +32,8 @@ class Ranker(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        return self.mlp((features - self.mean) * self.inv_std)
+        out: torch.Tensor = self.mlp((features - self.mean) * self.inv_std)
+        return out
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """[N, F] raw float32 features -> [N, 1] click probabilities."""

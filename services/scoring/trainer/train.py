@@ -61,7 +61,9 @@ def labels_path(repo_path: Path, target: Target) -> Path:
     return repo_path / "data" / f"impressions_{target.kind.value}.parquet"
 
 
-def training_frame(store: Any, target: Target, contract: FeatureContract, labels: Path) -> pd.DataFrame:
+def training_frame(
+    store: Any, target: Target, contract: FeatureContract, labels: Path
+) -> pd.DataFrame:
     """Point-in-time correct rows: each impression joined with features as of its timestamp."""
     impressions = pd.read_parquet(labels)
     keep = [USER_JOIN_KEY, target.join_key, TIMESTAMP, *contract.request_fields, LABEL]
@@ -166,8 +168,8 @@ def train_target(
     )
     versions = list_versions(model_dir)
     if versions and read_manifest(model_dir, versions[-1]).get("weights_digest") == digest:
-        manifest = read_manifest(model_dir, versions[-1])
-        return TrainResult(target.name, versions[-1], False, manifest["metrics"], manifest)
+        latest = read_manifest(model_dir, versions[-1])
+        return TrainResult(target.name, versions[-1], False, latest["metrics"], latest)
 
     manifest: dict[str, Any] = {
         "target": target.name,
@@ -179,7 +181,10 @@ def train_target(
         "contract": contract.to_json(),
         "training": {
             "config": _config_dict(cfg),
-            "train_window": [train[TIMESTAMP].min().isoformat(), train[TIMESTAMP].max().isoformat()],
+            "train_window": [
+                train[TIMESTAMP].min().isoformat(),
+                train[TIMESTAMP].max().isoformat(),
+            ],
             "test_window": [test[TIMESTAMP].min().isoformat(), test[TIMESTAMP].max().isoformat()],
             "train_rows": len(train),
             "test_rows": len(test),
@@ -191,4 +196,4 @@ def train_target(
 
 
 def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return {name: getattr(cfg, name) for name in cfg.__slots__}  # type: ignore[attr-defined]
+    return {name: getattr(cfg, name) for name in cfg.__slots__}

@@ -163,9 +163,11 @@ class TritonServer:
                         f"triton exited with {self.process.returncode}:\n{self.log_tail()}"
                     )
                 try:
-                    if client.is_server_live() and all(client.is_model_ready(m) for m in self.models):
+                    if client.is_server_live() and all(
+                        client.is_model_ready(m) for m in self.models
+                    ):
                         return
-                except Exception:  # noqa: S110 - not up yet
+                except Exception:  # not up yet
                     pass
                 time.sleep(0.1)
         finally:

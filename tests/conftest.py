@@ -1,0 +1,142 @@
+"""Shared fixtures: a feature repo with data, trained models, a real Triton and a real gateway.
+
+Servers bind 127.0.0.1 on free ports, are polled for readiness and stopped by PID. A test that
+needs a service it cannot get is skipped locally and fails when CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scoring.core import feature_repo
+from scoring.core.settings import FeastSettings, GatewaySettings, Settings, TritonSettings
+from scoring.core.targets import TARGETS
+from scoring.datagen.synthetic import SyntheticConfig, SyntheticData, generate
+
+ROOT = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skips locally, fails in CI: a missing service must never pass silently there."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required service missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def copy_feature_repo(dest: Path) -> Path:
+    """A private copy of features/ (definitions only) so tests never touch the working tree."""
+    shutil.copytree(ROOT / "features", dest, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    return dest
+
+
+SMALL = SyntheticConfig(
+    n_users=200,
+    n_items=150,
+    n_activities=30,
+    n_item_impressions=8000,
+    n_activity_impressions=4000,
+)
+
+
+@dataclass(frozen=True)
+class FeatureRepo:
+    path: Path
+    data: SyntheticData
+
+    def store(self) -> Any:
+        return feature_repo.open_store(self.path)
+
+
+@pytest.fixture(scope="session")
+def feature_repo_ready(tmp_path_factory: pytest.TempPathFactory) -> FeatureRepo:
+    """features/ copied, small synthetic data generated, applied and materialized."""
+    path = copy_feature_repo(tmp_path_factory.mktemp("repo") / "features")
+    data = generate(SMALL)
+    data.write(path / "data")
+    feature_repo.apply(path)
+    feature_repo.materialize(path)
+    return FeatureRepo(path, data)
+
+
+@pytest.fixture(scope="session")
+def model_repository(
+    tmp_path_factory: pytest.TempPathFactory, feature_repo_ready: FeatureRepo
+) -> Path:
+    """Both targets trained (a few epochs) into a private model repository."""
+    from scoring.trainer.train import TrainConfig, train_target
+
+    repo = tmp_path_factory.mktemp("models") / "model_repository"
+    store = feature_repo_ready.store()
+    for target in TARGETS.values():
+        train_target(store, target, feature_repo_ready.path, repo, TrainConfig(epochs=6))
+    return repo
+
+
+def triton_settings(model_repository: Path, work_dir: Path) -> TritonSettings:
+    return TritonSettings(
+        url=f"127.0.0.1:{free_port()}",
+        http_port=free_port(),
+        metrics_port=free_port(),
+        model_repository=model_repository,
+        work_dir=work_dir,
+        startup_timeout_s=120,
+    )
+
+
+def triton_installed() -> bool:
+    from scoring.triton.server import TritonInstall, TritonStartError
+
+    try:
+        return TritonInstall.locate().binary.exists()
+    except TritonStartError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def triton(tmp_path_factory: pytest.TempPathFactory, model_repository: Path) -> Iterator[Any]:
+    """A real Triton server (CPU, python backend) serving both targets."""
+    from scoring.triton.server import TritonServer
+
+    require(triton_installed(), "tritonserver binary (nvidia-pytriton) not installed")
+    work = tmp_path_factory.mktemp("triton")
+    server = TritonServer(triton_settings(model_repository, work), list(TARGETS))
+    with server:
+        yield server
+
+
+def gateway_settings(repo: Path, triton: TritonSettings, **gateway: Any) -> Settings:
+    return Settings(
+        feast=FeastSettings(repo_path=repo),
+        triton=triton,
+        gateway=GatewaySettings(port=free_port(), health_poll_interval_s=0.2, **gateway),
+    )
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, feature_repo_ready: FeatureRepo, triton: Any
+) -> Iterator[Any]:
+    """The real gateway process, SERVING, wired to the Triton and feature repo above."""
+    from scoring.gateway.process import GatewayProcess
+
+    settings = gateway_settings(feature_repo_ready.path, triton.settings, max_candidates=100)
+    log = tmp_path_factory.mktemp("gateway") / "gateway.log"
+    with GatewayProcess(settings, log_path=log) as process:
+        yield process

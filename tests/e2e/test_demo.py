@@ -1,0 +1,69 @@
+"""`scoring demo` (as `make demo` runs it) works from a fresh folder, twice, and cleans up."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ..conftest import ROOT, copy_feature_repo, free_port, require, triton_installed
+
+pytestmark = [pytest.mark.e2e, pytest.mark.triton]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_demo_runs_twice_and_cleans_up(tmp_path: Path) -> None:
+    require(triton_installed(), "tritonserver binary (nvidia-pytriton) not installed")
+    copy_feature_repo(tmp_path / "features")
+    shutil.copytree(
+        ROOT / "model_repository",
+        tmp_path / "model_repository",
+        ignore=shutil.ignore_patterns("[0-9]*"),
+    )
+    ports = {
+        "SCORING_TRITON__URL": f"127.0.0.1:{free_port()}",
+        "SCORING_TRITON__HTTP_PORT": str(free_port()),
+        "SCORING_TRITON__METRICS_PORT": str(free_port()),
+        "SCORING_GATEWAY__PORT": str(free_port()),
+    }
+    env = {**os.environ, **ports}
+    scoring = str(Path(sys.executable).with_name("scoring"))
+    outputs = []
+    for _ in range(2):
+        result = subprocess.run(
+            [scoring, "demo", "--users", "150", "--epochs", "2"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        outputs.append(result.stdout)
+    first, second = outputs
+    for out in outputs:
+        assert "gateway SERVING" in out
+        assert "top 5 of 20 products for u_000042" in out
+        assert "unknown user: defaults used" in out
+        assert "demo done" in out
+    assert "(unchanged)" in second, "same day, same data: the second run keeps the version"
+    assert sorted(p.name for p in (tmp_path / "model_repository" / "item_ranker").iterdir()) == [
+        "1",
+        "config.pbtxt",
+        "configs",
+    ]
+    grpc_port = int(ports["SCORING_TRITON__URL"].rsplit(":", 1)[1])
+    assert port_is_free(grpc_port) and port_is_free(int(ports["SCORING_GATEWAY__PORT"]))

@@ -1,0 +1,72 @@
+"""Gateway health follows its dependencies: NOT_SERVING until Triton and Feast answer."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from grpc_health.v1 import health_pb2
+
+from scoring.core.targets import TARGETS
+from scoring.gateway.process import GatewayProcess, health_status
+from scoring.triton.server import TritonServer
+
+from ..conftest import (
+    copy_feature_repo,
+    gateway_settings,
+    require,
+    triton_installed,
+    triton_settings,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.triton]
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def wait_status(address: str, wanted: int, timeout_s: float = 30.0) -> int | None:
+    deadline = time.monotonic() + timeout_s
+    status = None
+    while time.monotonic() < deadline:
+        status = health_status(address)
+        if status == wanted:
+            return status
+        time.sleep(0.1)
+    return status
+
+
+def test_not_serving_until_triton_is_up_then_serving_then_not(
+    tmp_path: Path, feature_repo_ready: Any, model_repository: Path
+) -> None:
+    require(triton_installed(), "tritonserver binary (nvidia-pytriton) not installed")
+    triton_cfg = triton_settings(model_repository, tmp_path / "triton")
+    settings = gateway_settings(feature_repo_ready.path, triton_cfg)
+    gateway = GatewayProcess(settings, log_path=tmp_path / "gateway.log")
+    gateway.start()
+    try:
+        assert wait_status(gateway.address, NOT_SERVING) == NOT_SERVING
+        time.sleep(1.0)  # several health rounds with Triton absent
+        assert health_status(gateway.address) == NOT_SERVING
+        with TritonServer(triton_cfg, list(TARGETS)):
+            assert wait_status(gateway.address, SERVING) == SERVING
+        assert wait_status(gateway.address, NOT_SERVING) == NOT_SERVING
+    finally:
+        assert gateway.stop() == 0, gateway.log_tail()
+
+
+def test_not_serving_without_a_feature_registry(tmp_path: Path, triton: Any) -> None:
+    repo = copy_feature_repo(tmp_path / "features")  # definitions only: never applied
+    shutil.rmtree(repo / "data", ignore_errors=True)
+    settings = gateway_settings(repo, triton.settings)
+    gateway = GatewayProcess(settings, log_path=tmp_path / "gateway.log")
+    gateway.start()
+    try:
+        assert wait_status(gateway.address, NOT_SERVING) == NOT_SERVING
+        time.sleep(1.0)
+        assert health_status(gateway.address) == NOT_SERVING
+    finally:
+        assert gateway.stop() == 0, gateway.log_tail()

@@ -1,0 +1,72 @@
+"""Triton configs: both profiles from one source, committed configs current with the contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from scoring.core.contract import contract_from_store
+from scoring.core.targets import TARGETS
+from scoring.triton.config import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ModelSpec,
+    build_config,
+    config_paths,
+    render,
+    write_configs,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = ModelSpec("item_ranker", 19, "item_ranker_v1", "abc123")
+
+
+def parse(text: str) -> mc.ModelConfig:
+    return text_format.Parse(text, mc.ModelConfig())
+
+
+def test_gpu_profile_is_libtorch_on_gpu() -> None:
+    cfg = parse(render(SPEC, "gpu"))
+    assert cfg.platform == "pytorch_libtorch"
+    assert not cfg.backend
+    assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+
+
+def test_cpu_profile_is_the_torchscript_python_backend() -> None:
+    cfg = parse(render(SPEC, "cpu"))
+    assert cfg.backend == "torchscript"
+    assert not cfg.platform
+    assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+
+
+def test_profiles_share_everything_but_runtime() -> None:
+    gpu, cpu = build_config(SPEC, "gpu"), build_config(SPEC, "cpu")
+    for cfg in (gpu, cpu):
+        cfg.ClearField("platform")
+        cfg.ClearField("backend")
+        cfg.ClearField("instance_group")
+    assert gpu == cpu
+    assert gpu.input[0].name == INPUT_NAME and list(gpu.input[0].dims) == [19]
+    assert gpu.output[0].name == OUTPUT_NAME
+    assert gpu.parameters["feature_schema_hash"].string_value == "abc123"
+
+
+def test_write_configs_is_idempotent(tmp_path: Path) -> None:
+    assert len(write_configs(tmp_path / "m", SPEC)) == 2
+    assert write_configs(tmp_path / "m", SPEC) == []
+    assert not list((tmp_path / "m").rglob(".*tmp*"))
+
+
+def test_committed_configs_match_the_feature_contract(feature_repo_ready: Any) -> None:
+    store = feature_repo_ready.store()
+    for target in TARGETS.values():
+        contract = contract_from_store(store, target.feature_service)
+        spec = ModelSpec(target.name, contract.width, contract.service, contract.schema_hash)
+        for profile, path in config_paths(ROOT / "model_repository" / target.name).items():
+            committed = path.relative_to(ROOT)
+            assert path.read_text() == render(spec, profile), (
+                f"{committed} is stale: run `scoring train` (it regenerates configs)"
+            )
