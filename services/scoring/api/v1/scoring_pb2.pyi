@@ -36,47 +36,89 @@ class RequestContext(_message.Message):
     def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., device: _Optional[str] = ...) -> None: ...
 
 class RankRequest(_message.Message):
-    __slots__ = ("user_id", "candidates", "context", "top_k", "model", "request_id")
+    __slots__ = ("user_id", "candidates", "context", "top_k", "model", "request_id", "disable_fallback", "diversity", "keep_unavailable")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DISABLE_FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    KEEP_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     context: RequestContext
     top_k: int
     model: str
     request_id: str
-    def __init__(self, user_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., context: _Optional[_Union[RequestContext, _Mapping]] = ..., top_k: _Optional[int] = ..., model: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    disable_fallback: bool
+    diversity: float
+    keep_unavailable: bool
+    def __init__(self, user_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., context: _Optional[_Union[RequestContext, _Mapping]] = ..., top_k: _Optional[int] = ..., model: _Optional[str] = ..., request_id: _Optional[str] = ..., disable_fallback: _Optional[bool] = ..., diversity: _Optional[float] = ..., keep_unavailable: _Optional[bool] = ...) -> None: ...
 
 class ScoredCandidate(_message.Message):
-    __slots__ = ("id", "type", "score", "rank", "unknown")
+    __slots__ = ("id", "type", "score", "rank", "unknown", "reasons")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: CandidateType
     score: float
     rank: int
     unknown: bool
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[CandidateType, str]] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., unknown: _Optional[bool] = ...) -> None: ...
+    reasons: _containers.RepeatedCompositeFieldContainer[Reason]
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[CandidateType, str]] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., unknown: _Optional[bool] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ...) -> None: ...
+
+class Reason(_message.Message):
+    __slots__ = ("group", "contribution")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    contribution: float
+    def __init__(self, group: _Optional[str] = ..., contribution: _Optional[float] = ...) -> None: ...
+
+class FilteredCandidate(_message.Message):
+    __slots__ = ("id", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("candidates", "model_name", "model_version", "request_id", "unknown_user", "feature_service")
+    __slots__ = ("candidates", "model_name", "model_version", "request_id", "unknown_user", "feature_service", "degraded", "degradations", "filtered")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_USER_FIELD_NUMBER: _ClassVar[int]
     FEATURE_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    DEGRADATIONS_FIELD_NUMBER: _ClassVar[int]
+    FILTERED_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[ScoredCandidate]
     model_name: str
     model_version: str
     request_id: str
     unknown_user: bool
     feature_service: str
-    def __init__(self, candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., unknown_user: _Optional[bool] = ..., feature_service: _Optional[str] = ...) -> None: ...
+    degraded: bool
+    degradations: _containers.RepeatedScalarFieldContainer[str]
+    filtered: _containers.RepeatedCompositeFieldContainer[FilteredCandidate]
+    def __init__(self, candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., unknown_user: _Optional[bool] = ..., feature_service: _Optional[str] = ..., degraded: _Optional[bool] = ..., degradations: _Optional[_Iterable[str]] = ..., filtered: _Optional[_Iterable[_Union[FilteredCandidate, _Mapping]]] = ...) -> None: ...
+
+class RankBatchRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[RankRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[RankRequest, _Mapping]]] = ...) -> None: ...
+
+class RankBatchResponse(_message.Message):
+    __slots__ = ("responses",)
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[RankResponse]
+    def __init__(self, responses: _Optional[_Iterable[_Union[RankResponse, _Mapping]]] = ...) -> None: ...
