@@ -1,6 +1,8 @@
-"""The ranking model: normalisation baked in, an MLP, a click probability out."""
+"""The ranking model: normalisation baked in, an MLP, a click probability out.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: TorchScript reads the annotations at runtime.
+"""
+
 
 import numpy as np
 import torch
