@@ -1,4 +1,4 @@
-"""Activity (campaign / promotion / bundle) features."""
+"""Activity (campaign: discount, flash sale, coupon, bundle) features."""
 
 from datetime import timedelta
 
@@ -14,21 +14,28 @@ activity_stats_source = FileSource(
     timestamp_field="event_timestamp",
 )
 
+# Campaign definition and daily participation: one row when announced (a day before the
+# start), then one per midnight.
 activity_stats = FeatureView(
     name="activity_stats",
     entities=[activity],
-    ttl=timedelta(days=14),
+    ttl=timedelta(days=2),
     schema=[
         feature(
             "activity_type",
             Int64,
-            default=0,
+            default=-1,
             description="0 discount, 1 flash sale, 2 coupon, 3 bundle",
         ),
         feature("discount_pct", Float32, default=0.0),
         feature("target_category", Int64, default=-1),
+        feature("target_category_2", Int64, default=-1, description="-1: a single target"),
+        feature("start_ts", Float64, default=0.0, description="Unix seconds"),
+        feature("end_ts", Float64, default=0.0, description="Unix seconds"),
+        feature("impressions_1d", Float32, default=0.0),
+        feature("participants_1d", Float32, default=0.0),
         feature("participants_7d", Float32, default=0.0),
-        feature("end_ts", Float64, default=0.0, description="end time, Unix seconds"),
+        feature("participation_rate_7d", Float32, default=0.05),
     ],
     source=activity_stats_source,
     online=True,

@@ -3,20 +3,33 @@
 The default is stored in the Field's tags (or, for on-demand views, whose output fields must
 match Feast's inferred schema exactly, in the view's tags as `default:<feature>`), so it travels
 through the Feast registry into the feature contract that the trainer and the gateway share.
+A fixed-length float vector is declared with `vector(name, length, default)`: the contract
+expands it into `length` model columns (`<ref>[0]` ...) with one missing indicator.
 """
 
 from __future__ import annotations
 
 from feast import Field
-from feast.types import FeastType
+from feast.types import Array, FeastType, Float32
 
 DEFAULT_TAG = "default"
+LENGTH_TAG = "length"
 
 
 def feature(name: str, dtype: FeastType, default: float, description: str = "") -> Field:
     """A Feast Field whose missing value is `default` in training and in serving."""
     return Field(
         name=name, dtype=dtype, description=description, tags={DEFAULT_TAG: repr(float(default))}
+    )
+
+
+def vector(name: str, length: int, default: float, description: str = "") -> Field:
+    """An Array(Float32) Field of exactly `length` values; each is `default` when missing."""
+    return Field(
+        name=name,
+        dtype=Array(Float32),
+        description=description,
+        tags={DEFAULT_TAG: repr(float(default)), LENGTH_TAG: str(length)},
     )
 
 

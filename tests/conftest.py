@@ -19,10 +19,14 @@ import pytest
 from scoring.core import feature_repo
 from scoring.core.settings import FeastSettings, GatewaySettings, Settings, TritonSettings
 from scoring.core.targets import TARGETS
-from scoring.datagen.synthetic import SyntheticConfig, SyntheticData, generate
+from scoring.datagen.dataset import DataSet, build_data_set
+from scoring.datagen.events import EventLog
+from scoring.datagen.synthetic import SyntheticConfig, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# Sentence-model encodings of item texts, shared by test runs (the model loads only for new texts).
+TEXT_CACHE = ROOT / ".pytest_cache" / "scoring" / "text_cache.parquet"
 
 
 def require(condition: bool, reason: str) -> None:
@@ -58,7 +62,8 @@ SMALL = SyntheticConfig(
 @dataclass(frozen=True)
 class FeatureRepo:
     path: Path
-    data: SyntheticData
+    data: DataSet
+    log: EventLog
 
     def store(self) -> Any:
         return feature_repo.open_store(self.path)
@@ -68,11 +73,11 @@ class FeatureRepo:
 def feature_repo_ready(tmp_path_factory: pytest.TempPathFactory) -> FeatureRepo:
     """features/ copied, small synthetic data generated, applied and materialized."""
     path = copy_feature_repo(tmp_path_factory.mktemp("repo") / "features")
-    data = generate(SMALL)
-    data.write(path / "data")
+    log = generate(SMALL)
+    data = build_data_set(log, path / "data", text_cache=TEXT_CACHE)
     feature_repo.apply(path)
     feature_repo.materialize(path)
-    return FeatureRepo(path, data)
+    return FeatureRepo(path, data, log)
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,10 @@ import asyncio
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -49,6 +50,30 @@ def _settings() -> Settings:
     return settings
 
 
+def _build_progress(title: str) -> tuple[Progress, Callable[[str], None]]:
+    """A progress bar over the feature build's steps, and the callback that advances it."""
+    from scoring.datagen.build import BUILD_STEPS
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
+    )
+    task = progress.add_task(title, total=len(BUILD_STEPS))
+
+    def step(name: str) -> None:
+        progress.update(task, description=f"{title}: {name}", completed=BUILD_STEPS.index(name))
+
+    return progress, step
+
+
+def _print_data_set(title: str, data: Any) -> None:
+    table = Table(title=f"{title} (newest event {data.end:%Y-%m-%d %H:%M} UTC)")
+    for col in ("table", "rows", "file"):
+        table.add_column(col)
+    for path, (name, df) in zip(data.paths, data.tables.items(), strict=True):
+        table.add_row(name, f"{len(df):,}", str(path))
+    console.print(table)
+
+
 @data_app.command("generate")
 def data_generate(
     users: int = 1000,
@@ -56,24 +81,54 @@ def data_generate(
     activities: int = 60,
     item_impressions: int = 40_000,
     activity_impressions: int = 20_000,
+    days: int = 35,
     seed: int = 7,
+    large: Annotated[
+        bool, typer.Option(help="About 3 million events (50k users, 10k items, 8 weeks).")
+    ] = False,
 ) -> None:
-    """Generate the synthetic e-commerce data set into the feature repo's data/ folder."""
+    """Generate a synthetic e-commerce event stream and build the feature tables from it."""
+    from scoring.datagen.dataset import build_data_set
     from scoring.datagen.synthetic import SyntheticConfig, generate
 
     settings = _settings()
-    cfg = SyntheticConfig(
-        users, items, activities, item_impressions, activity_impressions, seed=seed
+    cfg = (
+        SyntheticConfig.large(seed)
+        if large
+        else SyntheticConfig(
+            users, items, activities, item_impressions, activity_impressions, days, seed=seed
+        )
     )
-    with console.status("generating synthetic data"):
-        data = generate(cfg)
-        paths = data.write(settings.feast.repo_path / "data")
-    table = Table(title=f"synthetic data (newest event {data.end:%Y-%m-%d %H:%M} UTC)")
-    for col in ("table", "rows", "file"):
-        table.add_column(col)
-    for path, (name, df) in zip(paths, data.tables.items(), strict=True):
-        table.add_row(name, f"{len(df):,}", str(path))
-    console.print(table)
+    with console.status("simulating the event stream"):
+        log = generate(cfg)
+    console.print(f"{len(log.events):,} events, {log.events['user_id'].nunique():,} users")
+    progress, step = _build_progress("features")
+    with progress:
+        data = build_data_set(log, settings.feast.repo_path / "data", progress=step)
+    _print_data_set("synthetic data", data)
+
+
+@data_app.command("import")
+def data_import(
+    events: Annotated[Path, typer.Argument(help="Event log, .csv or .parquet.")],
+    items: Annotated[Path | None, typer.Option(help="Item attributes table.")] = None,
+    users: Annotated[Path | None, typer.Option(help="User attributes table.")] = None,
+    activities: Annotated[Path | None, typer.Option(help="Campaigns table.")] = None,
+) -> None:
+    """Validate your own event log and build the feature tables from it (README: own data)."""
+    from scoring.datagen.importer import ImportValidationError, import_data_set
+
+    settings = _settings()
+    progress, step = _build_progress("features")
+    try:
+        with progress:
+            data = import_data_set(
+                settings.feast.repo_path / "data", events, items, users, activities, step
+            )
+    except ImportValidationError as exc:
+        console.print(f"[red]import refused[/]: {exc}", markup=False, highlight=False)
+        raise typer.Exit(code=2) from None
+    _print_data_set(f"imported {events.name}", data)
 
 
 @features_app.command("apply")
@@ -83,7 +138,7 @@ def features_apply() -> None:
 
     settings = _settings()
     with console.status("feast apply"):
-        feature_repo.apply(settings.feast.repo_path)
+        feature_repo.apply(settings.feast.repo_path, settings.feast.fs_yaml)
     console.print(f"[green]applied[/] feature repo {settings.feast.repo_path}")
 
 
@@ -94,7 +149,7 @@ def features_materialize() -> None:
 
     settings = _settings()
     with console.status("materializing into the online store"):
-        end = feature_repo.materialize(settings.feast.repo_path)
+        end = feature_repo.materialize(settings.feast.repo_path, fs_yaml=settings.feast.fs_yaml)
     console.print(f"[green]materialized[/] up to {end:%Y-%m-%d %H:%M:%S} UTC")
 
 
@@ -105,13 +160,25 @@ def features_contract(service: str) -> None:
     from scoring.core.feature_repo import open_store
 
     settings = _settings()
-    contract = contract_from_store(open_store(settings.feast.repo_path), service)
+    store = open_store(settings.feast.repo_path, settings.feast.fs_yaml)
+    contract = contract_from_store(store, service)
     table = Table(title=f"{contract.service}: schema {contract.schema_hash}")
-    for col in ("#", "feature", "dtype", "default", "entity"):
+    for col in ("#", "feature", "dtype", "default", "entity", "columns"):
         table.add_column(col)
     for i, f in enumerate(contract.features):
-        table.add_row(str(i), f.ref, f.dtype, f"{f.default:g}", f.entity or "(request time)")
+        table.add_row(
+            str(i),
+            f.ref,
+            f.dtype,
+            f"{f.default:g}",
+            f.entity or "(request time)",
+            str(f.length),
+        )
     console.print(table)
+    console.print(
+        f"model input: {contract.value_width} value columns + {len(contract.features)} "
+        f"missing indicators = {contract.width}"
+    )
     console.print(f"request fields: {', '.join(contract.request_fields) or '-'}")
 
 
@@ -119,7 +186,7 @@ def _train(settings: Settings, targets: list[str], epochs: int) -> None:
     from scoring.core.feature_repo import open_store
     from scoring.trainer.train import TrainConfig, train_target
 
-    store = open_store(settings.feast.repo_path)
+    store = open_store(settings.feast.repo_path, settings.feast.fs_yaml)
     cfg = TrainConfig(epochs=epochs)
     table = Table(title="trained models (test split: the latest 20% of time)")
     for col in ("target", "version", "rows", "test AUC", "oracle AUC", "AUC/oracle", "logloss"):

@@ -37,10 +37,23 @@ def direct_scores(
         entity_rows=rows,
         full_feature_names=True,
     ).to_dict()
-    matrix = np.array(
-        [[f.default if v is None else float(v) for v in online[f.ref]] for f in contract.features],
-        dtype=np.float32,
-    ).T
+
+    # The contract's model input: values (vectors expanded, defaults where missing), then one
+    # 0/1 missing indicator per feature; here rebuilt by hand from Feast's own online answer.
+    def absent(v: Any) -> bool:  # None, or NaN stored for a null
+        return v is None or (isinstance(v, float) and np.isnan(v))
+
+    columns, indicators = [], []
+    for f in contract.features:
+        values = online[f.ref]
+        if f.is_vector:
+            vectors = [np.full(f.length, f.default) if absent(v) else np.asarray(v) for v in values]
+            columns.extend(np.array(vectors, dtype=np.float64).T)
+        else:
+            columns.append(np.array([f.default if absent(v) else float(v) for v in values]))
+        indicators.append(np.array([float(absent(v)) for v in values]))
+    matrix = np.ascontiguousarray(np.array([*columns, *indicators], dtype=np.float32).T)
+    assert matrix.shape[1] == contract.width
     version = str(list_versions(model_repository / target_name)[-1])
     model = torch.jit.load(str(model_repository / target_name / version / "model.pt"))
     with torch.no_grad():

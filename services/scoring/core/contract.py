@@ -3,6 +3,16 @@
 A contract is the ordered list of features a model reads (the FeatureService's order), each
 with its dtype, its declared default and the entity it belongs to. Its schema hash is stored
 with every model version and checked by the gateway before a model is served.
+
+Model input layout (the same for the trainer and the gateway, both call `assemble`):
+
+    [ value columns ..., missing indicators ... ]
+
+Value columns follow the contract order; a fixed-length vector feature (Array(Float32) with a
+`length` tag) expands into `length` columns named `<ref>[0]` ... `<ref>[n-1]`. Then comes one
+0/1 indicator per feature (`<ref>__missing`, same order): 1 when the value was absent, null,
+NaN or expired and the declared default was used instead. The hash covers the layout, every
+ref, dtype, default and vector length.
 """
 
 from __future__ import annotations
@@ -20,19 +30,24 @@ from feast.errors import FeatureViewNotFoundException
 from scoring.core.errors import ContractMismatchError
 
 DEFAULT_TAG = "default"
+LENGTH_TAG = "length"
 NUMERIC_DTYPES = frozenset({"Int32", "Int64", "Float32", "Float64", "Bool"})
+VECTOR_DTYPES = frozenset({"Array(Float32)", "Array(Float64)"})
+LAYOUT = "values+missing_indicators/v1"
+INDICATOR_SUFFIX = "__missing"
 
 
 @dataclass(frozen=True, slots=True)
 class FeatureSpec:
-    """One model input column.
+    """One feature a model reads.
 
     Attributes:
         view: feature view (or on-demand view) name.
         name: feature name inside the view.
-        dtype: Feast dtype name, e.g. "Float32".
+        dtype: Feast dtype name, e.g. "Float32" or "Array(Float32)".
         default: value used when the store has none (unknown entity, expired, null).
         entity: entity the view is keyed by ("user", "item", ...); None for on-demand views.
+        length: number of model columns: 1 for a scalar, the declared length for a vector.
     """
 
     view: str
@@ -40,11 +55,36 @@ class FeatureSpec:
     dtype: str
     default: float
     entity: str | None
+    length: int = 1
 
     @property
     def ref(self) -> str:
         """Full feature name as Feast returns it with full_feature_names=True."""
         return f"{self.view}__{self.name}"
+
+    @property
+    def is_vector(self) -> bool:
+        return self.dtype in VECTOR_DTYPES
+
+    @property
+    def columns(self) -> list[str]:
+        """Its model value columns."""
+        return [f"{self.ref}[{i}]" for i in range(self.length)] if self.is_vector else [self.ref]
+
+
+@dataclass(frozen=True, slots=True)
+class Assembled:
+    """A model input matrix and what was missing in it.
+
+    Attributes:
+        matrix: [rows, width] float32, values then indicators (the model input).
+        missing: [rows, value columns] bool, per value column.
+        indicators: [rows, features] bool, per feature (the matrix's indicator columns).
+    """
+
+    matrix: np.ndarray
+    missing: np.ndarray
+    indicators: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,31 +101,65 @@ class FeatureContract:
         cls, service: str, features: Sequence[FeatureSpec], request_fields: Sequence[str] = ()
     ) -> FeatureContract:
         """Builds a contract and computes its schema hash."""
-        payload = [[f.ref, f.dtype, f.default] for f in features]
-        digest = hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+        payload = {
+            "layout": LAYOUT,
+            "features": [[f.ref, f.dtype, f.default, f.length] for f in features],
+        }
+        digest = hashlib.sha256(
+            json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+        ).hexdigest()
         return cls(service, tuple(features), tuple(request_fields), digest[:16])
 
     @property
     def refs(self) -> list[str]:
+        """Feature refs in contract order (one per feature, vectors not expanded)."""
         return [f.ref for f in self.features]
 
     @property
+    def value_columns(self) -> list[str]:
+        return [c for f in self.features for c in f.columns]
+
+    @property
+    def indicator_columns(self) -> list[str]:
+        return [f"{f.ref}{INDICATOR_SUFFIX}" for f in self.features]
+
+    @property
+    def columns(self) -> list[str]:
+        """Every model input column, in order: values then missing indicators."""
+        return self.value_columns + self.indicator_columns
+
+    @property
+    def value_width(self) -> int:
+        return sum(f.length for f in self.features)
+
+    @property
     def width(self) -> int:
-        return len(self.features)
+        """The model input width (values + indicators)."""
+        return self.value_width + len(self.features)
 
     def columns_of(self, entity: str) -> np.ndarray:
-        """Indices of the columns that belong to `entity`'s feature views."""
-        return np.array([i for i, f in enumerate(self.features) if f.entity == entity], dtype=int)
+        """Indices of the value columns that belong to `entity`'s feature views."""
+        out: list[int] = []
+        start = 0
+        for f in self.features:
+            if f.entity == entity:
+                out.extend(range(start, start + f.length))
+            start += f.length
+        return np.array(out, dtype=int)
 
     def assemble(self, frame: pd.DataFrame | Mapping[str, Sequence[Any]]) -> Assembled:
-        """Builds the float32 model input in contract order, filling missing values with defaults.
+        """Builds the float32 model input, filling missing values with defaults.
 
         Args:
             frame: feature values by full feature name (a DataFrame or column lists, as from
-                Feast's `to_df()` / `to_dict()`); None / NaN mark a missing value.
+                Feast's `to_df()` / `to_dict()`); None / NaN mark a missing value; a vector
+                feature holds a sequence of its declared length (or None).
 
         Returns:
-            The matrix and the boolean mask of the values that were missing.
+            The matrix (values then indicators) and the missing masks.
+
+        Raises:
+            ContractMismatchError: a contract column is absent, or a vector has another length.
         """
         df = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(dict(frame))
         absent = [ref for ref in self.refs if ref not in df.columns]
@@ -93,40 +167,88 @@ class FeatureContract:
             raise ContractMismatchError(
                 f"feature service {self.service}: the store returned no column for {absent}"
             )
-        values = df[self.refs].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+        rows = len(df)
+        values = np.empty((rows, self.value_width), dtype=np.float64)
+        defaults = np.empty(self.value_width, dtype=np.float64)
+        start = 0
+        for f in self.features:
+            stop = start + f.length
+            defaults[start:stop] = f.default
+            if f.is_vector:
+                values[:, start:stop] = self._vector(f, df[f.ref])
+            else:
+                values[:, start] = pd.to_numeric(df[f.ref], errors="coerce").to_numpy(
+                    dtype=np.float64, na_value=np.nan
+                )
+            start = stop
         missing = np.isnan(values)
-        defaults = np.array([f.default for f in self.features], dtype=np.float64)
-        filled = np.where(missing, defaults, values).astype(np.float32)
-        return Assembled(np.ascontiguousarray(filled), missing)
+        filled = np.where(missing, defaults, values)
+        indicators = np.empty((rows, len(self.features)), dtype=bool)
+        start = 0
+        for j, f in enumerate(self.features):
+            indicators[:, j] = missing[:, start : start + f.length].any(axis=1)
+            start += f.length
+        matrix = np.concatenate([filled, indicators], axis=1).astype(np.float32)
+        return Assembled(np.ascontiguousarray(matrix), missing, indicators)
+
+    def _vector(self, spec: FeatureSpec, column: pd.Series) -> np.ndarray:
+        out = np.full((len(column), spec.length), np.nan)
+        for row, value in enumerate(column.to_numpy(dtype=object)):
+            if value is None:
+                continue
+            vec = np.asarray(value, dtype=np.float64)
+            if vec.ndim == 0 and np.isnan(vec):  # NaN from a point-in-time join: missing
+                continue
+            if vec.shape != (spec.length,):
+                raise ContractMismatchError(
+                    f"feature service {self.service}: {spec.ref} has {vec.size} values in row "
+                    f"{row}, the contract declares {spec.length}"
+                )
+            out[row] = vec
+        return out
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-friendly description, stored in each model version's manifest."""
         return {
             "feature_service": self.service,
             "schema_hash": self.schema_hash,
+            "layout": LAYOUT,
+            "width": self.width,
             "request_fields": list(self.request_fields),
             "features": [
-                {"ref": f.ref, "dtype": f.dtype, "default": f.default, "entity": f.entity}
+                {
+                    "ref": f.ref,
+                    "dtype": f.dtype,
+                    "default": f.default,
+                    "entity": f.entity,
+                    "length": f.length,
+                }
                 for f in self.features
             ],
         }
-
-
-@dataclass(frozen=True, slots=True)
-class Assembled:
-    """A model input matrix [rows, features] and its missing-value mask."""
-
-    matrix: np.ndarray
-    missing: np.ndarray
 
 
 def _parse_default(raw: str | None, where: str) -> float:
     if raw is None:
         raise ValueError(
             f"{where}: no default declared; declare one with features/defaults.py "
-            "(feature(..., default=...) or view_defaults(...))"
+            "(feature(..., default=...), vector(...) or view_defaults(...))"
         )
     return float(raw)
+
+
+def _parse_length(dtype: str, tags: Mapping[str, str], where: str) -> int:
+    if dtype in NUMERIC_DTYPES:
+        return 1
+    if dtype in VECTOR_DTYPES:
+        raw = tags.get(LENGTH_TAG)
+        if raw is None or not raw.isdigit() or int(raw) < 1:
+            raise ValueError(
+                f"{where}: a vector feature needs a fixed length; declare it with "
+                "features/defaults.py vector(name, length, default)"
+            )
+        return int(raw)
+    raise ValueError(f"{where}: dtype {dtype} is not numeric; the model reads numbers")
 
 
 def contract_from_store(store: Any, service_name: str) -> FeatureContract:
@@ -155,10 +277,11 @@ def contract_from_store(store: Any, service_name: str) -> FeatureContract:
         for field in projection.features:
             dtype = str(field.dtype)
             where = f"{service_name}: {view_name}:{field.name}"
-            if dtype not in NUMERIC_DTYPES:
-                raise ValueError(f"{where}: dtype {dtype} is not numeric; the model reads numbers")
+            length = _parse_length(dtype, field.tags, where)
             raw = field.tags.get(DEFAULT_TAG, view_tags.get(f"{DEFAULT_TAG}:{field.name}"))
             specs.append(
-                FeatureSpec(view_name, field.name, dtype, _parse_default(raw, where), entity)
+                FeatureSpec(
+                    view_name, field.name, dtype, _parse_default(raw, where), entity, length
+                )
             )
     return FeatureContract.build(service_name, specs, sorted(set(request_fields)))

@@ -16,6 +16,9 @@ class FeastSettings(BaseModel):
     """Where the Feast feature repository (feature_store.yaml and definitions) lives."""
 
     repo_path: Path = Path("features")
+    # Store profile: None uses <repo_path>/feature_store.yaml (local: SQLite, files); set
+    # features/feature_store.production.yaml for Redis + a PostgreSQL SQL registry.
+    fs_yaml: Path | None = None
 
 
 class TritonSettings(BaseModel):
@@ -66,7 +69,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for section, value in settings.model_dump(mode="json").items():
         if isinstance(value, dict):
             for key, item in value.items():
-                env[f"SCORING_{section.upper()}__{key.upper()}"] = str(item)
+                if item is not None:  # unset optional settings stay unset in the child
+                    env[f"SCORING_{section.upper()}__{key.upper()}"] = str(item)
         else:
             env[f"SCORING_{section.upper()}"] = str(value)
     return env

@@ -1,15 +1,36 @@
-"""Online feature reads for the gateway, behind one small interface."""
+"""Online feature reads for the gateway, behind one small interface.
+
+The Feast implementation enforces each view's TTL at read time (not every online store does,
+e.g. Redis and SQLite return whatever was last materialized): a stored value older than its
+view's ttl, measured from the request time, counts as missing, so the contract fills its
+default and sets its missing indicator, as Feast's point-in-time join does in training.
+Request-time (on-demand) features are computed after that, from the TTL-checked inputs.
+Feature age (seconds since the newest value's event time, per view, the maximum over the rows
+read) is reported with every read: `OnlineFeatures.age_s`, and `frame.attrs["feature_age_s"]`
+on the DataFrame that `fetch` returns.
+"""
 
 from __future__ import annotations
 
+import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
-from feast import FeatureStore
+import pyarrow as pa
+from feast.errors import FeatureViewNotFoundException
 
 from scoring.core.contract import FeatureContract, contract_from_store
+from scoring.core.feature_repo import open_store
 from scoring.core.targets import USER_JOIN_KEY, Target
+
+TIMESTAMP_SUFFIX = "__ts"  # feast.online_response.TIMESTAMP_POSTFIX
+AGE_ATTR = "feature_age_s"
+EXPIRED_ATTR = "expired_rows"
+FS_YAML_ENV = "SCORING_FEAST__FS_YAML"
 
 
 class FeatureSource(Protocol):
@@ -28,7 +49,10 @@ class FeatureSource(Protocol):
         candidate_ids: tuple[str, ...],
         request_values: dict[str, Any],
     ) -> pd.DataFrame:
-        """One row per candidate, columns named by full feature name; None/NaN when missing."""
+        """One row per candidate, columns named by full feature name; None/NaN when missing.
+
+        `frame.attrs["feature_age_s"]` maps each view read to its feature age in seconds.
+        """
         ...
 
     def check(self) -> None:
@@ -36,14 +60,142 @@ class FeatureSource(Protocol):
         ...
 
 
-class FeastFeatureSource:
-    """Reads through the Feast SDK (`get_online_features` with the target's FeatureService)."""
+@dataclass(frozen=True, slots=True)
+class OnlineFeatures:
+    """One online read.
 
-    def __init__(self, repo_path: Path) -> None:
-        self.store = FeatureStore(repo_path=str(repo_path))
+    Attributes:
+        frame: one row per candidate, a column per contract ref.
+        age_s: per stored view, seconds since the newest event time among its rows (the
+            maximum over rows; views with no value in any row are absent).
+        expired: per stored view, how many rows held a value older than the view's ttl.
+    """
+
+    frame: pd.DataFrame
+    age_s: dict[str, float]
+    expired: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadPlan:
+    """What one FeatureService needs from the online store."""
+
+    refs: tuple[str, ...]  # "view:feature" of stored views, incl. on-demand inputs
+    views: dict[str, tuple[float, tuple[str, ...]]]  # view -> (ttl seconds, 0 = none; features)
+    odfvs: tuple[Any, ...]
+
+
+class FeastFeatureSource:
+    """Reads stored features through the Feast SDK; TTL, on-demand features and age on top."""
+
+    def __init__(self, repo_path: Path, fs_yaml: Path | None = None) -> None:
+        """Opens the store of `repo_path` with the profile `fs_yaml`.
+
+        Args:
+            repo_path: the Feast repo (settings.feast.repo_path).
+            fs_yaml: the store profile (settings.feast.fs_yaml); when None, the gateway
+                process's SCORING_FEAST__FS_YAML applies, else the repo's feature_store.yaml.
+        """
+        if fs_yaml is None and os.environ.get(FS_YAML_ENV):
+            fs_yaml = Path(os.environ[FS_YAML_ENV])
+        self.store = open_store(repo_path, fs_yaml)
+        self._plans: dict[tuple[str, str], _ReadPlan] = {}
 
     def contract(self, service: str) -> FeatureContract:
         return contract_from_store(self.store, service)
+
+    def _plan(self, contract: FeatureContract) -> _ReadPlan:
+        key = (contract.service, contract.schema_hash)
+        if key in self._plans:
+            return self._plans[key]
+        service = self.store.get_feature_service(contract.service)
+        views: dict[str, tuple[float, list[str]]] = {}
+        odfvs: list[Any] = []
+
+        def need(view_name: str, features: list[str]) -> None:
+            view = self.store.get_feature_view(view_name)
+            ttl = view.ttl.total_seconds() if view.ttl else 0.0
+            known = views.setdefault(view_name, (ttl, []))[1]
+            known.extend(f for f in features if f not in known)
+
+        for projection in service.feature_view_projections:
+            try:
+                need(projection.name, [f.name for f in projection.features])
+            except FeatureViewNotFoundException:
+                odfv = self.store.get_on_demand_feature_view(projection.name)
+                odfvs.append(odfv)
+                for source in odfv.source_feature_view_projections.values():
+                    need(source.name, [f.name for f in source.features])
+        plan = _ReadPlan(
+            refs=tuple(f"{v}:{f}" for v, (_, feats) in views.items() for f in feats),
+            views={v: (ttl, tuple(feats)) for v, (ttl, feats) in views.items()},
+            odfvs=tuple(odfvs),
+        )
+        self._plans[key] = plan
+        return plan
+
+    def read(
+        self,
+        contract: FeatureContract,
+        target: Target,
+        user_id: str,
+        candidate_ids: tuple[str, ...],
+        request_values: dict[str, Any],
+        now: float | None = None,
+    ) -> OnlineFeatures:
+        """Reads the contract's features for one user and their candidates.
+
+        Args:
+            now: the request time in Unix seconds (TTL and age are measured from it);
+                `request_values["request_ts"]`, else the clock, by default.
+        """
+        plan = self._plan(contract)
+        rows = [{USER_JOIN_KEY: user_id, target.join_key: cid} for cid in candidate_ids]
+        raw = self.store.get_online_features(
+            features=list(plan.refs), entity_rows=rows, full_feature_names=True
+        ).to_dict(include_event_timestamps=True)
+        if now is None:
+            now = float(request_values.get("request_ts") or time.time())
+        columns: dict[str, list[Any]] = {}
+        age_s: dict[str, float] = {}
+        expired_rows: dict[str, int] = {}
+        for view, (ttl, features) in plan.views.items():
+            refs = [f"{view}__{f}" for f in features]
+            stamps = np.array(raw[refs[0] + TIMESTAMP_SUFFIX], dtype=np.float64)
+            present = np.zeros(len(rows), dtype=bool)
+            for ref in refs:
+                present |= np.array([v is not None for v in raw[ref]], dtype=bool)
+            present &= stamps > 0
+            age = now - stamps
+            expired = present & (age > ttl) if ttl > 0 else np.zeros(len(rows), dtype=bool)
+            if present.any():
+                age_s[view] = float(age[present].max())
+            expired_rows[view] = int(expired.sum())
+            for ref in refs:
+                values = raw[ref]
+                columns[ref] = (
+                    [None if gone else v for v, gone in zip(values, expired, strict=True)]
+                    if expired.any()
+                    else values
+                )
+        frame = pd.DataFrame(columns)
+        if plan.odfvs:
+            inputs = pa.table(
+                {
+                    **{k: pa.array(v) for k, v in columns.items()},
+                    **{
+                        k: pa.array([v] * len(rows), type=pa.int64())
+                        for k, v in request_values.items()
+                    },
+                }
+            )
+            for odfv in plan.odfvs:
+                out = odfv.transform_arrow(inputs, full_feature_names=True).to_pandas()
+                for ref in contract.refs:
+                    if ref in out.columns:
+                        frame[ref] = out[ref].to_numpy()
+        frame = frame[[ref for ref in contract.refs if ref in frame.columns]]
+        return OnlineFeatures(frame, age_s, expired_rows)
 
     def fetch(
         self,
@@ -53,16 +205,11 @@ class FeastFeatureSource:
         candidate_ids: tuple[str, ...],
         request_values: dict[str, Any],
     ) -> pd.DataFrame:
-        rows = [
-            {USER_JOIN_KEY: user_id, target.join_key: cid, **request_values}
-            for cid in candidate_ids
-        ]
-        response = self.store.get_online_features(
-            features=self.store.get_feature_service(contract.service),
-            entity_rows=rows,
-            full_feature_names=True,
-        )
-        return response.to_df()
+        features = self.read(contract, target, user_id, candidate_ids, request_values)
+        frame = features.frame
+        frame.attrs[AGE_ATTR] = features.age_s
+        frame.attrs[EXPIRED_ATTR] = features.expired
+        return frame
 
     def check(self) -> None:
         # A registry read and an online read of one (absent) user: both must succeed.

@@ -1,0 +1,41 @@
+"""From an event log to the feature repo's data folder: build every table and write it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from scoring.datagen.build import BuildOptions, Progress, build_tables, write_tables
+from scoring.datagen.events import EventLog
+
+
+@dataclass(frozen=True, slots=True)
+class DataSet:
+    """The written tables (by file stem), their files and the newest event time."""
+
+    tables: dict[str, pd.DataFrame]
+    paths: list[Path]
+    end: pd.Timestamp
+
+
+def build_data_set(
+    log: EventLog,
+    data_dir: Path,
+    text_cache: Path | None = None,
+    progress: Progress | None = None,
+) -> DataSet:
+    """Builds the offline feature tables and labels of `log` into `data_dir` (Parquet).
+
+    Args:
+        log: a validated event log (synthetic or imported).
+        data_dir: the feature repo's data folder (features/data).
+        text_cache: where text encodings are cached; `data_dir/text_cache.parquet` by default.
+        progress: called with the name of each build step as it starts.
+    """
+    options = BuildOptions(data_dir, text_cache or data_dir / "text_cache.parquet")
+    tables = build_tables(log, options, progress)
+    if progress is not None:
+        progress("writing Parquet")
+    return DataSet(tables, write_tables(tables, data_dir), log.end)

@@ -1,0 +1,249 @@
+"""Import a user's own event log (CSV or Parquet): validate every row, then build the tables.
+
+The format is in scoring.datagen.events (and README, "Bring your own data"). Bad rows are
+reported all at once, each with its file and row number (`events.csv row 7 (line 8):
+event_type 'clik' is not one of impression, click, ...`), and nothing is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scoring.datagen.build import Progress
+from scoring.datagen.dataset import DataSet, build_data_set
+from scoring.datagen.events import (
+    ACTIVITY_COLUMNS,
+    ACTIVITY_TYPES,
+    EVENT_COLUMNS,
+    EVENT_TYPES,
+    ITEM_COLUMNS,
+    USER_COLUMNS,
+    EventLog,
+)
+
+MAX_REPORTED = 20
+
+
+class ImportValidationError(ValueError):
+    """The input has bad rows or columns; `problems` lists each one with its row number."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        shown = self.problems[:MAX_REPORTED]
+        more = len(self.problems) - len(shown)
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        super().__init__(
+            f"{len(self.problems)} problem(s) in the input:\n  " + "\n  ".join(shown) + tail
+        )
+
+
+@dataclass
+class _Table:
+    """One input file read as text columns, and the problems found in it."""
+
+    name: str
+    frame: pd.DataFrame
+    is_csv: bool
+    problems: list[str]
+
+    def where(self, row: int) -> str:
+        # Rows count data rows from 1; a CSV's line adds the header.
+        line = f" (line {row + 2})" if self.is_csv else ""
+        return f"{self.name} row {row + 1}{line}"
+
+    def report(self, bad: np.ndarray, message: str, column: str | None = None) -> None:
+        for row in np.flatnonzero(bad):
+            shown = f" {self.frame[column].iloc[row]!r}" if column else ""
+            self.problems.append(f"{self.where(int(row))}: {column or ''}{shown} {message}".strip())
+
+    def text(self, column: str) -> pd.Series:
+        if column not in self.frame:
+            return pd.Series("", index=self.frame.index, dtype=object)
+        col = self.frame[column]
+        return col.where(col.notna(), "").astype(str).str.strip()
+
+    def number(self, column: str, low: float, high: float = np.inf) -> pd.Series:
+        """Numeric column (NaN where empty); out-of-range or unparseable values are reported."""
+        raw = self.text(column)
+        value = pd.to_numeric(raw.where(raw != ""), errors="coerce")
+        bad = (raw != "") & (value.isna() | (value < low) | (value > high))
+        bound = f"<= {high:g}" if np.isfinite(high) else ""
+        self.report(bad.to_numpy(), f"must be a number >= {low:g} {bound}".strip(), column)
+        return value.where(~bad)
+
+    def time(self, column: str, required: bool) -> pd.Series:
+        """UTC timestamps from ISO-8601 text or Unix seconds; bad ones are reported."""
+        raw = self.text(column)
+        numeric = pd.to_numeric(raw.where(raw != ""), errors="coerce")
+        parsed = pd.to_datetime(raw.where(numeric.isna() & (raw != "")), utc=True, errors="coerce")
+        seconds = pd.to_datetime(numeric, unit="s", utc=True, errors="coerce")
+        out = parsed.where(numeric.isna(), seconds)
+        bad = out.isna() & ((raw != "") | required)
+        message = (
+            "is not a date-time (ISO-8601 or Unix seconds)" if required else "is not a date-time"
+        )
+        self.report(bad.to_numpy(), message, column)
+        return out.dt.floor("s")
+
+    def require_columns(self, columns: Sequence[str]) -> bool:
+        missing = [c for c in columns if c not in self.frame.columns]
+        if missing:
+            self.problems.append(
+                f"{self.name}: missing column(s) {missing}; required: {', '.join(columns)}"
+            )
+        return not missing
+
+    def unique_ids(self, column: str) -> pd.Series:
+        ids = self.text(column)
+        self.report((ids == "").to_numpy(), "is empty", column)
+        dup = ids.duplicated(keep="first") & (ids != "")
+        self.report(dup.to_numpy(), "appears twice", column)
+        return ids
+
+
+def _read(path: Path, problems: list[str]) -> _Table:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    elif suffix in (".parquet", ".pq"):
+        frame = pd.read_parquet(path)
+    else:
+        raise ImportValidationError([f"{path.name}: unsupported file type; use .csv or .parquet"])
+    return _Table(path.name, frame.reset_index(drop=True), suffix == ".csv", problems)
+
+
+def read_event_log(
+    events: Path,
+    items: Path | None = None,
+    users: Path | None = None,
+    activities: Path | None = None,
+) -> EventLog:
+    """Reads and validates an event log and its optional attribute tables.
+
+    Raises:
+        ImportValidationError: listing every bad row (file, row number, column, value, why).
+    """
+    problems: list[str] = []
+    ev = _read(events, problems)
+    if not ev.require_columns(EVENT_COLUMNS):
+        raise ImportValidationError(problems)
+    user_id = ev.text("user_id")
+    item_id = ev.text("item_id")
+    activity_id = ev.text("activity_id")
+    kind = ev.text("event_type").str.lower()
+    ev.report((user_id == "").to_numpy(), "is empty", "user_id")
+    ev.report(
+        ((item_id == "") & (activity_id == "")).to_numpy(),
+        "is empty (and no activity_id is given)",
+        "item_id",
+    )
+    ev.report(
+        ~kind.isin(EVENT_TYPES).to_numpy(), f"is not one of {', '.join(EVENT_TYPES)}", "event_type"
+    )
+    timestamp = ev.time("timestamp", required=True)
+    price = ev.number("price", 0.0)
+    quantity = ev.number("quantity", 1.0)
+    ev.report(
+        (quantity.notna() & (quantity != quantity.round())).to_numpy(),
+        "must be a whole number",
+        "quantity",
+    )
+
+    tables: dict[str, pd.DataFrame] = {}
+    if items is not None:
+        it = _read(items, problems)
+        if it.require_columns(ITEM_COLUMNS):
+            frame = pd.DataFrame({"item_id": it.unique_ids("item_id")})
+            for col in ("category", "brand", "title", "description"):
+                if col in it.frame:
+                    frame[col] = it.text(col).replace("", None)
+            for col, low, high in (
+                ("price", 0.0, np.inf),
+                ("rating", 0.0, 5.0),
+                ("in_stock", 0, 1),
+            ):
+                if col in it.frame:
+                    frame[col] = it.number(col, low, high)
+            if "created_at" in it.frame:
+                frame["created_at"] = it.time("created_at", required=False)
+            tables["items"] = frame
+    if users is not None:
+        us = _read(users, problems)
+        if us.require_columns(USER_COLUMNS):
+            frame = pd.DataFrame({"user_id": us.unique_ids("user_id")})
+            for col in ("segment", "region", "membership_level", "age_bucket"):
+                if col in us.frame:
+                    raw = us.text(col)
+                    numeric = pd.to_numeric(raw.where(raw != ""), errors="coerce")
+                    all_numbers = numeric.notna().sum() == (raw != "").sum()
+                    frame[col] = numeric if all_numbers else raw.replace("", None)
+            if "signup_at" in us.frame:
+                frame["signup_at"] = us.time("signup_at", required=False)
+            tables["users"] = frame
+    if activities is not None:
+        ac = _read(activities, problems)
+        if ac.require_columns(ACTIVITY_COLUMNS):
+            frame = pd.DataFrame({"activity_id": ac.unique_ids("activity_id")})
+            act_type = ac.text("activity_type").str.lower()
+            ac.report(
+                ~act_type.isin(ACTIVITY_TYPES).to_numpy(),
+                f"is not one of {', '.join(ACTIVITY_TYPES)}",
+                "activity_type",
+            )
+            frame["activity_type"] = act_type
+            frame["start_at"] = ac.time("start_at", required=True)
+            frame["end_at"] = ac.time("end_at", required=True)
+            ac.report(
+                (frame["end_at"] <= frame["start_at"]).to_numpy(),
+                "must be after start_at",
+                "end_at",
+            )
+            frame["discount_pct"] = ac.number("discount_pct", 0.0, 1.0).fillna(0.0)
+            frame["target_categories"] = ac.text("target_categories")
+            tables["activities"] = frame
+            known = set(frame["activity_id"])
+            ev.report(
+                ((activity_id != "") & ~activity_id.isin(known)).to_numpy(),
+                f"is not in {ac.name}",
+                "activity_id",
+            )
+    if activities is None:
+        ev.report(
+            ((activity_id != "") & (item_id == "")).to_numpy(),
+            "is a campaign event, which needs an activities table (--activities)",
+            "activity_id",
+        )
+    if problems:
+        raise ImportValidationError(problems)
+    frame = pd.DataFrame(
+        {
+            "user_id": user_id,
+            "item_id": item_id,
+            "event_type": kind,
+            "timestamp": timestamp,
+            "price": price.astype("float64"),
+            "quantity": quantity.astype("float64"),
+            "activity_id": activity_id,
+        }
+    ).sort_values("timestamp", kind="stable", ignore_index=True)
+    if frame.empty:
+        raise ImportValidationError([f"{ev.name}: no events"])
+    return EventLog(frame, **tables)
+
+
+def import_data_set(
+    data_dir: Path,
+    events: Path,
+    items: Path | None = None,
+    users: Path | None = None,
+    activities: Path | None = None,
+    progress: Progress | None = None,
+) -> DataSet:
+    """Validates the files, then builds and writes every offline feature table into data_dir."""
+    log = read_event_log(events, items, users, activities)
+    return build_data_set(log, data_dir, progress=progress)
