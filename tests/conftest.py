@@ -127,10 +127,16 @@ def triton(tmp_path_factory: pytest.TempPathFactory, model_repository: Path) -> 
 
 
 def gateway_settings(repo: Path, triton: TritonSettings, **gateway: Any) -> Settings:
+    """Gateway settings on free ports; its served-feature log goes beside the feature repo."""
+    gateway = {
+        "port": free_port(),
+        "metrics_port": free_port(),
+        "health_poll_interval_s": 0.2,
+        "feature_log_dir": repo.parent / f"served-{free_port()}",
+        **gateway,
+    }
     return Settings(
-        feast=FeastSettings(repo_path=repo),
-        triton=triton,
-        gateway=GatewaySettings(port=free_port(), health_poll_interval_s=0.2, **gateway),
+        feast=FeastSettings(repo_path=repo), triton=triton, gateway=GatewaySettings(**gateway)
     )
 
 

@@ -35,8 +35,18 @@ class RankingClient:
         timestamp_s: int | None = None,
         device: str = "",
         timeout_s: float = 5.0,
+        diversity: float = 0.0,
+        keep_unavailable: bool = False,
+        disable_fallback: bool = False,
     ) -> pb.RankResponse:
-        """Ranks `candidate_ids` (all of one kind) for `user_id`."""
+        """Ranks `candidate_ids` (all of one kind) for `user_id`.
+
+        Args:
+            diversity: MMR strength in [0, 1); 0 ranks by score alone.
+            keep_unavailable: keep out-of-stock items and ended activities.
+            disable_fallback: answer UNAVAILABLE rather than a popularity order when the
+                model cannot be reached.
+        """
         context = pb.RequestContext(device=device)
         if timestamp_s is not None:
             context.timestamp.CopyFrom(Timestamp(seconds=timestamp_s))
@@ -46,6 +56,9 @@ class RankingClient:
             context=context,
             top_k=top_k,
             model=model,
+            diversity=diversity,
+            keep_unavailable=keep_unavailable,
+            disable_fallback=disable_fallback,
         )
         response: pb.RankResponse = self.stub.Rank(request, timeout=timeout_s)
         return response

@@ -22,12 +22,20 @@ class Target:
         kind: the candidate kind it ranks.
         join_key: Feast join key of the candidate entity.
         feature_service: the FeatureService that is the model's feature contract.
+        popularity_ref: feature ordering the fallback answer when the model is unreachable.
+        category_ref: feature that diversity re-ranking spreads over.
+        in_stock_ref: feature whose 0 means "out of stock" (business filter).
+        end_ts_ref: feature holding an end time (Unix s) after which the candidate is dropped.
     """
 
     name: str
     kind: CandidateKind
     join_key: str
     feature_service: str
+    popularity_ref: str | None = None
+    category_ref: str | None = None
+    in_stock_ref: str | None = None
+    end_ts_ref: str | None = None
 
 
 USER_ENTITY = "user"
@@ -36,8 +44,24 @@ USER_JOIN_KEY = "user_id"
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        Target("item_ranker", CandidateKind.ITEM, "item_id", "item_ranker_v1"),
-        Target("activity_ranker", CandidateKind.ACTIVITY, "activity_id", "activity_ranker_v1"),
+        Target(
+            "item_ranker",
+            CandidateKind.ITEM,
+            "item_id",
+            "item_ranker_v1",
+            popularity_ref="item_stats__sales_7d",
+            category_ref="item_stats__category",
+            in_stock_ref="item_stats__in_stock",
+        ),
+        Target(
+            "activity_ranker",
+            CandidateKind.ACTIVITY,
+            "activity_id",
+            "activity_ranker_v1",
+            popularity_ref="activity_stats__participants_7d",
+            category_ref="activity_stats__target_category",
+            end_ts_ref="activity_stats__end_ts",
+        ),
     )
 }
 

@@ -30,6 +30,9 @@ class RankQuery:
     top_k: int
     request_ts: int
     device: str
+    disable_fallback: bool = False
+    diversity: float = 0.0
+    keep_unavailable: bool = False
 
 
 def _type_name(value: int) -> str:
@@ -111,6 +114,9 @@ def parse_rank_request(request: pb.RankRequest, max_candidates: int, now_s: floa
     else:
         request_ts = int(now_s)
 
+    if not 0.0 <= request.diversity < 1.0:  # also refuses NaN
+        raise InvalidRequestError(f"diversity: must be in [0, 1), got {request.diversity}")
+
     return RankQuery(
         request_id=request.request_id or uuid.uuid4().hex,
         user_id=request.user_id,
@@ -120,4 +126,7 @@ def parse_rank_request(request: pb.RankRequest, max_candidates: int, now_s: floa
         top_k=request.top_k or n,
         request_ts=request_ts,
         device=request.context.device,
+        disable_fallback=request.disable_fallback,
+        diversity=float(request.diversity),
+        keep_unavailable=request.keep_unavailable,
     )

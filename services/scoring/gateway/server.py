@@ -17,7 +17,9 @@ from scoring.api.v1 import scoring_pb2_grpc as pb_grpc
 from scoring.core.errors import ScoringError
 from scoring.core.settings import Settings
 from scoring.core.targets import TARGETS
+from scoring.gateway.feature_log import FeatureLog
 from scoring.gateway.features import FeastFeatureSource, FeatureSource
+from scoring.gateway.metrics import GatewayMetrics
 from scoring.gateway.routing import ModelRouter
 from scoring.gateway.servicer import REQUEST_ID, RankingServicer
 from scoring.gateway.triton_client import TritonScorer
@@ -30,7 +32,13 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns domain errors into (code, message); anything else into INTERNAL + request id."""
+    """Turns domain errors into (code, message); anything else into INTERNAL + request id.
+
+    Also counts every finished RPC by method and status code.
+    """
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
 
     async def intercept_service(
         self,
@@ -43,21 +51,28 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        requests = self.metrics.requests
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
-                return await inner(request, context)  # type: ignore[arg-type]
+                response = await inner(request, context)  # type: ignore[arg-type]
             except ScoringError as exc:
+                requests.labels(method, exc.code.name).inc()
                 await context.abort(exc.code, exc.message)
             except grpc.aio.AbortError:
                 raise
             except asyncio.CancelledError:
+                requests.labels(method, grpc.StatusCode.CANCELLED.name).inc()
                 raise
             except Exception:
+                requests.labels(method, grpc.StatusCode.INTERNAL.name).inc()
                 logger.exception("internal_error request_id=%s", REQUEST_ID.get())
                 await context.abort(
                     grpc.StatusCode.INTERNAL, f"internal error (request_id={REQUEST_ID.get()})"
                 )
+            requests.labels(method, grpc.StatusCode.OK.name).inc()
+            return response
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
@@ -74,9 +89,23 @@ class Gateway:
         self.features = features or FeastFeatureSource(settings.feast.repo_path)
         self.scorer = TritonScorer(settings.triton.url)
         self.router = ModelRouter(list(TARGETS.values()), self.features, self.scorer)
+        self.metrics = GatewayMetrics()
+        gw = settings.gateway
+        self.feature_log = (
+            FeatureLog(
+                gw.feature_log_dir,
+                gw.feature_log_sample_rate,
+                gw.feature_log_flush_rows,
+                gw.feature_log_flush_interval_s,
+            )
+            if gw.feature_log_sample_rate > 0
+            else None
+        )
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(interceptors=[ErrorInterceptor()])
-        self.servicer = RankingServicer(settings.gateway, self.features, self.scorer, self.router)
+        self.server = grpc.aio.server(interceptors=[ErrorInterceptor(self.metrics)])
+        self.servicer = RankingServicer(
+            gw, self.features, self.scorer, self.router, self.metrics, self.feature_log
+        )
         pb_grpc.add_RankingServiceServicer_to_server(  # type: ignore[no-untyped-call]
             self.servicer, self.server
         )
@@ -126,6 +155,8 @@ class Gateway:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, NOT_SERVING)
         await self.server.start()
+        if self.settings.gateway.metrics_port:
+            self.metrics.serve(self.settings.gateway.host, self.settings.gateway.metrics_port)
         self._health_task = asyncio.create_task(self._health_loop())
         logger.info("gateway_started address=%s", self.address)
 
@@ -133,10 +164,15 @@ class Gateway:
         if self._health_task is not None:
             self._health_task.cancel()
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace_s)
+        await self.server.stop(grace_s)  # in-flight requests finish (and are logged) first
+        if self.feature_log is not None:
+            await asyncio.to_thread(self.feature_log.close)
         await self.scorer.close()
         self.servicer.pool.shutdown(wait=False, cancel_futures=True)
-        logger.info("gateway_stopped")
+        logger.info(
+            "gateway_stopped feature_log_rows=%s",
+            self.feature_log.rows_written if self.feature_log else 0,
+        )
 
 
 async def serve(settings: Settings) -> None:

@@ -1,4 +1,4 @@
-"""The RankingService: validate, fetch features, assemble, infer, rank."""
+"""The RankingService: validate, fetch features, assemble, infer, post-process, log."""
 
 from __future__ import annotations
 
@@ -6,24 +6,66 @@ import asyncio
 import contextvars
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import numpy as np
+import pandas as pd
 import structlog
 
 from scoring.api.v1 import scoring_pb2 as pb
 from scoring.api.v1 import scoring_pb2_grpc as pb_grpc
-from scoring.core.errors import DeadlineExceededError
+from scoring.core.contract import Assembled, FeatureContract
+from scoring.core.errors import (
+    BackendUnavailableError,
+    DeadlineExceededError,
+    InvalidRequestError,
+    ScoringError,
+)
 from scoring.core.logging import hash_id
 from scoring.core.settings import GatewaySettings
 from scoring.core.targets import USER_ENTITY
+from scoring.gateway.feature_log import FeatureLog, ServedRequest
 from scoring.gateway.features import FeatureSource
+from scoring.gateway.metrics import GatewayMetrics
+from scoring.gateway.ranking import Columns, rank, reasons, unavailable
 from scoring.gateway.request import TYPE_OF_KIND, RankQuery, parse_rank_request
 from scoring.gateway.routing import ModelRouter, ServedModel
-from scoring.gateway.triton_client import TritonScorer
+from scoring.gateway.triton_client import Scored, TritonScorer
 
 logger = structlog.get_logger(__name__)
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+Context = grpc.aio.ServicerContext
+
+# Time kept back from Triton's share of the deadline, to answer (or fall back) in time: a
+# fifth of what is left, at most 50 ms.
+ANSWER_MARGIN_S = 0.05
+ANSWER_MARGIN_SHARE = 0.2
+FEATURE_SHARE = 0.7
+
+
+@dataclass
+class Outcome:
+    """What happened to one request on its way through, for the response and the logs."""
+
+    degradations: list[str] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+class Deadline:
+    """The request's time budget: the caller's deadline, else the configured default."""
+
+    def __init__(self, context: Context[Any, Any], default_s: float) -> None:
+        self.started = time.monotonic()
+        caller = context.time_remaining()
+        self.end = self.started + (default_s if caller is None else caller)
+
+    def remaining(self) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceededError("deadline exceeded")
+        return left
 
 
 class RankingServicer(pb_grpc.RankingServiceServicer):
@@ -35,100 +77,243 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         features: FeatureSource,
         scorer: TritonScorer,
         router: ModelRouter,
+        metrics: GatewayMetrics,
+        feature_log: FeatureLog | None = None,
     ) -> None:
         self.settings = settings
         self.features = features
         self.scorer = scorer
         self.router = router
+        self.metrics = metrics
+        self.feature_log = feature_log
         self.pool = ThreadPoolExecutor(settings.feature_workers, thread_name_prefix="features")
-
-    def _remaining(
-        self, context: grpc.aio.ServicerContext[pb.RankRequest, pb.RankResponse], started: float
-    ) -> float:
-        caller = context.time_remaining()
-        default = self.settings.default_timeout_ms / 1000.0 - (time.monotonic() - started)
-        remaining = default if caller is None else caller
-        if remaining <= 0:
-            raise DeadlineExceededError("deadline exceeded")
-        return remaining
 
     async def Rank(  # gRPC method name
         self,
         request: pb.RankRequest,
-        context: grpc.aio.ServicerContext[pb.RankRequest, pb.RankResponse],
+        context: Context[pb.RankRequest, pb.RankResponse],
     ) -> pb.RankResponse:
-        started = time.monotonic()
+        deadline = Deadline(context, self.settings.default_timeout_ms / 1000.0)
         query = parse_rank_request(request, self.settings.max_candidates, time.time())
-        REQUEST_ID.set(query.request_id)
-        structlog.contextvars.bind_contextvars(request_id=query.request_id)
-        served = self.router.get(query.target)
+        return await self._answer(query, deadline)
 
+    async def RankBatch(  # gRPC method name
+        self,
+        request: pb.RankBatchRequest,
+        context: Context[pb.RankBatchRequest, pb.RankBatchResponse],
+    ) -> pb.RankBatchResponse:
+        deadline = Deadline(context, self.settings.default_timeout_ms / 1000.0)
+        n = len(request.requests)
+        if n == 0:
+            raise InvalidRequestError("requests: at least one request is required")
+        if n > self.settings.max_batch_requests:
+            raise InvalidRequestError(
+                f"requests: {n} requests exceed the configured maximum of "
+                f"{self.settings.max_batch_requests}"
+            )
+        queries = []
+        now = time.time()
+        for i, item in enumerate(request.requests):
+            try:
+                queries.append(parse_rank_request(item, self.settings.max_candidates, now))
+            except InvalidRequestError as exc:
+                raise InvalidRequestError(f"requests[{i}].{exc.message}") from None
+        responses = await asyncio.gather(*(self._answer(q, deadline) for q in queries))
+        return pb.RankBatchResponse(responses=responses)
+
+    async def _features(
+        self, query: RankQuery, contract: FeatureContract, deadline: Deadline, outcome: Outcome
+    ) -> Assembled:
+        """Online features, or all defaults (flagged) when the store is slow or down."""
+        budget = min(
+            self.settings.feature_timeout_ms / 1000.0, FEATURE_SHARE * deadline.remaining()
+        )
+        started = time.monotonic()
         loop = asyncio.get_running_loop()
         fetch = loop.run_in_executor(
             self.pool,
             self.features.fetch,
-            served.contract,
+            contract,
             query.target,
             query.user_id,
             query.candidate_ids,
             {"request_ts": query.request_ts},
         )
+        frame: pd.DataFrame | None = None
         try:
-            frame = await asyncio.wait_for(fetch, self._remaining(context, started))
+            frame = await asyncio.wait_for(fetch, budget)
         except TimeoutError:
-            raise DeadlineExceededError("deadline exceeded while reading features") from None
-        assembled = served.contract.assemble(frame)
-        scores, version = await self.scorer.score(
-            served.target.name,
-            assembled.matrix,
-            self._remaining(context, started),
-            served.max_batch_size,
-        )
-        response = self._response(query, served, assembled.missing, scores, version)
+            outcome.degradations.append(f"features_timeout: no answer in {budget * 1000:.0f} ms")
+        except ScoringError:
+            raise
+        except Exception as exc:
+            logger.warning("feature_store_error", error=str(exc))
+            outcome.degradations.append("features_unavailable: feature store error")
+        outcome.stages["features"] = time.monotonic() - started
+        started = time.monotonic()
+        if frame is None:
+            self.metrics.degraded.labels("features").inc()
+            n = len(query.candidate_ids)
+            frame = pd.DataFrame({ref: [None] * n for ref in contract.refs})
+        assembled = contract.assemble(frame)
+        outcome.stages["assembly"] = time.monotonic() - started
+        return assembled
+
+    async def _score(
+        self,
+        query: RankQuery,
+        served: ServedModel | None,
+        problem: ScoringError | None,
+        assembled: Assembled,
+        columns: Columns,
+        deadline: Deadline,
+        outcome: Outcome,
+    ) -> Scored:
+        """The model's scores, or the popularity fallback (flagged) when it cannot answer."""
+        started = time.monotonic()
+        if served is not None:
+            try:
+                left = deadline.remaining()
+                return await self.scorer.score(
+                    served.target.name,
+                    assembled.matrix,
+                    left - min(ANSWER_MARGIN_S, ANSWER_MARGIN_SHARE * left),
+                    served.max_batch_size,
+                    contributions=served.explains,
+                )
+            except (BackendUnavailableError, DeadlineExceededError) as exc:
+                problem = exc
+            finally:
+                outcome.stages["inference"] = time.monotonic() - started
+        assert problem is not None
+        if query.disable_fallback:
+            raise problem
+        self.metrics.degraded.labels("model").inc()
+        outcome.degradations.append(f"model_unavailable: {problem.message}; popularity order")
+        popularity = columns.popularity
+        n = len(query.candidate_ids)
+        scores = np.zeros(n) if popularity is None else np.nan_to_num(popularity)
+        return Scored(scores.astype(np.float32), "", None)
+
+    async def _answer(self, query: RankQuery, deadline: Deadline) -> pb.RankResponse:
+        REQUEST_ID.set(query.request_id)
+        structlog.contextvars.bind_contextvars(request_id=query.request_id)
+        target = query.target
+        contract = self.router.contract(target)
+        served: ServedModel | None
+        problem: ScoringError | None = None
+        try:
+            served = self.router.get(target)
+        except BackendUnavailableError as exc:
+            served, problem = None, exc
+            if query.disable_fallback:
+                raise
+        outcome = Outcome()
+        assembled = await self._features(query, contract, deadline, outcome)
+        columns = Columns.of(target, contract, assembled.matrix, assembled.missing)
+        scored = await self._score(query, served, problem, assembled, columns, deadline, outcome)
+
+        started = time.monotonic()
+        dropped = {} if query.keep_unavailable else unavailable(columns, query.request_ts)
+        order = rank(scored.scores, query.top_k, query.diversity, columns.category, set(dropped))
+        response = self._response(query, contract, served, assembled, scored, order, dropped)
+        response.degradations.extend(outcome.degradations)
+        response.degraded = bool(outcome.degradations)
+        outcome.stages["postprocess"] = time.monotonic() - started
+        outcome.stages["total"] = time.monotonic() - deadline.started
+        self._observe(query, contract, response, assembled, scored, order, outcome)
+        return response
+
+    def _observe(
+        self,
+        query: RankQuery,
+        contract: FeatureContract,
+        response: pb.RankResponse,
+        assembled: Assembled,
+        scored: Scored,
+        order: np.ndarray,
+        outcome: Outcome,
+    ) -> None:
+        target = query.target.name
+        for stage, seconds in outcome.stages.items():
+            self.metrics.stage_latency.labels(stage, target).observe(seconds)
+        self.metrics.candidates.observe(len(query.candidate_ids))
+        self.metrics.arm_requests.labels(target, scored.version or "fallback").inc()
+        if self.feature_log is not None:
+            ranks = np.zeros(len(query.candidate_ids), dtype=np.int32)
+            ranks[order] = np.arange(1, len(order) + 1)
+            accepted = self.feature_log.append(
+                ServedRequest(
+                    request_id=query.request_id,
+                    served_at=time.time(),
+                    user_id=query.user_id,
+                    target=target,
+                    model_version=scored.version,
+                    schema_hash=contract.schema_hash,
+                    candidate_ids=query.candidate_ids,
+                    features=assembled.matrix,
+                    scores=scored.scores,
+                    ranks=ranks,
+                    degraded=response.degraded,
+                )
+            )
+            if accepted:
+                self.metrics.feature_log_rows.inc(len(query.candidate_ids))
         logger.info(
             "rank",
             user=hash_id(query.user_id),
-            target=served.target.name,
-            version=version,
+            target=target,
+            version=scored.version or "fallback",
             candidates=len(query.candidate_ids),
+            returned=len(order),
             unknown_user=response.unknown_user,
-            ms=round((time.monotonic() - started) * 1000, 2),
+            degraded=response.degraded,
+            ms={k: round(v * 1000, 2) for k, v in outcome.stages.items()},
         )
-        return response
 
     @staticmethod
     def _response(
         query: RankQuery,
-        served: ServedModel,
-        missing: np.ndarray,
-        scores: np.ndarray,
-        version: str,
+        contract: FeatureContract,
+        served: ServedModel | None,
+        assembled: Assembled,
+        scored: Scored,
+        order: np.ndarray,
+        dropped: dict[int, str],
     ) -> pb.RankResponse:
-        contract = served.contract
+        missing = assembled.missing
         user_cols = contract.columns_of(USER_ENTITY)
         cand_cols = contract.columns_of(query.kind.value)
         unknown_user = bool(user_cols.size and missing[0, user_cols].all())
         unknown = (
             np.asarray(missing[:, cand_cols].all(axis=1))
             if cand_cols.size
-            else np.zeros(len(scores), dtype=bool)
+            else np.zeros(len(query.candidate_ids), dtype=bool)
         )
-        order = np.argsort(-scores, kind="stable")[: query.top_k]
+        groups = list(served.groups) if served is not None else []
         cand_type = TYPE_OF_KIND[query.kind]
+        candidates = []
+        for position, i in enumerate(order, start=1):
+            scored_candidate = pb.ScoredCandidate(
+                id=query.candidate_ids[i],
+                type=cand_type,  # type: ignore[arg-type]
+                score=float(scored.scores[i]),
+                rank=position,
+                unknown=bool(unknown[i]),
+            )
+            if scored.contributions is not None and groups:
+                for group, value in reasons(scored.contributions[i], groups):
+                    scored_candidate.reasons.add(group=group, contribution=value)
+            candidates.append(scored_candidate)
         return pb.RankResponse(
-            candidates=[
-                pb.ScoredCandidate(
-                    id=query.candidate_ids[i],
-                    type=cand_type,  # type: ignore[arg-type]
-                    score=float(scores[i]),
-                    rank=rank,
-                    unknown=bool(unknown[i]),
-                )
-                for rank, i in enumerate(order, start=1)
-            ],
-            model_name=served.target.name,
-            model_version=version,
+            candidates=candidates,
+            model_name=query.target.name,
+            model_version=scored.version,
             request_id=query.request_id,
             unknown_user=unknown_user,
             feature_service=contract.service,
+            filtered=[
+                pb.FilteredCandidate(id=query.candidate_ids[i], reason=why)
+                for i, why in sorted(dropped.items())
+            ],
         )

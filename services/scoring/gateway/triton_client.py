@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tritonclient.grpc.aio as tritonaio
@@ -13,20 +13,33 @@ from tritonclient.utils import InferenceServerException
 from scoring.core.errors import BackendUnavailableError, DeadlineExceededError, ScoringError
 from scoring.triton.config import INPUT_NAME, OUTPUT_NAME
 
+CONTRIB_OUTPUT = "contrib__1"
+PARAM_FEATURE_GROUPS = "feature_groups"
+
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
     """What the gateway needs to know about a served model."""
 
     ready: bool
-    max_batch_size: int
-    parameters: dict[str, str]
+    max_batch_size: int = 0
+    parameters: dict[str, str] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """Scores of every row, the version that produced them, and per-group contributions."""
+
+    scores: np.ndarray
+    version: str
+    contributions: np.ndarray | None
 
 
 def _to_scoring_error(exc: InferenceServerException, model: str) -> ScoringError:
     status = str(exc.status() or "")
     message = f"triton ({model}): {exc.message()}"
-    if "DEADLINE_EXCEEDED" in status:
+    if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in (exc.message() or ""):
         return DeadlineExceededError(message)
     if "UNAVAILABLE" in status or "unknown model" in (exc.message() or ""):
         return BackendUnavailableError(message)
@@ -51,51 +64,58 @@ class TritonScorer:
     async def model_info(self, model: str) -> ModelInfo:
         try:
             if not await self.client.is_model_ready(model, client_timeout=1.0):
-                return ModelInfo(False, 0, {})
-            config = (await self.client.get_model_config(model, as_json=True, client_timeout=1.0))[
-                "config"
-            ]
+                return ModelInfo(False)
+            response = await self.client.get_model_config(model, as_json=True, client_timeout=1.0)
         except InferenceServerException:
-            return ModelInfo(False, 0, {})
+            return ModelInfo(False)
+        config = response["config"]
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        return ModelInfo(True, int(config.get("max_batch_size", 0)), params)
+        outputs = tuple(o["name"] for o in config.get("output", []))
+        return ModelInfo(True, int(config.get("max_batch_size", 0)), params, outputs)
 
     async def _infer(
-        self, model: str, rows: np.ndarray, timeout_s: float
-    ) -> tuple[np.ndarray, str]:
+        self, model: str, rows: np.ndarray, timeout_s: float, contributions: bool
+    ) -> Scored:
         infer_input = InferInput(INPUT_NAME, list(rows.shape), "FP32")
         infer_input.set_data_from_numpy(rows)
+        outputs = [InferRequestedOutput(OUTPUT_NAME)]
+        if contributions:
+            outputs.append(InferRequestedOutput(CONTRIB_OUTPUT))
         try:
             result = await self.client.infer(
-                model,
-                [infer_input],
-                outputs=[InferRequestedOutput(OUTPUT_NAME)],
-                client_timeout=max(timeout_s, 0.001),
+                model, [infer_input], outputs=outputs, client_timeout=max(timeout_s, 0.001)
             )
         except InferenceServerException as exc:
             raise _to_scoring_error(exc, model) from exc
         scores = result.as_numpy(OUTPUT_NAME)
         if scores is None or scores.shape[0] != rows.shape[0]:
             raise ScoringError(f"triton ({model}): expected {rows.shape[0]} scores")
-        return scores.reshape(-1), result.get_response().model_version
+        contrib = result.as_numpy(CONTRIB_OUTPUT) if contributions else None
+        return Scored(scores.reshape(-1), result.get_response().model_version, contrib)
 
     async def score(
-        self, model: str, matrix: np.ndarray, timeout_s: float, max_batch_size: int
-    ) -> tuple[np.ndarray, str]:
-        """Scores every row, split into batches of at most `max_batch_size`, concurrently.
-
-        Returns:
-            The scores in row order and the model version that produced them.
-        """
+        self,
+        model: str,
+        matrix: np.ndarray,
+        timeout_s: float,
+        max_batch_size: int,
+        contributions: bool = False,
+    ) -> Scored:
+        """Scores every row, split into batches of at most `max_batch_size`, concurrently."""
         step = max_batch_size or len(matrix)
         parts = await asyncio.gather(
             *(
-                self._infer(model, matrix[i : i + step], timeout_s)
+                self._infer(model, matrix[i : i + step], timeout_s, contributions)
                 for i in range(0, len(matrix), step)
             )
         )
-        versions = {version for _, version in parts}
+        versions = {p.version for p in parts}
         if len(versions) > 1:
             # A version switch happened mid-request; scores of two models don't mix.
             raise BackendUnavailableError(f"triton ({model}): version changed during the request")
-        return np.concatenate([s for s, _ in parts]), versions.pop()
+        contrib = (
+            np.concatenate([p.contributions for p in parts if p.contributions is not None])
+            if contributions
+            else None
+        )
+        return Scored(np.concatenate([p.scores for p in parts]), versions.pop(), contrib)

@@ -3,7 +3,6 @@
 No `from __future__ import annotations` here: TorchScript reads the annotations at runtime.
 """
 
-
 import numpy as np
 import torch
 from torch import nn

@@ -1,0 +1,68 @@
+"""Prometheus metrics of the gateway (per-stage latency, errors by code, cache, degradation)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+# From 0.25 ms to 2.5 s: the hot path lives in the low milliseconds.
+LATENCY_BUCKETS = (
+    0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
+    0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+
+class GatewayMetrics:
+    """All gateway metrics, registered in one registry (a fresh one per gateway in tests)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.stage_latency = Histogram(
+            "scoring_stage_latency_seconds",
+            "Latency of each request stage: features, assembly, inference, postprocess, total.",
+            ["stage", "target"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "scoring_requests",
+            "Finished RPCs by method and gRPC status code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.candidates = Histogram(
+            "scoring_candidates_per_request",
+            "Candidates per Rank request.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000),
+            registry=self.registry,
+        )
+        self.cache_hits = Counter(
+            "scoring_feature_cache_hits",
+            "Candidate feature rows served from the in-process cache.",
+            registry=self.registry,
+        )
+        self.cache_misses = Counter(
+            "scoring_feature_cache_misses",
+            "Candidate feature rows read from the online store.",
+            registry=self.registry,
+        )
+        self.degraded = Counter(
+            "scoring_degraded",
+            "Answers that are not the model's normal one, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.arm_requests = Counter(
+            "scoring_arm_requests",
+            "Rank requests by experiment arm (model version served).",
+            ["target", "arm"],
+            registry=self.registry,
+        )
+        self.feature_log_rows = Counter(
+            "scoring_feature_log_rows",
+            "Served candidate rows written to the served-feature log.",
+            registry=self.registry,
+        )
+
+    def serve(self, host: str, port: int) -> None:
+        """Exposes /metrics over HTTP (a daemon thread)."""
+        start_http_server(port, addr=host, registry=self.registry)
