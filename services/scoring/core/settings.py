@@ -47,6 +47,17 @@ class GatewaySettings(BaseModel):
     health_poll_interval_s: float = Field(default=1.0, gt=0)
     # Threads for Feast SDK reads; one, because the SQLite online store shares a connection.
     feature_workers: int = Field(default=1, ge=1)
+    # Feature reads get at most this long (and at most 70% of the request's time left); when
+    # they run out, defaults are used and the answer is flagged degraded.
+    feature_timeout_ms: int = Field(default=300, ge=1)
+    # Prometheus /metrics port on `host`; 0 turns the endpoint off.
+    metrics_port: int = Field(default=9464, ge=0)
+    # Served-feature log: what was scored, appended as Parquet for training joins.
+    feature_log_dir: Path = Path("features/data/served")
+    feature_log_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    feature_log_flush_rows: int = Field(default=5000, ge=1)
+    feature_log_flush_interval_s: float = Field(default=5.0, gt=0)
+    max_batch_requests: int = Field(default=64, ge=1)
 
 
 class Settings(BaseSettings):
