@@ -143,13 +143,19 @@ def features_apply() -> None:
 
 
 @features_app.command("materialize")
-def features_materialize() -> None:
+def features_materialize(
+    full: Annotated[
+        bool, typer.Option(help="Reload every view over its TTL (e.g. after adding a feature).")
+    ] = False,
+) -> None:
     """Load new feature rows into the online store (`feast materialize-incremental`, up to now)."""
     from scoring.core import feature_repo
 
     settings = _settings()
     with console.status("materializing into the online store"):
-        end = feature_repo.materialize(settings.feast.repo_path, fs_yaml=settings.feast.fs_yaml)
+        end = feature_repo.materialize(
+            settings.feast.repo_path, fs_yaml=settings.feast.fs_yaml, full=full
+        )
     console.print(f"[green]materialized[/] up to {end:%Y-%m-%d %H:%M:%S} UTC")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +61,22 @@ def open_store(repo_path: Path, fs_yaml: Path | None = None) -> Any:
 
 
 def materialize(
-    repo_path: Path, end: datetime | None = None, fs_yaml: Path | None = None
+    repo_path: Path, end: datetime | None = None, fs_yaml: Path | None = None, full: bool = False
 ) -> datetime:
-    """Incremental materialization up to `end` (now by default), as
-    `feast materialize-incremental END`: only rows newer than the previous run are loaded."""
+    """Loads the online store up to `end` (now by default).
+
+    Incremental by default, as `feast materialize-incremental END`: only rows newer than the
+    previous run are loaded. `full` reloads every view over its TTL (`feast materialize START
+    END`), for rows written with older timestamps, e.g. a new feature's column.
+    """
     end = end or datetime.now(UTC)
-    open_store(repo_path, fs_yaml).materialize_incremental(end_date=end)
+    store = open_store(repo_path, fs_yaml)
+    if not full:
+        store.materialize_incremental(end_date=end)
+        return end
+    for view in store.list_feature_views():
+        ttl = view.ttl if view.ttl else timedelta(days=3650)
+        store.materialize(start_date=end - ttl, end_date=end, feature_views=[view.name])
     return end
 
 
