@@ -188,51 +188,80 @@ def features_contract(service: str) -> None:
     console.print(f"request fields: {', '.join(contract.request_fields) or '-'}")
 
 
-def _train(settings: Settings, targets: list[str], epochs: int) -> None:
+def _train(
+    settings: Settings,
+    targets: list[str],
+    epochs: int,
+    device: str = "cpu",
+    seed: int = 7,
+    report: bool = False,
+) -> None:
     from scoring.core.feature_repo import open_store
+    from scoring.trainer.report import report_tables
     from scoring.trainer.train import TrainConfig, train_target
 
     store = open_store(settings.feast.repo_path, settings.feast.fs_yaml)
-    cfg = TrainConfig(epochs=epochs)
+    cfg = TrainConfig(epochs=epochs, device=device, seed=seed)
     table = Table(title="trained models (test split: the latest 20% of time)")
-    for col in ("target", "version", "rows", "test AUC", "oracle AUC", "AUC/oracle", "logloss"):
+    columns = ("target", "version", "rows", "test AUC", "oracle AUC", "AUC/oracle", "NDCG@10")
+    for col in (*columns, "popularity", "top category", "time"):
         table.add_column(col, justify="right" if col != "target" else "left")
+    reports = []
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.fields[loss]}"),
+        TextColumn("{task.fields[note]}"),
         TimeElapsedColumn(),
         console=console,
     ) as progress:
+        # Steps: training set, each epoch, evaluation, export.
+        offsets = {"training set": 0, "fit": 1, "evaluate": epochs + 1, "export": epochs + 2}
         for name in targets:
-            task = progress.add_task(f"train {name}", total=epochs, loss="")
+            task = progress.add_task(f"{name}: training set", total=epochs + 3, note="")
 
-            def on_epoch(epoch: int, loss: float, task: TaskID = task) -> None:
-                progress.update(task, completed=epoch + 1, loss=f"loss {loss:.4f}")
+            def on_progress(
+                stage: str, done: int, total: int, note: str, task: TaskID = task, name: str = name
+            ) -> None:
+                progress.update(
+                    task,
+                    description=f"{name}: {stage}",
+                    completed=offsets.get(stage, 0) + done,
+                    note=note,
+                )
 
+            started = time.monotonic()
             result = train_target(
                 store,
                 TARGETS[name],
                 settings.feast.repo_path,
                 settings.triton.model_repository,
                 cfg,
-                on_epoch=on_epoch,
+                on_progress=on_progress,
             )
             m = result.metrics
-            rows = (
-                result.manifest["training"]["train_rows"] + result.manifest["training"]["test_rows"]
-            )
+            training = result.manifest["training"]
+            table_ = result.manifest.get("evaluation", {}).get("table", {})
             oracle = m.get("oracle_auc", float("nan"))
             table.add_row(
                 name,
                 f"{result.version}" + ("" if result.created else " (unchanged)"),
-                f"{rows:,}",
+                f"{training['train_rows'] + training['test_rows']:,}",
                 f"{m['auc']:.4f}",
                 f"{oracle:.4f}",
                 f"{m['auc'] / oracle:.3f}",
-                f"{m['logloss']:.4f}",
+                f"{m.get('ndcg@10', float('nan')):.4f}",
+                f"{table_.get('popularity', {}).get('ndcg@10', float('nan')):.4f}",
+                f"{table_.get('user_top_category', {}).get('ndcg@10', float('nan')):.4f}",
+                f"{time.monotonic() - started:.1f}s",
             )
+            reports.append(result.manifest)
     console.print(table)
+    if report:
+        for manifest in reports:
+            for t in report_tables(manifest):
+                console.print(t)
+    else:
+        console.print("full evaluation and baselines: [bold]scoring report <target>[/]")
 
 
 @app.command()
@@ -241,6 +270,9 @@ def train(
         list[str] | None, typer.Option(help="Model target(s); all by default.")
     ] = None,
     epochs: int = 8,
+    device: Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1 ...")] = "cpu",
+    seed: int = 7,
+    report: Annotated[bool, typer.Option(help="Print each version's full report.")] = True,
 ) -> None:
     """Train model target(s) from Feast and write a new version into the model repository."""
     settings = _settings()
@@ -248,7 +280,30 @@ def train(
     unknown = [n for n in names if n not in TARGETS]
     if unknown:
         raise typer.BadParameter(f"unknown target(s) {unknown}; known: {sorted(TARGETS)}")
-    _train(settings, names, epochs)
+    _train(settings, names, epochs, device, seed, report)
+
+
+@app.command()
+def report(
+    target: str,
+    version: Annotated[int | None, typer.Option(help="Version; the latest by default.")] = None,
+) -> None:
+    """Print a trained version's report: data, metrics vs baselines and oracle, feature groups."""
+    from scoring.trainer.export import list_versions, read_manifest
+    from scoring.trainer.report import report_tables
+
+    settings = _settings()
+    if target not in TARGETS:
+        raise typer.BadParameter(f"unknown target {target!r}; known: {sorted(TARGETS)}")
+    model_dir = settings.triton.model_repository / target
+    versions = list_versions(model_dir)
+    if not versions or (version is not None and version not in versions):
+        raise typer.BadParameter(f"{model_dir}: no version {version or ''} (have {versions})")
+    manifest = read_manifest(model_dir, version or versions[-1])
+    if "evaluation" not in manifest:
+        raise typer.BadParameter(f"{target} v{manifest['version']}: manifest has no evaluation")
+    for table in report_tables(manifest):
+        console.print(table)
 
 
 @serve_app.command("triton")

@@ -57,8 +57,10 @@ def direct_scores(
     version = str(list_versions(model_repository / target_name)[-1])
     model = torch.jit.load(str(model_repository / target_name / version / "model.pt"))
     with torch.no_grad():
-        scores = model(torch.from_numpy(matrix)).numpy().ravel()
-    return scores, version
+        outputs = model(torch.from_numpy(matrix))
+    # The model returns (score__0, contrib__1[, purchase__2]); the ranking score is the first.
+    score = outputs[0] if isinstance(outputs, tuple) else outputs
+    return score.numpy().ravel(), version
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -19,21 +22,18 @@ from scoring.trainer.export import (
 )
 from scoring.trainer.model import Ranker
 
-
-def ranker() -> Ranker:
-    torch.manual_seed(0)
-    return Ranker(np.zeros(4, dtype=np.float32), np.ones(4, dtype=np.float32), (8,))
+from .test_model import model as ranker
+from .test_model import rows
 
 
 def test_export_round_trips_within_tolerance() -> None:
-    model = ranker()
-    sample = torch.randn(32, 4)
+    model = ranker(tasks=2)
+    sample = torch.from_numpy(rows(32, seed=9))
     artifact, diff = export_torchscript(model, sample)
     assert diff <= 1e-5
-    import io
-
     reloaded = torch.jit.load(io.BytesIO(artifact))
-    torch.testing.assert_close(reloaded(sample), model(sample))
+    for a, b in zip(reloaded(sample), model(sample), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 class ScriptsDifferently(torch.nn.Module):
@@ -43,9 +43,22 @@ class ScriptsDifferently(torch.nn.Module):
         return x
 
 
+class ContribScriptsDifferently(Ranker):
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, contrib, _ = self.explain(features)
+        score = torch.sigmoid(logits[:, :1])
+        if torch.jit.is_scripting():
+            contrib = contrib + 1e-3
+        return score, contrib
+
+
 def test_export_refuses_a_broken_script() -> None:
     with pytest.raises(ExportParityError, match="max abs diff"):
         export_torchscript(ScriptsDifferently(), torch.zeros(2, 2))
+    broken = ranker()
+    broken.__class__ = ContribScriptsDifferently
+    with pytest.raises(ExportParityError, match="max abs diff"):
+        export_torchscript(broken, torch.from_numpy(rows(8)))
 
 
 def test_versions_are_numbered_and_complete(tmp_path: Path) -> None:
@@ -71,10 +84,42 @@ def test_a_crash_mid_write_leaves_no_version(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1"], "no temp folder left behind"
 
 
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from scoring.trainer import export
+
+real_fsync, calls = os.fsync, []
+
+def fsync(fd):
+    calls.append(fd)
+    if len(calls) == 2:  # model.pt is on disk, manifest.json is being written: die now
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_fsync(fd)
+
+os.fsync = fsync
+export.write_version(Path(sys.argv[1]), b"x" * 1_000_000, {"a": 2})
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_no_visible_version(tmp_path: Path) -> None:
+    write_version(tmp_path, b"one", {})
+    result = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path)], timeout=60)
+    assert result.returncode == -signal.SIGKILL
+    assert list_versions(tmp_path) == [1]
+    # What is left is a hidden folder: Triton only loads numeric version folders.
+    leftovers = [p for p in tmp_path.iterdir() if p.name != "1"]
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".tmp-")
+    assert (leftovers[0] / "model.pt").exists()
+    # The next write cleans it up and numbers on from the last complete version.
+    assert write_version(tmp_path, b"two", {}) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]
+
+
 def test_weights_digest_tracks_weights_and_schema() -> None:
     a, b = ranker(), ranker()
     assert weights_digest(a, "s") == weights_digest(b, "s")
     assert weights_digest(a, "s") != weights_digest(a, "t")
     with torch.no_grad():
-        b.mlp[0].weight[0, 0] += 1.0
+        b.head.weight[0, 0] += 1.0
     assert weights_digest(a, "s") != weights_digest(b, "s")

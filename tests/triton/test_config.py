@@ -10,9 +10,12 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from scoring.core.contract import contract_from_store
 from scoring.core.targets import TARGETS
+from scoring.trainer.train import has_purchase_label, labels_path, model_spec
 from scoring.triton.config import (
+    CONTRIB_NAME,
     INPUT_NAME,
     OUTPUT_NAME,
+    PURCHASE_NAME,
     ModelSpec,
     build_config,
     config_paths,
@@ -21,7 +24,8 @@ from scoring.triton.config import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-SPEC = ModelSpec("item_ranker", 19, "item_ranker_v1", "abc123")
+GROUPS = ("user_behavior", "item_popularity", "price")
+SPEC = ModelSpec("item_ranker", 19, "item_ranker_v1", "abc123", groups=GROUPS)
 
 
 def parse(text: str) -> mc.ModelConfig:
@@ -54,6 +58,17 @@ def test_profiles_share_everything_but_runtime() -> None:
     assert gpu.parameters["feature_schema_hash"].string_value == "abc123"
 
 
+def test_outputs_and_feature_groups_come_from_one_spec() -> None:
+    cfg = build_config(SPEC, "cpu")
+    assert [(o.name, list(o.dims)) for o in cfg.output] == [
+        (OUTPUT_NAME, [1]),
+        (CONTRIB_NAME, [len(GROUPS)]),
+    ]
+    assert cfg.parameters["feature_groups"].string_value == "user_behavior,item_popularity,price"
+    multi = build_config(ModelSpec("m", 4, "s", "h", groups=GROUPS, purchase=True), "gpu")
+    assert [o.name for o in multi.output] == [OUTPUT_NAME, CONTRIB_NAME, PURCHASE_NAME]
+
+
 def test_write_configs_is_idempotent(tmp_path: Path) -> None:
     assert len(write_configs(tmp_path / "m", SPEC)) == 2
     assert write_configs(tmp_path / "m", SPEC) == []
@@ -64,7 +79,8 @@ def test_committed_configs_match_the_feature_contract(feature_repo_ready: Any) -
     store = feature_repo_ready.store()
     for target in TARGETS.values():
         contract = contract_from_store(store, target.feature_service)
-        spec = ModelSpec(target.name, contract.width, contract.service, contract.schema_hash)
+        purchase = has_purchase_label(labels_path(feature_repo_ready.path, target))
+        spec = model_spec(target, contract, purchase)
         for profile, path in config_paths(ROOT / "model_repository" / target.name).items():
             committed = path.relative_to(ROOT)
             assert path.read_text() == render(spec, profile), (

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,10 +16,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from feast.errors import FeatureViewNotFoundException
 from torch import nn
 
 from scoring.core.contract import FeatureContract, contract_from_store
 from scoring.core.targets import USER_JOIN_KEY, Target
+from scoring.trainer.evaluate import (
+    Scored,
+    category_ref,
+    evaluate_scores,
+    popularity,
+    user_top_category,
+)
 from scoring.trainer.export import (
     export_torchscript,
     list_versions,
@@ -24,27 +35,51 @@ from scoring.trainer.export import (
     weights_digest,
     write_version,
 )
-from scoring.trainer.metrics import auc, logloss
-from scoring.trainer.model import Ranker
+from scoring.trainer.layout import column_layout, feature_groups
+from scoring.trainer.metrics import auc, best_f1_threshold
+from scoring.trainer.model import ModelConfig, Ranker, build_model, fit_preprocessing
 from scoring.triton.config import ModelSpec, write_configs
 
 logger = logging.getLogger(__name__)
 
 LABEL = "clicked"
+PURCHASE = "purchased"
 ORACLE = "p_click"
+PURCHASE_ORACLE = "p_purchase"
 TIMESTAMP = "event_timestamp"
+OPTIONAL = (PURCHASE, ORACLE, PURCHASE_ORACLE)
+ROW = "__row"
+
+# stage ("training set", "fit", "evaluate", "export"), done, total, note
+ProgressHook = Callable[[str, int, int, str], None]
 
 
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
-    """Hyper-parameters; all of them are recorded in the manifest."""
+    """Hyper-parameters; all of them are recorded in the manifest (`from_dict` reads them)."""
 
     epochs: int = 8
     batch_size: int = 512
     learning_rate: float = 3e-3
-    hidden: tuple[int, ...] = (64, 32)
+    weight_decay: float = 1e-6
+    purchase_weight: float = 1.0
     test_fraction: float = 0.2
+    valid_fraction: float = 0.1
+    patience: int = 2
     seed: int = 7
+    device: str = "cpu"
+    model: ModelConfig = ModelConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        """The config a manifest recorded (lists back to tuples)."""
+        model: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in raw["model"].items()
+        }
+        return cls(**{**raw, "model": dataclasses.replace(ModelConfig(), **model)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,23 +96,82 @@ def labels_path(repo_path: Path, target: Target) -> Path:
     return repo_path / "data" / f"impressions_{target.kind.value}.parquet"
 
 
+def has_purchase_label(labels: Path) -> bool:
+    """Whether the impressions carry a purchase label (then the model is multi-task)."""
+    import pyarrow.parquet as pq
+
+    return PURCHASE in pq.read_schema(labels).names
+
+
+def model_spec(
+    target: Target, contract: FeatureContract, purchase: bool, width: int | None = None
+) -> ModelSpec:
+    """The Triton model spec of a target: what `scoring train` writes as its configs.
+
+    `width` is the assembled input width (training passes the matrix's); contract.width else.
+    """
+    return ModelSpec(
+        target.name,
+        contract.width if width is None else width,
+        contract.service,
+        contract.schema_hash,
+        groups=feature_groups(contract),
+        purchase=purchase,
+    )
+
+
 def training_frame(
     store: Any, target: Target, contract: FeatureContract, labels: Path
 ) -> pd.DataFrame:
-    """Point-in-time correct rows: each impression joined with features as of its timestamp."""
+    """Point-in-time correct rows: each impression joined with features as of its timestamp.
+
+    Exactly the target's FeatureService, through Feast's `get_historical_features`; missing
+    values stay missing here and get the serving defaults (and indicators) from the contract.
+    """
     impressions = pd.read_parquet(labels)
     keep = [USER_JOIN_KEY, target.join_key, TIMESTAMP, *contract.request_fields, LABEL]
-    keep += [ORACLE] if ORACLE in impressions.columns else []
+    keep += [c for c in OPTIONAL if c in impressions.columns]
     missing = [c for c in keep if c not in impressions.columns]
     if missing:
         raise ValueError(f"{labels}: missing columns {missing}")
+    entity_df = impressions[keep].assign(**{ROW: np.arange(len(impressions))})
+    service = store.get_feature_service(contract.service)
     frame = store.get_historical_features(
-        entity_df=impressions[keep],
-        features=store.get_feature_service(contract.service),
-        full_feature_names=True,
+        entity_df=entity_df, features=service, full_feature_names=True
     ).to_df()
+    frame = frame.drop_duplicates(ROW).set_index(ROW).reindex(entity_df[ROW])
+    frame[keep] = entity_df.set_index(ROW)[keep]
+    lost = entity_df[~entity_df[ROW].isin(frame.dropna(how="all", subset=contract.refs).index)]
+    if len(lost):
+        _refill(store, service, contract, frame, lost)
     frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+    frame = frame.reset_index(drop=True)
     return frame.sort_values([TIMESTAMP, USER_JOIN_KEY, target.join_key], ignore_index=True)
+
+
+def _refill(
+    store: Any, service: Any, contract: FeatureContract, frame: pd.DataFrame, lost: pd.DataFrame
+) -> None:
+    """Fills rows Feast's file offline store dropped, one feature view at a time.
+
+    It drops an event when one view's entity has only *later* rows (e.g. a user's first
+    behaviour snapshot comes after the event), losing the other views' values too. Serving
+    would answer such a request with that view's defaults and the others' values, so the row
+    gets each regular view's values here; on-demand views stay missing (their defaults).
+    """
+    logger.warning("feast dropped %d training rows; refilling them view by view", len(lost))
+    for projection in service.feature_view_projections:
+        refs = [f"{projection.name_to_use()}:{f.name}" for f in projection.features]
+        try:
+            store.get_feature_view(projection.name)
+        except FeatureViewNotFoundException:  # on-demand: computed from others, left to defaults
+            continue
+        part = store.get_historical_features(
+            entity_df=lost, features=refs, full_feature_names=True
+        ).to_df()
+        part = part.drop_duplicates(ROW).set_index(ROW)
+        columns = [c for c in part.columns if c in contract.refs]
+        frame.loc[part.index, columns] = part[columns]
 
 
 def time_split(frame: pd.DataFrame, test_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -86,45 +180,155 @@ def time_split(frame: pd.DataFrame, test_fraction: float) -> tuple[pd.DataFrame,
     return frame[frame[TIMESTAMP] < cut], frame[frame[TIMESTAMP] >= cut]
 
 
+def vector_lengths(frame: pd.DataFrame, contract: FeatureContract) -> dict[str, int]:
+    """Element counts of vector-valued features (e.g. a text embedding), read from the data."""
+    out = {}
+    for ref in contract.refs:
+        values = frame[ref].dropna() if ref in frame.columns else pd.Series(dtype=object)
+        if len(values) and isinstance(values.iloc[0], list | tuple | np.ndarray):
+            out[ref] = len(values.iloc[0])
+    return out
+
+
 def fit(
+    model: Ranker,
     x: np.ndarray,
     y: np.ndarray,
     cfg: TrainConfig,
-    on_epoch: Callable[[int, float], None] | None = None,
-) -> Ranker:
-    """Fits a Ranker with Adam on binary cross-entropy; deterministic for a given seed."""
+    valid: tuple[np.ndarray, np.ndarray] | None = None,
+    on_progress: ProgressHook | None = None,
+) -> tuple[Ranker, list[dict[str, float]]]:
+    """Fits with Adam on binary cross-entropy (click, + purchase when y has 2 columns).
+
+    With `valid` rows (the latest part of the training window), each epoch is scored by the
+    validation click logloss; training stops after `cfg.patience` epochs without improvement
+    and the best epoch's weights are kept. Deterministic for a given seed on a given device.
+
+    Returns:
+        The fitted model (on CPU, eval mode) and per-epoch losses.
+    """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = Ranker(x.mean(axis=0), x.std(axis=0), cfg.hidden)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    loss_fn = nn.BCEWithLogitsLoss()
-    xt = torch.from_numpy(x)
-    yt = torch.from_numpy(y.astype(np.float32)).unsqueeze(1)
-    model.train()
+    device = torch.device(cfg.device)
+    model = model.to(device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    )
+    weights = torch.tensor([1.0, cfg.purchase_weight][: y.shape[1]], device=device)
+    xt = torch.from_numpy(x).to(device)
+    yt = torch.from_numpy(y.astype(np.float32)).to(device)
+    history: list[dict[str, float]] = []
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
     for epoch in range(cfg.epochs):
-        order = torch.from_numpy(rng.permutation(len(x)))
+        model.train()
+        order = torch.from_numpy(rng.permutation(len(x))).to(device)
         total = 0.0
         for start in range(0, len(x), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
             optimizer.zero_grad()
-            loss = loss_fn(model.logits(xt[idx]), yt[idx])
-            loss.backward()
+            per_task = nn.functional.binary_cross_entropy_with_logits(
+                model.logits(xt[idx]), yt[idx], reduction="none"
+            ).mean(0)
+            loss = (per_task * weights).sum()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
-            total += loss.item() * len(idx)
-        if on_epoch is not None:
-            on_epoch(epoch, total / len(x))
-    return model.eval()
+            total += float(per_task[0].detach()) * len(idx)
+        record = {"epoch": epoch + 1, "train_logloss": total / len(x)}
+        note = f"loss {record['train_logloss']:.4f}"
+        if valid is not None:
+            record["valid_logloss"] = _valid_logloss(model, valid, device)
+            note += f" valid {record['valid_logloss']:.4f}"
+            if best is None or record["valid_logloss"] < best[0]:
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = (record["valid_logloss"], state)
+        history.append(record)
+        if on_progress is not None:
+            on_progress("fit", epoch + 1, cfg.epochs, note)
+        if best is not None and _since_best(history) >= cfg.patience:
+            if on_progress is not None:
+                on_progress("fit", cfg.epochs, cfg.epochs, f"{note} (early stop)")
+            break
+    if best is not None:
+        model.load_state_dict(best[1])
+    return model.cpu().eval(), history
 
 
-def evaluate(model: Ranker, x: np.ndarray, frame: pd.DataFrame) -> dict[str, float]:
+def _valid_logloss(
+    model: Ranker, valid: tuple[np.ndarray, np.ndarray], device: torch.device
+) -> float:
+    model.eval()
     with torch.no_grad():
-        probs = model(torch.from_numpy(x)).numpy().ravel()
-    y = frame[LABEL].to_numpy()
-    metrics = {"auc": auc(y, probs), "logloss": logloss(y, probs), "ctr": float(y.mean())}
-    if ORACLE in frame.columns:
-        metrics["oracle_auc"] = auc(y, frame[ORACLE].to_numpy())
-        metrics["oracle_logloss"] = logloss(y, frame[ORACLE].to_numpy())
-    return metrics
+        logits = model.logits(torch.from_numpy(valid[0]).to(device))[:, 0]
+        y = torch.from_numpy(valid[1][:, 0].astype(np.float32)).to(device)
+        return float(nn.functional.binary_cross_entropy_with_logits(logits, y))
+
+
+def _since_best(history: list[dict[str, float]]) -> int:
+    losses = [h["valid_logloss"] for h in history]
+    return len(losses) - 1 - int(np.argmin(losses))
+
+
+def predict(model: Ranker, x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities [N, tasks] and click-logit contributions [N, G], in chunks."""
+    probs, contribs = [], []
+    with torch.no_grad():
+        for start in range(0, len(x), chunk):
+            logits, contrib, _ = model.explain(torch.from_numpy(x[start : start + chunk]))
+            probs.append(torch.sigmoid(logits).numpy())
+            contribs.append(contrib.numpy())
+    return np.concatenate(probs), np.concatenate(contribs)
+
+
+def evaluate(
+    model: Ranker,
+    x_train: np.ndarray,
+    x_test: np.ndarray,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    target: Target,
+    contract: FeatureContract,
+    seed: int,
+) -> dict[str, Any]:
+    """The evaluation block of a manifest: flat model metrics, the full table, contributions."""
+    train_probs, _ = predict(model, x_train)
+    probs, contrib = predict(model, x_test)
+    threshold = best_f1_threshold(train[LABEL].to_numpy(), train_probs[:, 0])
+    key = target.join_key
+    methods = [Scored("model", probs[:, 0], True)]
+    if ORACLE in test.columns:
+        methods.append(Scored("oracle", test[ORACLE].to_numpy(dtype=np.float64), True))
+    methods.append(Scored("popularity", popularity(train, test, LABEL, key), False))
+    category = category_ref(contract, target.kind.value)
+    if category is not None:
+        top = user_top_category(train, test, LABEL, key, category)
+        methods.append(Scored("user_top_category", top, False))
+    y, users = test[LABEL].to_numpy(), test[USER_JOIN_KEY].to_numpy()
+    table = evaluate_scores(y, users, methods, threshold, seed)
+
+    metrics = dict(table["model"])
+    metrics["ctr"] = float(y.mean())
+    if "oracle" in table:
+        metrics["oracle_auc"] = table["oracle"]["auc"]
+        metrics["oracle_logloss"] = table["oracle"]["logloss"]
+        metrics["auc_vs_oracle"] = metrics["auc"] / metrics["oracle_auc"]
+    if probs.shape[1] > 1:
+        purchased = test[PURCHASE].to_numpy()
+        metrics["purchase_auc"] = auc(purchased, probs[:, 1])
+        if PURCHASE_ORACLE in test.columns:
+            metrics["purchase_oracle_auc"] = auc(purchased, test[PURCHASE_ORACLE].to_numpy())
+    groups = list(feature_groups(contract))
+    return {
+        "metrics": metrics,
+        "evaluation": {
+            "threshold": threshold,
+            "threshold_rule": "F1-optimal on the training rows",
+            "ranking_unit": "user: the user's test impressions, relevance = clicked",
+            "table": table,
+        },
+        "contributions": {
+            "mean_abs_on_test": dict(zip(groups, np.abs(contrib).mean(0).tolist(), strict=True)),
+        },
+    }
 
 
 def _code_version() -> str:
@@ -137,38 +341,76 @@ def _code_version() -> str:
         return "unknown"
 
 
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _window(frame: pd.DataFrame) -> list[str]:
+    return [frame[TIMESTAMP].min().isoformat(), frame[TIMESTAMP].max().isoformat()]
+
+
 def train_target(
     store: Any,
     target: Target,
     repo_path: Path,
     model_repository: Path,
     cfg: TrainConfig,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_progress: ProgressHook | None = None,
 ) -> TrainResult:
     """Builds the training set, fits, evaluates, exports and writes a new version.
 
     If the model is identical (same weights and feature schema) to the latest version, no new
     version is written: training twice on the same data is idempotent.
     """
+    started = time.monotonic()
+
+    def progress(stage: str, done: int, total: int, note: str = "") -> None:
+        if on_progress is not None:
+            on_progress(stage, done, total, note)
+
+    progress("training set", 0, 1, "feast get_historical_features")
     contract = contract_from_store(store, target.feature_service)
-    frame = training_frame(store, target, contract, labels_path(repo_path, target))
+    labels = labels_path(repo_path, target)
+    frame = training_frame(store, target, contract, labels)
     train, test = time_split(frame, cfg.test_fraction)
     if train.empty or test.empty or train[LABEL].nunique() < 2:
         raise ValueError(f"{target.name}: not enough labelled rows ({len(frame)})")
     x_train = contract.assemble(train).matrix
     x_test = contract.assemble(test).matrix
-    model = fit(x_train, train[LABEL].to_numpy(), cfg, on_epoch)
-    metrics = evaluate(model, x_test, test)
+    progress("training set", 1, 1, f"{len(frame):,} rows")
+
+    purchase = PURCHASE in frame.columns
+    label_cols = [LABEL, PURCHASE] if purchase else [LABEL]
+    groups = feature_groups(contract)
+    columns = column_layout(contract, x_train.shape[1], vector_lengths(frame, contract))
+    torch.manual_seed(cfg.seed)
+    model = build_model(fit_preprocessing(x_train, columns, groups), cfg.model, len(label_cols))
+    model.set_reference(torch.from_numpy(x_train))
+    y_train = train[label_cols].to_numpy(dtype=np.float32)
+    # Early stopping on the latest part of the training window: the test window stays unseen.
+    n_fit = int(len(train) * (1.0 - cfg.valid_fraction))
+    valid = (x_train[n_fit:], y_train[n_fit:]) if n_fit < len(train) else None
+    model, history = fit(model, x_train[:n_fit], y_train[:n_fit], cfg, valid, on_progress)
+
+    progress("evaluate", 0, 1, "")
+    report = evaluate(model, x_train, x_test, train, test, target, contract, cfg.seed)
+    progress("evaluate", 1, 1, f"AUC {report['metrics']['auc']:.4f}")
+    progress("export", 0, 1, "torchscript + parity")
     artifact, parity = export_torchscript(model, torch.from_numpy(x_test[:1000]))
+    with torch.no_grad():
+        baseline_logit = float(model.explain(torch.from_numpy(x_test[:1]))[2])
     digest = weights_digest(model, contract.schema_hash)
 
     model_dir = model_repository / target.name
-    write_configs(
-        model_dir, ModelSpec(target.name, contract.width, contract.service, contract.schema_hash)
-    )
+    spec = model_spec(target, contract, purchase, x_train.shape[1])
+    write_configs(model_dir, spec)
     versions = list_versions(model_dir)
     if versions and read_manifest(model_dir, versions[-1]).get("weights_digest") == digest:
         latest = read_manifest(model_dir, versions[-1])
+        progress("export", 1, 1, f"unchanged (version {versions[-1]})")
         return TrainResult(target.name, versions[-1], False, latest["metrics"], latest)
 
     manifest: dict[str, Any] = {
@@ -179,21 +421,35 @@ def train_target(
         "weights_digest": digest,
         "parity_max_abs_diff": parity,
         "contract": contract.to_json(),
+        "model": {
+            "architecture": "DCN-v2 (parallel cross + deep), hashed categorical embeddings",
+            "outputs": [name for name, _ in spec.outputs],
+            "tasks": label_cols,
+            "feature_groups": list(groups),
+            "contrib_baseline_logit": baseline_logit,
+            "columns": [dataclasses.asdict(c) for c in columns],
+        },
         "training": {
-            "config": _config_dict(cfg),
-            "train_window": [
-                train[TIMESTAMP].min().isoformat(),
-                train[TIMESTAMP].max().isoformat(),
-            ],
-            "test_window": [test[TIMESTAMP].min().isoformat(), test[TIMESTAMP].max().isoformat()],
+            "config": cfg.to_dict(),
+            "labels": str(labels),
+            "data_digest": _digest(x_train, y_train, x_test, test[label_cols].to_numpy()),
+            "train_window": _window(train),
+            "test_window": _window(test),
             "train_rows": len(train),
             "test_rows": len(test),
+            "train_positives": {c: int(train[c].sum()) for c in label_cols},
+            "valid_rows": len(train) - n_fit,
+            "epochs": history,
+            "seconds": round(time.monotonic() - started, 2),
+            "reproduce": (
+                f"scoring train --target {target.name} --epochs {cfg.epochs} "
+                f"--seed {cfg.seed} --device {cfg.device}"
+            ),
         },
-        "metrics": metrics,
+        **report,
     }
     version = write_version(model_dir, artifact, manifest)
-    return TrainResult(target.name, version, True, metrics, {**manifest, "version": version})
-
-
-def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return {name: getattr(cfg, name) for name in cfg.__slots__}
+    progress("export", 1, 1, f"version {version}")
+    return TrainResult(
+        target.name, version, True, report["metrics"], {**manifest, "version": version}
+    )

@@ -4,6 +4,11 @@
 - "cpu" (local, configs/cpu.pbtxt): the same model.pt through the python-based `torchscript`
   backend shipped in scoring/triton/backend/, selected with `--model-config-name=cpu`.
 Both share name, inputs, outputs, batching and the feature-contract parameters.
+
+Outputs, by index as libtorch names them: `score__0` [N, 1] click probability (the ranking
+score), `contrib__1` [N, G] click-logit contributions of the G feature groups listed, in order,
+in the `feature_groups` parameter (logit = baseline logit + their sum), and `purchase__2`
+[N, 1] purchase probability when the model has a purchase head.
 """
 
 from __future__ import annotations
@@ -19,23 +24,43 @@ from tritonclient.grpc import model_config_pb2 as mc
 # libtorch names tensors `<name>__<index>`; the CPU profile uses the same names.
 INPUT_NAME = "features__0"
 OUTPUT_NAME = "score__0"
+CONTRIB_NAME = "contrib__1"
+PURCHASE_NAME = "purchase__2"
 CPU_BACKEND = "torchscript"
 CPU_CONFIG_NAME = "cpu"
 Profile = Literal["gpu", "cpu"]
 
 PARAM_FEATURE_SERVICE = "feature_service"
 PARAM_SCHEMA_HASH = "feature_schema_hash"
+PARAM_FEATURE_GROUPS = "feature_groups"
 
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """What a config needs to know about a model: its name and its feature contract."""
+    """What a config needs to know about a model: its name, feature contract and outputs.
+
+    Attributes:
+        groups: feature-group names, the columns of contrib__1 (no contrib__1 when empty).
+        purchase: whether the model has a purchase head (purchase__2).
+    """
 
     name: str
     width: int
     feature_service: str
     schema_hash: str
+    groups: tuple[str, ...] = ()
+    purchase: bool = False
     max_batch_size: int = 1024
+
+    @property
+    def outputs(self) -> tuple[tuple[str, int], ...]:
+        """(name, width) of each output, in the order the model returns them."""
+        out = [(OUTPUT_NAME, 1)]
+        if self.groups:
+            out.append((CONTRIB_NAME, len(self.groups)))
+        if self.purchase:
+            out.append((PURCHASE_NAME, 1))
+        return tuple(out)
 
 
 def build_config(spec: ModelSpec, profile: Profile) -> mc.ModelConfig:
@@ -49,11 +74,14 @@ def build_config(spec: ModelSpec, profile: Profile) -> mc.ModelConfig:
         group = mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
     cfg.instance_group.append(group)
     cfg.input.append(mc.ModelInput(name=INPUT_NAME, data_type=mc.TYPE_FP32, dims=[spec.width]))
-    cfg.output.append(mc.ModelOutput(name=OUTPUT_NAME, data_type=mc.TYPE_FP32, dims=[1]))
+    for name, width in spec.outputs:
+        cfg.output.append(mc.ModelOutput(name=name, data_type=mc.TYPE_FP32, dims=[width]))
     cfg.version_policy.latest.num_versions = 1
     cfg.dynamic_batching.max_queue_delay_microseconds = 100
     cfg.parameters[PARAM_FEATURE_SERVICE].string_value = spec.feature_service
     cfg.parameters[PARAM_SCHEMA_HASH].string_value = spec.schema_hash
+    if spec.groups:
+        cfg.parameters[PARAM_FEATURE_GROUPS].string_value = ",".join(spec.groups)
     return cfg
 
 
