@@ -42,11 +42,12 @@ def latest(feature_repo: Any, table: str, key: str) -> Any:
 
 
 def test_rank_batch_answers_in_order_and_names_bad_sub_requests(gateway: Any) -> None:
+    keep = {"keep_unavailable": True}
     batch = pb.RankBatchRequest(
         requests=[
-            rank_request("u_000001", ["i_000001", "i_000002"]),
-            rank_request("u_000002", ["a_000001", "a_000002"], pb.CANDIDATE_TYPE_ACTIVITY),
-            rank_request("u_000003", ["i_000003"], top_k=1),
+            rank_request("u_000001", ["i_000001", "i_000002"], **keep),
+            rank_request("u_000002", ["a_000001", "a_000002"], pb.CANDIDATE_TYPE_ACTIVITY, **keep),
+            rank_request("u_000003", ["i_000003"], top_k=1, **keep),
         ]
     )
     response = stub(gateway.address).RankBatch(batch, timeout=10)
