@@ -79,7 +79,7 @@ class TextEmbedder:
         frame = pd.DataFrame(
             {"key": list(self._cache), "vector": [v.tolist() for v in self._cache.values()]}
         )
-        tmp = self.cache_path.with_suffix(".tmp")
+        tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp")  # concurrent runs share it
         frame.to_parquet(tmp, index=False)
         tmp.replace(self.cache_path)
 
