@@ -7,6 +7,7 @@ Nested sections use a double underscore: `SCORING_TRITON__URL=10.0.0.5:8001`,
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,12 @@ class GatewaySettings(BaseModel):
     feature_log_flush_rows: int = Field(default=5000, ge=1)
     feature_log_flush_interval_s: float = Field(default=5.0, gt=0)
     max_batch_requests: int = Field(default=64, ge=1)
+    # Online read path: "redis" reads Feast's Redis layout directly (pipelined, cached);
+    # "sdk" goes through the Feast SDK; "auto" picks redis when the online store is Redis.
+    feature_read: Literal["auto", "sdk", "redis"] = "auto"
+    # Cache of candidate (item/activity) rows on the redis path; 0 rows turns it off.
+    feature_cache_rows: int = Field(default=100_000, ge=0)
+    feature_cache_ttl_s: float = Field(default=30.0, ge=0)
 
 
 class Settings(BaseSettings):

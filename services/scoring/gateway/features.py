@@ -151,9 +151,7 @@ class FeastFeatureSource:
         """
         plan = self._plan(contract)
         rows = [{USER_JOIN_KEY: user_id, target.join_key: cid} for cid in candidate_ids]
-        raw = self.store.get_online_features(
-            features=list(plan.refs), entity_rows=rows, full_feature_names=True
-        ).to_dict(include_event_timestamps=True)
+        raw = self._online_dict(plan, target, user_id, candidate_ids)
         if now is None:
             now = float(request_values.get("request_ts") or time.time())
         columns: dict[str, list[Any]] = {}
@@ -196,6 +194,17 @@ class FeastFeatureSource:
                         frame[ref] = out[ref].to_numpy()
         frame = frame[[ref for ref in contract.refs if ref in frame.columns]]
         return OnlineFeatures(frame, age_s, expired_rows)
+
+    def _online_dict(
+        self, plan: _ReadPlan, target: Target, user_id: str, candidate_ids: tuple[str, ...]
+    ) -> dict[str, list[Any]]:
+        """Stored values by `<view>__<feature>`, event times (Unix s) by `<view>__<feature>__ts`,
+        one entry per candidate: what Feast's `to_dict(include_event_timestamps=True)` gives."""
+        rows = [{USER_JOIN_KEY: user_id, target.join_key: cid} for cid in candidate_ids]
+        raw: dict[str, list[Any]] = self.store.get_online_features(
+            features=list(plan.refs), entity_rows=rows, full_feature_names=True
+        ).to_dict(include_event_timestamps=True)
+        return raw
 
     def fetch(
         self,

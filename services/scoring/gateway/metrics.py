@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 # From 0.25 ms to 2.5 s: the hot path lives in the low milliseconds.
 LATENCY_BUCKETS = (
@@ -35,16 +40,6 @@ class GatewayMetrics:
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000),
             registry=self.registry,
         )
-        self.cache_hits = Counter(
-            "scoring_feature_cache_hits",
-            "Candidate feature rows served from the in-process cache.",
-            registry=self.registry,
-        )
-        self.cache_misses = Counter(
-            "scoring_feature_cache_misses",
-            "Candidate feature rows read from the online store.",
-            registry=self.registry,
-        )
         self.degraded = Counter(
             "scoring_degraded",
             "Answers that are not the model's normal one, by reason.",
@@ -63,6 +58,37 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+    def track_cache(self, cache: CacheStats) -> None:
+        """Exposes a feature cache's hit and miss counts and size (read at scrape time)."""
+        self.registry.register(_CacheCollector(cache))
+
     def serve(self, host: str, port: int) -> None:
         """Exposes /metrics over HTTP (a daemon thread)."""
         start_http_server(port, addr=host, registry=self.registry)
+
+
+class CacheStats(Protocol):
+    hits: int
+    misses: int
+
+    def __len__(self) -> int: ...
+
+
+class _CacheCollector(Collector):
+    def __init__(self, cache: CacheStats) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "scoring_feature_cache_hits",
+            "Candidate feature rows served from the in-process cache.",
+            value=self.cache.hits,
+        )
+        yield CounterMetricFamily(
+            "scoring_feature_cache_misses",
+            "Candidate feature rows read from the online store.",
+            value=self.cache.misses,
+        )
+        yield GaugeMetricFamily(
+            "scoring_feature_cache_rows", "Rows held by the feature cache.", value=len(self.cache)
+        )

@@ -12,8 +12,9 @@ from scoring.core.contract import FeatureContract
 from scoring.core.errors import BackendUnavailableError, ContractMismatchError, ScoringError
 from scoring.core.targets import Target
 from scoring.gateway.features import FeatureSource
-from scoring.gateway.triton_client import CONTRIB_OUTPUT, PARAM_FEATURE_GROUPS, TritonScorer
-from scoring.triton.config import PARAM_FEATURE_SERVICE, PARAM_SCHEMA_HASH
+from scoring.gateway.triton_client import TritonScorer
+from scoring.triton.config import CONTRIB_NAME as CONTRIB_OUTPUT
+from scoring.triton.config import PARAM_FEATURE_GROUPS, PARAM_FEATURE_SERVICE, PARAM_SCHEMA_HASH
 
 logger = logging.getLogger(__name__)
 WARMUP_ROWS = (1, 16, 128, 1, 16, 128)

@@ -20,6 +20,7 @@ from scoring.core.targets import TARGETS
 from scoring.gateway.feature_log import FeatureLog
 from scoring.gateway.features import FeastFeatureSource, FeatureSource
 from scoring.gateway.metrics import GatewayMetrics
+from scoring.gateway.redis_source import RedisFeatureSource
 from scoring.gateway.routing import ModelRouter
 from scoring.gateway.servicer import REQUEST_ID, RankingServicer
 from scoring.gateway.triton_client import TritonScorer
@@ -81,15 +82,32 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
+def feature_source(settings: Settings) -> FeatureSource:
+    """The online read path the settings ask for (see GatewaySettings.feature_read)."""
+    mode = settings.gateway.feature_read
+    sdk = FeastFeatureSource(settings.feast.repo_path, settings.feast.fs_yaml)
+    is_redis = sdk.store.config.online_store.type == "redis"
+    if mode == "sdk" or (mode == "auto" and not is_redis):
+        return sdk
+    return RedisFeatureSource(
+        settings.feast.repo_path,
+        settings.feast.fs_yaml,
+        cache_rows=settings.gateway.feature_cache_rows,
+        cache_ttl_s=settings.gateway.feature_cache_ttl_s,
+    )
+
+
 class Gateway:
     """Owns the server, its clients and the health loop."""
 
     def __init__(self, settings: Settings, features: FeatureSource | None = None) -> None:
         self.settings = settings
-        self.features = features or FeastFeatureSource(settings.feast.repo_path)
+        self.features = features or feature_source(settings)
         self.scorer = TritonScorer(settings.triton.url)
         self.router = ModelRouter(list(TARGETS.values()), self.features, self.scorer)
         self.metrics = GatewayMetrics()
+        if isinstance(self.features, RedisFeatureSource):
+            self.metrics.track_cache(self.features.cache)
         gw = settings.gateway
         self.feature_log = (
             FeatureLog(

@@ -11,10 +11,8 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from scoring.core.errors import BackendUnavailableError, DeadlineExceededError, ScoringError
+from scoring.triton.config import CONTRIB_NAME as CONTRIB_OUTPUT
 from scoring.triton.config import INPUT_NAME, OUTPUT_NAME
-
-CONTRIB_OUTPUT = "contrib__1"
-PARAM_FEATURE_GROUPS = "feature_groups"
 
 
 @dataclass(frozen=True, slots=True)

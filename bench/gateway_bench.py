@@ -1,0 +1,411 @@
+"""Gateway benchmark: the serving path against the naive pipeline and the floor, in one run.
+
+On the production profile (Redis online store, SQL registry on PostgreSQL, real Triton):
+1 user x N candidates, N in 10/100/500/1000, the same requests for every path:
+
+- gateway: the real gRPC gateway (direct Redis read, cache, assembly, Triton), end to end;
+- stages: the gateway's own pieces timed in this process (features, assembly, inference);
+- naive: Feast SDK `get_online_features` + `to_df` + assembly + a synchronous Triton call;
+- floor: one pipelined raw HMGET of the same keys (bytes, no decode) + Triton on a ready tensor.
+
+Prints a table, checks the targets (gateway p99 <= 0.5x naive and <= 1.5x floor) and writes
+bench/RESULTS.md. Run: `make bench` (or `.venv/bin/python bench/gateway_bench.py --quick`).
+Needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432; uses a unique Feast project
+and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from rich.console import Console
+from rich.table import Table
+
+from scoring.client import RankingClient
+from scoring.core import feature_repo
+from scoring.core.settings import FeastSettings, GatewaySettings, Settings, TritonSettings
+from scoring.core.targets import TARGETS, CandidateKind
+from scoring.datagen.dataset import build_data_set
+from scoring.datagen.synthetic import SyntheticConfig, generate
+from scoring.gateway.features import FeastFeatureSource
+from scoring.gateway.process import GatewayProcess
+from scoring.gateway.redis_source import RedisFeatureSource
+from scoring.trainer.train import TrainConfig, train_target
+from scoring.triton.config import INPUT_NAME, OUTPUT_NAME
+from scoring.triton.server import TritonServer
+
+ROOT = Path(__file__).resolve().parents[1]
+REDIS = "127.0.0.1:6379"
+REGISTRY = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+SIZES = (10, 100, 500, 1000)
+CONCURRENCY = (1, 8, 32)
+console = Console(width=140)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.array(samples) * 1000, q))
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
+    fn()  # warm
+    out = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {platform.platform()}, no GPU"
+
+
+class Stack:
+    """Feature repo on Redis + PostgreSQL, trained models, Triton and the gateway."""
+
+    def __init__(self, work: Path, n_items: int, n_users: int) -> None:
+        self.work = work
+        self.project = f"scoring_bench_{uuid.uuid4().hex[:8]}"
+        os.environ["FEAST_REDIS_CONNECTION"] = REDIS
+        os.environ["FEAST_REGISTRY_PATH"] = REGISTRY
+        self.repo = work / "features"
+        shutil.copytree(
+            ROOT / "features", self.repo, ignore=shutil.ignore_patterns("data", "__pycache__")
+        )
+        self.fs_yaml = self.repo / "feature_store.production.yaml"
+        text = self.fs_yaml.read_text().replace(
+            "\nproject: scoring\n", f"\nproject: {self.project}\n"
+        )
+        self.fs_yaml.write_text(text)
+        self.n_items, self.n_users = n_items, n_users
+        self.triton: TritonServer | None = None
+        self.gateway: GatewayProcess | None = None
+
+    def build(self) -> None:
+        end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+        cfg = SyntheticConfig(
+            self.n_users, self.n_items, 60, 8 * self.n_users, 2 * self.n_users, days=14,
+            organic_per_user=8, end=end,
+        )  # fmt: skip
+        with console.status("data, feast apply, materialize into Redis"):
+            cache = ROOT / ".bench" / "text_cache.parquet"
+            cache.parent.mkdir(exist_ok=True)
+            build_data_set(generate(cfg), self.repo / "data", text_cache=cache)
+            feature_repo.apply(self.repo, self.fs_yaml)
+            feature_repo.materialize(self.repo, fs_yaml=self.fs_yaml)
+        with console.status("training (1 epoch: latency, not quality)"):
+            store = feature_repo.open_store(self.repo, self.fs_yaml)
+            self.models = self.work / "model_repository"
+            for target in TARGETS.values():  # the gateway serves when every target is ready
+                train_target(store, target, self.repo, self.models, TrainConfig(epochs=1))
+        triton_cfg = TritonSettings(
+            url=f"127.0.0.1:{free_port()}", http_port=free_port(), metrics_port=free_port(),
+            model_repository=self.models, work_dir=self.work / "triton",
+        )  # fmt: skip
+        with console.status("starting Triton and the gateway"):
+            self.triton = TritonServer(triton_cfg, list(TARGETS))
+            self.triton.start()
+            self.triton.wait_ready()
+            self.settings = Settings(
+                feast=FeastSettings(repo_path=self.repo, fs_yaml=self.fs_yaml),
+                triton=triton_cfg,
+                gateway=GatewaySettings(
+                    port=free_port(), metrics_port=free_port(), feature_log_sample_rate=0.0,
+                    default_timeout_ms=10_000, feature_timeout_ms=10_000, feature_read="redis",
+                ),
+            )  # fmt: skip
+            self.gateway = GatewayProcess(self.settings, log_path=self.work / "gateway.log")
+            self.gateway.start()
+            self.gateway.wait_serving(120)
+
+    def close(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+        if self.triton is not None:
+            self.triton.stop()
+        try:
+            feature_repo.drop_project(feature_repo.open_store(self.repo, self.fs_yaml))
+        except Exception as exc:  # noqa: BLE001
+            console.print(f"[yellow]could not drop bench project {self.project}: {exc}")
+
+
+def run(quick: bool) -> int:
+    work = Path(tempfile.mkdtemp(prefix="scoring-bench-"))
+    stack = Stack(work, n_items=1500 if not quick else 1100, n_users=2000 if not quick else 600)
+    rows: list[dict[str, Any]] = []
+    throughput: list[dict[str, Any]] = []
+    try:
+        stack.build()
+        assert stack.gateway is not None and stack.triton is not None
+        target = TARGETS["item_ranker"]
+        sdk = FeastFeatureSource(stack.repo, stack.fs_yaml)
+        fast = RedisFeatureSource(stack.repo, stack.fs_yaml, cache_rows=0)  # uncached stages
+        contract = sdk.contract(target.feature_service)
+        triton = grpcclient.InferenceServerClient(stack.triton.settings.url)
+        client = RankingClient(stack.gateway.address)
+        redis_client = fast.client
+        rng = np.random.default_rng(0)
+        items = [f"i_{i:06d}" for i in range(stack.n_items)]
+        users = [f"u_{i:06d}" for i in range(stack.n_users)]
+        now = int(time.time())
+
+        def infer(matrix: np.ndarray) -> np.ndarray:
+            inp = grpcclient.InferInput(INPUT_NAME, list(matrix.shape), "FP32")
+            inp.set_data_from_numpy(matrix)
+            out = triton.infer(
+                "item_ranker", [inp], outputs=[grpcclient.InferRequestedOutput(OUTPUT_NAME)]
+            )
+            return np.asarray(out.as_numpy(OUTPUT_NAME))
+
+        for n in SIZES:
+            repeats = 12 if quick else (60 if n <= 100 else 30)
+            requests = [
+                (users[int(rng.integers(len(users)))], tuple(rng.choice(items, n, replace=False)))
+                for _ in range(repeats + 1)
+            ]
+            it = iter(range(10**9))
+
+            def next_request() -> tuple[str, tuple[str, ...]]:
+                return requests[next(it) % len(requests)]
+
+            def gateway_call() -> None:
+                user, ids = next_request()
+                client.rank(
+                    user,
+                    ids,
+                    CandidateKind.ITEM,
+                    timestamp_s=now,
+                    keep_unavailable=True,
+                    timeout_s=30,
+                )
+
+            ready = contract.assemble(
+                sdk.fetch(contract, target, *requests[0], {"request_ts": now})
+            ).matrix
+
+            def naive_call() -> None:
+                user, ids = next_request()
+                rows_ = [{"user_id": user, "item_id": c, "request_ts": now} for c in ids]
+                frame = sdk.store.get_online_features(
+                    features=sdk.store.get_feature_service(contract.service),
+                    entity_rows=rows_, full_feature_names=True,
+                ).to_df()  # fmt: skip
+                infer(contract.assemble(frame).matrix)
+
+            plan = fast._layout(fast._plan(contract))
+
+            def floor_call() -> None:
+                user, ids = next_request()
+                pipe = redis_client.pipeline(transaction=False)
+                for view in plan:
+                    if view.entity == "user":
+                        pipe.hmget(fast._key("user_id", user), list(view.fields))
+                    else:
+                        for c in ids:
+                            pipe.hmget(fast._key("item_id", c), list(view.fields))
+                pipe.execute()
+                infer(ready)
+
+            stage_features: list[float] = []
+            stage_assembly: list[float] = []
+            stage_inference: list[float] = []
+
+            def stages_call() -> None:
+                user, ids = next_request()
+                t0 = time.perf_counter()
+                frame = fast.fetch(contract, target, user, ids, {"request_ts": now})
+                t1 = time.perf_counter()
+                matrix = contract.assemble(frame).matrix
+                t2 = time.perf_counter()
+                infer(matrix)
+                t3 = time.perf_counter()
+                stage_features.append(t1 - t0)
+                stage_assembly.append(t2 - t1)
+                stage_inference.append(t3 - t2)
+
+            with console.status(f"N={n}: gateway, naive, floor ({repeats} requests each)"):
+                results = {
+                    "gateway": timed(gateway_call, repeats),
+                    "naive": timed(naive_call, repeats),
+                    "floor": timed(floor_call, repeats),
+                }
+                timed(stages_call, repeats)
+            row: dict[str, Any] = {"n": n}
+            for name, samples in results.items():
+                for q in (50, 90, 99):
+                    row[f"{name}_p{q}"] = pct(samples, q)
+            for name, samples in (
+                ("features", stage_features[-repeats:]),
+                ("assembly", stage_assembly[-repeats:]),
+                ("inference", stage_inference[-repeats:]),
+            ):
+                row[f"{name}_p50"] = pct(samples, 50)
+                row[f"{name}_p99"] = pct(samples, 99)
+            rows.append(row)
+
+            for concurrency in CONCURRENCY if n in (100, 1000) else ():
+                duration = 2.0 if quick else 4.0
+                for name, fn in (("gateway", gateway_call), ("naive", naive_call)):
+                    done = [0]
+                    lock = threading.Lock()
+                    stop_at = time.monotonic() + duration
+                    errors = [0]
+
+                    def worker(fn: Callable[[], None] = fn) -> None:
+                        local_client = RankingClient(stack.gateway.address)  # type: ignore[union-attr]
+                        while time.monotonic() < stop_at:
+                            try:
+                                if fn is gateway_call:
+                                    user, ids = next_request()
+                                    local_client.rank(
+                                        user,
+                                        ids,
+                                        CandidateKind.ITEM,
+                                        timestamp_s=now,
+                                        keep_unavailable=True,
+                                        timeout_s=30,
+                                    )
+                                else:
+                                    fn()
+                                with lock:
+                                    done[0] += 1
+                            except Exception:  # noqa: BLE001
+                                with lock:
+                                    errors[0] += 1
+                        local_client.close()
+
+                    if name == "naive" and concurrency > 8:
+                        continue  # the SDK path saturates long before; keeps the run short
+                    with console.status(
+                        f"N={n}: throughput of {name} at concurrency {concurrency}"
+                    ):
+                        threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+                        started = time.monotonic()
+                        for t in threads:
+                            t.start()
+                        for t in threads:
+                            t.join()
+                        elapsed = time.monotonic() - started
+                    throughput.append(
+                        {"n": n, "path": name, "concurrency": concurrency,
+                         "rps": done[0] / elapsed, "errors": errors[0]}
+                    )  # fmt: skip
+        client.close()
+        triton.close()
+    finally:
+        stack.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return report(rows, throughput, quick)
+
+
+def report(rows: list[dict[str, Any]], throughput: list[dict[str, Any]], quick: bool) -> int:
+    table = Table(title="1 user x N candidates, latency in ms (p50 / p90 / p99)")
+    for col in ("N", "gateway", "naive (Feast SDK)", "floor (raw Redis + infer)",
+                "gw/naive p99", "gw/floor p99", "target"):  # fmt: skip
+        table.add_column(col, justify="right")
+    lines = [
+        "# Gateway benchmark",
+        "",
+        f"Machine: {machine()}. Run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+        + (" (--quick)" if quick else "")
+        + ". Command: `make bench`.",
+        "",
+        "Production profile: Feast Redis online store + SQL registry on PostgreSQL, real Triton"
+        " (CPU, python backend), item_ranker, about 50 scalar features plus a 16-d text"
+        " embedding and missing indicators per row. Each N uses the same random requests"
+        " (distinct users and candidate sets) for every path.",
+        "",
+        "| N | gateway p50/p90/p99 | naive p50/p90/p99 | floor p50/p90/p99 | gateway/naive p99 |"
+        " gateway/floor p99 | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ok_all = True
+    for r in rows:
+        vs_naive = r["gateway_p99"] / r["naive_p99"]
+        vs_floor = r["gateway_p99"] / r["floor_p99"]
+        ok = vs_naive <= 0.5 and vs_floor <= 1.5
+        ok_all &= ok
+        fmt = "{:.1f} / {:.1f} / {:.1f}"
+        cells = [
+            fmt.format(r[f"{p}_p50"], r[f"{p}_p90"], r[f"{p}_p99"])
+            for p in ("gateway", "naive", "floor")
+        ]
+        verdict = "met" if ok else "MISSED"
+        table.add_row(str(r["n"]), *cells, f"{vs_naive:.2f}", f"{vs_floor:.2f}", verdict)
+        ratios = f"{vs_naive:.2f} | {vs_floor:.2f}"
+        lines.append(f"| {r['n']} | {cells[0]} | {cells[1]} | {cells[2]} | {ratios} | {verdict} |")
+    console.print(table)
+
+    stages = Table(title="gateway stages in process, ms (p50 / p99), uncached feature reads")
+    for col in ("N", "features (Redis read + decode + TTL + on-demand)", "assembly", "inference"):
+        stages.add_column(col, justify="right")
+    lines += ["", "Gateway stages (in process, cache off), ms p50 / p99:", "",
+              "| N | features | assembly | inference |", "|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        cells = [
+            f"{r[f'{s}_p50']:.1f} / {r[f'{s}_p99']:.1f}"
+            for s in ("features", "assembly", "inference")
+        ]
+        stages.add_row(str(r["n"]), *cells)
+        lines.append(f"| {r['n']} | " + " | ".join(cells) + " |")
+    console.print(stages)
+
+    tp = Table(title="throughput, requests/s (errors)")
+    for col in ("N", "path", "concurrency", "req/s", "errors"):
+        tp.add_column(col, justify="right")
+    lines += ["", "Throughput (closed loop, requests/s):", "",
+              "| N | path | concurrency | req/s | errors |", "|---|---|---|---|---|"]  # fmt: skip
+    for t in throughput:
+        tp.add_row(
+            str(t["n"]), t["path"], str(t["concurrency"]), f"{t['rps']:.1f}", str(t["errors"])
+        )
+        lines.append(
+            f"| {t['n']} | {t['path']} | {t['concurrency']} | {t['rps']:.1f} | {t['errors']} |"
+        )
+    console.print(tp)
+    lines += ["", f"Targets (p99 <= 0.5x naive and <= 1.5x floor at every N): "
+              f"{'met' if ok_all else 'missed'}.", ""]  # fmt: skip
+    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(lines))
+    console.print(f"wrote bench/RESULTS.md; targets {'met' if ok_all else 'MISSED'}")
+    return 0 if ok_all else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests and shorter runs")
+    args = parser.parse_args()
+    raise SystemExit(run(args.quick))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The direct Redis read gives exactly the Feast SDK's answer, faster; its cache is bounded."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scoring.core import feature_repo
+from scoring.core.targets import TARGETS
+from scoring.datagen.dataset import build_data_set
+from scoring.gateway.features import FeastFeatureSource
+from scoring.gateway.redis_source import RedisFeatureSource, RowCache, decode_values
+
+from ..conftest import TEXT_CACHE
+from ..features.test_stores import production_repo, tiny  # noqa: F401 (fixture)
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+
+
+def same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert list(a.columns) == list(b.columns)
+    for col in a.columns:
+        for x, y in zip(a[col], b[col], strict=True):
+            if isinstance(x, list | np.ndarray) or isinstance(y, list | np.ndarray):
+                np.testing.assert_allclose(np.asarray(x, float), np.asarray(y, float), rtol=0)
+            elif x is None or y is None or (isinstance(x, float) and np.isnan(x)):
+                assert (x is None or np.isnan(x)) and (y is None or np.isnan(y)), (col, x, y)
+            else:
+                assert float(x) == float(y), (col, x, y)
+
+
+def test_redis_read_equals_the_feast_sdk_read(production_repo: tuple[Path, Path, str]) -> None:  # noqa: F811
+    repo, fs_yaml, _ = production_repo
+    log = tiny(datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5))
+    build_data_set(log, repo / "data", text_cache=TEXT_CACHE)
+    feature_repo.apply(repo, fs_yaml)
+    feature_repo.materialize(repo, fs_yaml=fs_yaml)
+    sdk = FeastFeatureSource(repo, fs_yaml)
+    fast = RedisFeatureSource(repo, fs_yaml, cache_rows=1000, cache_ttl_s=60)
+    now = int(datetime.now(UTC).timestamp())
+    cases: list[tuple[str, str, tuple[str, ...], int]] = [
+        ("item_ranker", "u_000003", ("i_000001", "i_000007", "nope", "i_000001"), now),
+        ("item_ranker", "nobody", ("i_000002", "i_000003"), now),
+        ("activity_ranker", "u_000004", ("a_000000", "a_000003", "a_999"), now),
+        # Far in the future every view's ttl has passed: both paths expire the same values.
+        ("item_ranker", "u_000003", ("i_000001", "i_000002"), now + 90 * 86400),
+    ]
+    for target_name, user, ids, ts in cases:
+        target = TARGETS[target_name]
+        contract = sdk.contract(target.feature_service)
+        expected = sdk.fetch(contract, target, user, ids, {"request_ts": ts})
+        for _ in range(2):  # the second read comes from the cache
+            got = fast.fetch(contract, target, user, ids, {"request_ts": ts})
+            same(got, expected)
+            assert got.attrs["expired_rows"] == expected.attrs["expired_rows"]
+            assert got.attrs["feature_age_s"].keys() == expected.attrs["feature_age_s"].keys()
+    assert fast.cache.hits > 0 and fast.cache.misses > 0
+
+
+def test_decode_values_bulk_and_fallback() -> None:
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    floats = [Value(float_val=v).SerializeToString() for v in (0.5, 1.25)]
+    assert decode_values([floats[0], None, floats[1]]) == [0.5, None, 1.25]
+    ints = [Value(int64_val=v).SerializeToString() for v in (3, 127)]
+    assert decode_values(ints) == [3, 127]
+    mixed = [Value(int64_val=v).SerializeToString() for v in (3, -2, 100_000)]
+    assert decode_values(mixed) == [3, -2, 100_000]
+    vectors = [Value(float_list_val={"val": [1.0, 2.0]}).SerializeToString()]
+    assert decode_values(vectors) == [[1.0, 2.0]]
+    assert decode_values([None, None]) == [None, None]
+
+
+def test_row_cache_expires_and_stays_bounded() -> None:
+    cache = RowCache(max_rows=2, ttl_s=10)
+    cache.put(("v", "a"), 1.0, [1], now=0)
+    cache.put(("v", "b"), 1.0, [2], now=0)
+    assert cache.get(("v", "a"), now=5) == (1.0, [1])
+    cache.put(("v", "c"), 1.0, [3], now=5)  # evicts the least recently used: b
+    assert len(cache) == 2 and cache.get(("v", "b"), now=5) is None
+    assert cache.get(("v", "a"), now=11) is None, "expired"
+    assert (cache.hits, cache.misses) == (1, 2)
+
+
+def test_non_redis_store_is_refused(feature_repo_ready: Any) -> None:
+    with pytest.raises(ValueError, match="not redis"):
+        RedisFeatureSource(feature_repo_ready.path)
