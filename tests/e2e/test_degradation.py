@@ -94,7 +94,7 @@ def test_killed_triton_gives_the_popularity_fallback_or_unavailable(
 ) -> None:
     triton, gateway = own_stack
     assert triton.process is not None
-    os.kill(triton.process.pid, signal.SIGKILL)
+    os.killpg(triton.process.pid, signal.SIGKILL)  # the server and its python stubs, as a crash
     triton.process.wait()
 
     answer, took = timed_rank(gateway.address, request(), timeout=2)

@@ -187,6 +187,12 @@ class TritonServer:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
             rc = proc.returncode
+            # Python backend stubs share the server's process group; if the server died hard
+            # (SIGKILL, crash) they can outlive it, so the whole group goes with it.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if self._log is not None:
             self._log.close()
             self._log = None
