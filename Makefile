@@ -43,6 +43,9 @@ fmt: install ## Format and auto-fix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+bench: install ## Gateway latency and throughput vs the naive pipeline and the floor (bench/RESULTS.md)
+	$(PY) bench/gateway_bench.py
+
 protos: install ## Regenerate the committed gRPC code from protos/
 	$(PY) -m scoring.core.codegen
 
