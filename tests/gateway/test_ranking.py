@@ -66,3 +66,16 @@ def test_columns_absent_from_the_contract_disable_their_rule() -> None:
 def test_reasons_rank_groups_by_absolute_contribution() -> None:
     got = reasons(np.array([0.1, -0.8, 0.5, 0.05]), ["user", "price", "item", "time"], top=3)
     assert got == [("price", -0.8), ("item", 0.5), ("user", 0.1)]
+
+
+def test_columns_are_found_after_a_vector_feature() -> None:
+    specs = [
+        FeatureSpec("item_embedding", "text", "Array(Float32)", 0.0, "item", length=3),
+        FeatureSpec("item_stats", "in_stock", "Int64", 1.0, "item"),
+    ]
+    contract = FeatureContract.build("s", specs)
+    values = np.array([[0.1, 0.2, 0.3, 0.0], [0.4, 0.5, 0.6, 1.0]], dtype=np.float32)
+    columns = Columns.of(TARGETS["item_ranker"], contract, values, np.zeros((2, 4), bool))
+    assert columns.in_stock is not None
+    np.testing.assert_array_equal(columns.in_stock, [0.0, 1.0])
+    assert unavailable(columns, request_ts=0) == {0: OUT_OF_STOCK}

@@ -26,7 +26,8 @@ class Columns:
     def of(
         cls, target: Target, contract: FeatureContract, matrix: np.ndarray, missing: np.ndarray
     ) -> Columns:
-        index = {ref: i for i, ref in enumerate(contract.refs)}
+        # Value-column positions (vectors expand into several columns; scalars are one).
+        index = {col: i for i, col in enumerate(contract.value_columns)}
 
         def column(ref: str | None, known_only: bool) -> np.ndarray | None:
             if ref is None or ref not in index:
