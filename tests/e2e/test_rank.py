@@ -96,6 +96,8 @@ def test_scores_equal_torchscript_on_feast_features(
     assert response.request_id
     assert not response.unknown_user
     assert not any(c.unknown for c in response.candidates)
+    assert "user_behavior" in response.feature_age_s
+    assert all(0 <= age < 86400 * 400 for age in response.feature_age_s.values())
     assert len(set(scores)) > len(ids) // 2, "scores depend on the candidate"
 
 

@@ -27,7 +27,7 @@ from scoring.core.logging import hash_id
 from scoring.core.settings import GatewaySettings
 from scoring.core.targets import USER_ENTITY
 from scoring.gateway.feature_log import FeatureLog, ServedRequest
-from scoring.gateway.features import FeatureSource
+from scoring.gateway.features import AGE_ATTR, FeatureSource
 from scoring.gateway.metrics import GatewayMetrics
 from scoring.gateway.ranking import Columns, rank, reasons, unavailable
 from scoring.gateway.request import TYPE_OF_KIND, RankQuery, parse_rank_request
@@ -51,6 +51,7 @@ class Outcome:
 
     degradations: list[str] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)
+    feature_age_s: dict[str, float] = field(default_factory=dict)
 
 
 class Deadline:
@@ -151,6 +152,8 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             outcome.degradations.append("features_unavailable: feature store error")
         outcome.stages["features"] = time.monotonic() - started
         started = time.monotonic()
+        if frame is not None:
+            outcome.feature_age_s = dict(frame.attrs.get(AGE_ATTR, {}))
         if frame is None:
             self.metrics.degraded.labels("features").inc()
             n = len(query.candidate_ids)
@@ -218,6 +221,8 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         order = rank(scored.scores, query.top_k, query.diversity, columns.category, set(dropped))
         response = self._response(query, contract, served, assembled, scored, order, dropped)
         response.degradations.extend(outcome.degradations)
+        for view, age in outcome.feature_age_s.items():
+            response.feature_age_s[view] = age
         response.degraded = bool(outcome.degradations)
         outcome.stages["postprocess"] = time.monotonic() - started
         outcome.stages["total"] = time.monotonic() - deadline.started

@@ -90,7 +90,14 @@ class FilteredCandidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("candidates", "model_name", "model_version", "request_id", "unknown_user", "feature_service", "degraded", "degradations", "filtered")
+    __slots__ = ("candidates", "model_name", "model_version", "request_id", "unknown_user", "feature_service", "degraded", "degradations", "filtered", "feature_age_s")
+    class FeatureAgeSEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +107,7 @@ class RankResponse(_message.Message):
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     DEGRADATIONS_FIELD_NUMBER: _ClassVar[int]
     FILTERED_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_AGE_S_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[ScoredCandidate]
     model_name: str
     model_version: str
@@ -109,7 +117,8 @@ class RankResponse(_message.Message):
     degraded: bool
     degradations: _containers.RepeatedScalarFieldContainer[str]
     filtered: _containers.RepeatedCompositeFieldContainer[FilteredCandidate]
-    def __init__(self, candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., unknown_user: _Optional[bool] = ..., feature_service: _Optional[str] = ..., degraded: _Optional[bool] = ..., degradations: _Optional[_Iterable[str]] = ..., filtered: _Optional[_Iterable[_Union[FilteredCandidate, _Mapping]]] = ...) -> None: ...
+    feature_age_s: _containers.ScalarMap[str, float]
+    def __init__(self, candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., unknown_user: _Optional[bool] = ..., feature_service: _Optional[str] = ..., degraded: _Optional[bool] = ..., degradations: _Optional[_Iterable[str]] = ..., filtered: _Optional[_Iterable[_Union[FilteredCandidate, _Mapping]]] = ..., feature_age_s: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class RankBatchRequest(_message.Message):
     __slots__ = ("requests",)
