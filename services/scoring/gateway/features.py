@@ -222,7 +222,7 @@ class FeastFeatureSource:
 
     def check(self) -> None:
         # A registry read and an online read of one (absent) user: both must succeed.
-        views = self.store.list_feature_views()
+        views = self.store.list_feature_views(allow_cache=True)  # no registry re-read per poll
         user_views = [v for v in views if v.entities == ["user"]]
         if not user_views:
             raise RuntimeError("feature registry has no user feature view")
