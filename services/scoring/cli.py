@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from scoring.api.v1 import scoring_pb2 as pb
 from scoring.core.settings import Settings
 from scoring.core.targets import TARGETS, CandidateKind
 
@@ -333,23 +334,26 @@ def serve_gateway() -> None:
     asyncio.run(serve(settings))
 
 
-def _print_ranking(title: str, response: object) -> None:
+def _print_ranking(title: str, response: pb.RankResponse) -> None:
     table = Table(title=title, caption=_caption(response))
-    for col in ("rank", "candidate", "score", "note"):
+    for col in ("rank", "candidate", "score", "why (top feature groups, logit)", "note"):
         table.add_column(col, justify="right" if col in ("rank", "score") else "left")
-    for c in response.candidates:  # type: ignore[attr-defined]
-        table.add_row(
-            str(c.rank), c.id, f"{c.score:.4f}", "unknown: defaults used" if c.unknown else ""
-        )
+    for c in response.candidates:
+        why = ", ".join(f"{r.group} {r.contribution:+.2f}" for r in c.reasons[:2])
+        note = "unknown: defaults used" if c.unknown else ""
+        table.add_row(str(c.rank), c.id, f"{c.score:.4f}", why, note)
+    for f in response.filtered:
+        table.add_row("-", f.id, "-", "", f"filtered: {f.reason}")
     console.print(table)
 
 
-def _caption(response: object) -> str:
-    r = response
-    flags = " | unknown user: defaults used" if r.unknown_user else ""  # type: ignore[attr-defined]
+def _caption(r: pb.RankResponse) -> str:
+    flags = " | unknown user: defaults used" if r.unknown_user else ""
+    if r.degraded:
+        flags += " | degraded: " + "; ".join(r.degradations)
     return (
-        f"model {r.model_name} v{r.model_version} | features {r.feature_service} | "  # type: ignore[attr-defined]
-        f"request {r.request_id[:8]}{flags}"  # type: ignore[attr-defined]
+        f"model {r.model_name} v{r.model_version} | features {r.feature_service} | "
+        f"request {r.request_id[:8]}{flags}"
     )
 
 
@@ -386,10 +390,11 @@ def demo(
     settings = _settings()
     started = time.monotonic()
     console.rule("1/5 data")
+    n_items, n_activities = max(users // 2, 50), max(users // 16, 20)
     data_generate(
         users=users,
-        items=max(users // 2, 50),
-        activities=max(users // 16, 20),
+        items=n_items,
+        activities=n_activities,
         item_impressions=users * 40,
         activity_impressions=users * 20,
     )
@@ -414,8 +419,10 @@ def demo(
         console.rule("5/5 requests")
         now = int(datetime.now(UTC).timestamp())
         with RankingClient(gateway.address) as client:
-            items = [f"i_{i:06d}" for i in range(0, 200, 10)]
-            activities = [f"a_{i:06d}" for i in range(12)]
+            step = max(n_items // 20, 1)
+            items = [f"i_{i:06d}" for i in range(0, step * 20, step)]
+            # The newest campaigns are the ones still running.
+            activities = [f"a_{i:06d}" for i in range(n_activities - 12, n_activities)]
             _print_ranking(
                 "top 5 of 20 products for u_000042",
                 client.rank("u_000042", items, CandidateKind.ITEM, top_k=5, timestamp_s=now),
