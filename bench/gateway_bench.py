@@ -282,27 +282,15 @@ def run(quick: bool) -> int:
                     errors = [0]
 
                     def worker(fn: Callable[[], None] = fn) -> None:
-                        local_client = RankingClient(stack.gateway.address)  # type: ignore[union-attr]
+                        # One shared gRPC channel: HTTP/2 multiplexes the callers' requests.
                         while time.monotonic() < stop_at:
                             try:
-                                if fn is gateway_call:
-                                    user, ids = next_request()
-                                    local_client.rank(
-                                        user,
-                                        ids,
-                                        CandidateKind.ITEM,
-                                        timestamp_s=now,
-                                        keep_unavailable=True,
-                                        timeout_s=30,
-                                    )
-                                else:
-                                    fn()
+                                fn()
                                 with lock:
                                     done[0] += 1
                             except Exception:  # noqa: BLE001
                                 with lock:
                                     errors[0] += 1
-                        local_client.close()
 
                     if name == "naive" and concurrency > 8:
                         continue  # the SDK path saturates long before; keeps the run short
