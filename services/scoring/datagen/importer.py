@@ -81,7 +81,13 @@ class _Table:
         raw = self.text(column)
         numeric = pd.to_numeric(raw.where(raw != ""), errors="coerce")
         parsed = pd.to_datetime(raw.where(numeric.isna() & (raw != "")), utc=True, errors="coerce")
-        seconds = pd.to_datetime(numeric, unit="s", utc=True, errors="coerce")
+        # Unix seconds: convert only the plausible values (|s| < 1e11, before the year 5138).
+        # pandas' unit conversion multiplies under np.errstate(over="raise"), so an all-NaN or
+        # out-of-range column can raise FloatingPointError instead of coercing.
+        plausible = numeric.notna() & (numeric.abs() < 1e11)
+        seconds = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
+        if plausible.any():
+            seconds[plausible] = pd.to_datetime(numeric[plausible], unit="s", utc=True)
         out = parsed.where(numeric.isna(), seconds)
         bad = out.isna() & ((raw != "") | required)
         message = (
