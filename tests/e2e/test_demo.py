@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -67,3 +68,51 @@ def test_demo_runs_twice_and_cleans_up(tmp_path: Path) -> None:
     ]
     grpc_port = int(ports["SCORING_TRITON__URL"].rsplit(":", 1)[1])
     assert port_is_free(grpc_port) and port_is_free(int(ports["SCORING_GATEWAY__PORT"]))
+
+
+def test_ctrl_c_during_the_demo_leaves_no_process(tmp_path: Path) -> None:
+    require(triton_installed(), "tritonserver binary (nvidia-pytriton) not installed")
+    copy_feature_repo(tmp_path / "features")
+    shutil.copytree(
+        ROOT / "model_repository",
+        tmp_path / "model_repository",
+        ignore=shutil.ignore_patterns("[0-9]*"),
+    )
+    triton_port, gateway_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "SCORING_TRITON__URL": f"127.0.0.1:{triton_port}",
+        "SCORING_TRITON__HTTP_PORT": str(free_port()),
+        "SCORING_TRITON__METRICS_PORT": str(free_port()),
+        "SCORING_GATEWAY__PORT": str(gateway_port),
+        "SCORING_GATEWAY__METRICS_PORT": str(free_port()),
+    }
+    scoring = str(Path(sys.executable).with_name("scoring"))
+    demo = subprocess.Popen(
+        [scoring, "demo", "--users", "150", "--epochs", "1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen = []
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:  # the demo prints as it goes; wait until both servers run
+            seen.append(line)
+            if "gateway SERVING" in line:
+                break
+        assert any("gateway SERVING" in line for line in seen), "".join(seen[-30:])
+        demo.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+        demo.wait(timeout=120)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode != 0
+    assert port_is_free(triton_port) and port_is_free(gateway_port)
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True
+    ).stdout.split()
+    assert not leftovers, f"processes left running: {leftovers}"
