@@ -26,7 +26,8 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-def test_demo_runs_twice_and_cleans_up(tmp_path: Path) -> None:
+def demo_folder(tmp_path: Path) -> None:
+    """A fresh folder as a new user has it: the feature repo and the committed model configs."""
     require(triton_installed(), "tritonserver binary (nvidia-pytriton) not installed")
     copy_feature_repo(tmp_path / "features")
     shutil.copytree(
@@ -34,6 +35,10 @@ def test_demo_runs_twice_and_cleans_up(tmp_path: Path) -> None:
         tmp_path / "model_repository",
         ignore=shutil.ignore_patterns("[0-9]*"),
     )
+
+
+def test_demo_runs_twice_and_cleans_up(tmp_path: Path) -> None:
+    demo_folder(tmp_path)
     ports = {
         "SCORING_TRITON__URL": f"127.0.0.1:{free_port()}",
         "SCORING_TRITON__HTTP_PORT": str(free_port()),
@@ -71,13 +76,7 @@ def test_demo_runs_twice_and_cleans_up(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_during_the_demo_leaves_no_process(tmp_path: Path) -> None:
-    require(triton_installed(), "tritonserver binary (nvidia-pytriton) not installed")
-    copy_feature_repo(tmp_path / "features")
-    shutil.copytree(
-        ROOT / "model_repository",
-        tmp_path / "model_repository",
-        ignore=shutil.ignore_patterns("[0-9]*"),
-    )
+    demo_folder(tmp_path)
     triton_port, gateway_port = free_port(), free_port()
     env = {
         **os.environ,

@@ -147,6 +147,10 @@ class FeatureContract:
             start += f.length
         return np.array(out, dtype=int)
 
+    def defaults(self, rows: int) -> Assembled:
+        """`rows` rows of nothing but declared defaults (every value missing)."""
+        return self.assemble(pd.DataFrame({ref: [None] * rows for ref in self.refs}))
+
     def assemble(self, frame: pd.DataFrame | Mapping[str, Sequence[Any]]) -> Assembled:
         """Builds the float32 model input, filling missing values with defaults.
 

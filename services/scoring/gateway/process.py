@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import IO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from scoring.core.process import log_tail, stop_group
 from scoring.core.settings import Settings, settings_env
 
 
@@ -59,9 +59,7 @@ class GatewayProcess:
         )
 
     def log_tail(self, lines: int = 30) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def wait_serving(self, timeout_s: float = 60.0) -> None:
         """Polls grpc health until SERVING; fails fast if the process exits."""
@@ -80,16 +78,7 @@ class GatewayProcess:
     def stop(self, timeout_s: float = 15.0) -> int | None:
         """SIGTERM (graceful drain), then SIGKILL after `timeout_s`; returns the exit code."""
         proc, self.process = self.process, None
-        rc = None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            rc = proc.returncode
+        rc = stop_group(proc, timeout_s)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -6,8 +6,6 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-import pandas as pd
-
 from scoring.core.contract import FeatureContract
 from scoring.core.errors import BackendUnavailableError, ContractMismatchError, ScoringError
 from scoring.core.targets import Target
@@ -78,8 +76,7 @@ class ModelRouter:
         its first runs, and a caller's deadline should not pay for that."""
         contract = served.contract
         for rows in WARMUP_ROWS:
-            frame = pd.DataFrame({ref: [None] * rows for ref in contract.refs})
-            matrix = contract.assemble(frame).matrix
+            matrix = contract.defaults(rows).matrix
             await self.scorer.score(
                 served.target.name, matrix, 10.0, served.max_batch_size, served.explains
             )

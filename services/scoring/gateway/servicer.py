@@ -152,13 +152,12 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             outcome.degradations.append("features_unavailable: feature store error")
         outcome.stages["features"] = time.monotonic() - started
         started = time.monotonic()
-        if frame is not None:
-            outcome.feature_age_s = dict(frame.attrs.get(AGE_ATTR, {}))
         if frame is None:
             self.metrics.degraded.labels("features").inc()
-            n = len(query.candidate_ids)
-            frame = pd.DataFrame({ref: [None] * n for ref in contract.refs})
-        assembled = contract.assemble(frame)
+            assembled = contract.defaults(len(query.candidate_ids))
+        else:
+            outcome.feature_age_s = dict(frame.attrs.get(AGE_ATTR, {}))
+            assembled = contract.assemble(frame)
         outcome.stages["assembly"] = time.monotonic() - started
         return assembled
 

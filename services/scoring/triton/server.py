@@ -6,7 +6,6 @@ import importlib.util
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -18,6 +17,7 @@ from typing import IO
 
 import tritonclient.grpc as grpcclient
 
+from scoring.core.process import log_tail, stop_group
 from scoring.core.settings import TritonSettings
 from scoring.triton.config import CPU_BACKEND
 
@@ -147,9 +147,7 @@ class TritonServer:
         )
 
     def log_tail(self, lines: int = 30) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def wait_ready(self, timeout_s: float | None = None) -> None:
         """Polls until the server and every model are ready; fails fast if the process dies."""
@@ -175,24 +173,9 @@ class TritonServer:
         raise TritonStartError(f"triton not ready after {timeout_s}s:\n{self.log_tail()}")
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
-        """SIGTERM, then SIGKILL of its process group after `timeout_s`; returns the exit code."""
+        """SIGTERM, then SIGKILL of its process group (stubs included); returns the exit code."""
         proc, self.process = self.process, None
-        rc = None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            rc = proc.returncode
-            # Python backend stubs share the server's process group; if the server died hard
-            # (SIGKILL, crash) they can outlive it, so the whole group goes with it.
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        rc = stop_group(proc, timeout_s)
         if self._log is not None:
             self._log.close()
             self._log = None
