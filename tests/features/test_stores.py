@@ -72,9 +72,9 @@ def test_new_events_reach_the_online_store_after_materialize_incremental(tmp_pat
     )
     assert "user_behavior" in out
     after = online(feature_repo.open_store(repo), USER)
-    # The log spans 10 days, so the 30-day window holds every click: exactly five more. The
-    # 1-day window moved with the new snapshot (older clicks may leave it): at least the five.
-    assert after["clicks_30d"][0] == (before["clicks_30d"][0] or 0) + 5
+    # The five new clicks are online. Windows end at the snapshot time, so a click at the old
+    # snapshot's boundary may join too (30d), and older clicks may leave the 1-day window.
+    assert after["clicks_30d"][0] >= (before["clicks_30d"][0] or 0) + 5
     assert after["clicks_1d"][0] >= 5
     assert after["clicks_1d__ts"][0] > before["clicks_1d__ts"][0]
 
