@@ -36,7 +36,13 @@ from rich.table import Table
 
 from scoring.client import RankingClient
 from scoring.core import feature_repo
-from scoring.core.settings import FeastSettings, GatewaySettings, Settings, TritonSettings
+from scoring.core.settings import (
+    FeastSettings,
+    GatewaySettings,
+    RegistrySettings,
+    Settings,
+    TritonSettings,
+)
 from scoring.core.targets import TARGETS, CandidateKind
 from scoring.datagen.dataset import build_data_set
 from scoring.datagen.synthetic import SyntheticConfig, generate
@@ -142,7 +148,10 @@ class Stack:
                 gateway=GatewaySettings(
                     port=free_port(), metrics_port=free_port(), feature_log_sample_rate=0.0,
                     default_timeout_ms=10_000, feature_timeout_ms=10_000, feature_read="redis",
+                    events_dir=self.work / "events",
                 ),
+                # A private registry: the models trained above, served as Triton loaded them.
+                registry=RegistrySettings(url=f"sqlite:///{self.work / 'registry.db'}"),
             )  # fmt: skip
             self.gateway = GatewayProcess(self.settings, log_path=self.work / "gateway.log")
             self.gateway.start()

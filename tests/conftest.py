@@ -17,7 +17,13 @@ from typing import Any
 import pytest
 
 from scoring.core import feature_repo
-from scoring.core.settings import FeastSettings, GatewaySettings, Settings, TritonSettings
+from scoring.core.settings import (
+    FeastSettings,
+    GatewaySettings,
+    RegistrySettings,
+    Settings,
+    TritonSettings,
+)
 from scoring.core.targets import TARGETS
 from scoring.datagen.dataset import DataSet, build_data_set
 from scoring.datagen.events import EventLog
@@ -126,17 +132,25 @@ def triton(tmp_path_factory: pytest.TempPathFactory, model_repository: Path) -> 
         yield server
 
 
-def gateway_settings(repo: Path, triton: TritonSettings, **gateway: Any) -> Settings:
-    """Gateway settings on free ports; its served-feature log goes beside the feature repo."""
+def gateway_settings(
+    repo: Path, triton: TritonSettings, registry_url: str | None = None, **gateway: Any
+) -> Settings:
+    """Gateway settings on free ports; its served-feature log, experiment events and (unless
+    given) a model registry of its own go beside the feature repo."""
+    run = repo.parent / f"gateway-{free_port()}"
     gateway = {
         "port": free_port(),
         "metrics_port": free_port(),
         "health_poll_interval_s": 0.2,
-        "feature_log_dir": repo.parent / f"served-{free_port()}",
+        "feature_log_dir": run / "served",
+        "events_dir": run / "events",
         **gateway,
     }
     return Settings(
-        feast=FeastSettings(repo_path=repo), triton=triton, gateway=GatewaySettings(**gateway)
+        feast=FeastSettings(repo_path=repo),
+        triton=triton,
+        gateway=GatewaySettings(**gateway),
+        registry=RegistrySettings(url=registry_url or f"sqlite:///{run / 'registry.db'}"),
     )
 
 

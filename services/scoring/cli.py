@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import time
 import warnings
@@ -19,6 +20,7 @@ from rich.table import Table
 from scoring.api.v1 import scoring_pb2 as pb
 from scoring.core.settings import Settings
 from scoring.core.targets import TARGETS, CandidateKind
+from scoring.registry.cli import experiments_app, models_app
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Data sets for the feature store and training.", no_args_is_help=True)
@@ -27,6 +29,8 @@ serve_app = typer.Typer(help="Run a server in the foreground.", no_args_is_help=
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.add_typer(serve_app, name="serve")
+app.add_typer(models_app, name="models")
+app.add_typer(experiments_app, name="experiments")
 # Wide enough for the tables when output is piped (CI logs, tests).
 console = Console(width=None if sys.stdout.isatty() else 120)
 
@@ -198,10 +202,13 @@ def _train(
     report: bool = False,
 ) -> None:
     from scoring.core.feature_repo import open_store
+    from scoring.registry import Registry
+    from scoring.registry.promotion import default_actor, register_version
     from scoring.trainer.report import report_tables
     from scoring.trainer.train import TrainConfig, train_target
 
     store = open_store(settings.feast.repo_path, settings.feast.fs_yaml)
+    registry = Registry(settings.registry.url)
     cfg = TrainConfig(epochs=epochs, device=device, seed=seed)
     table = Table(title="trained models (test split: the latest 20% of time)")
     columns = ("target", "version", "rows", "test AUC", "oracle AUC", "AUC/oracle", "NDCG@10")
@@ -239,6 +246,14 @@ def _train(
                 cfg,
                 on_progress=on_progress,
             )
+            register_version(
+                registry,
+                settings.triton.model_repository,
+                name,
+                result.version,
+                result.manifest,
+                f"trainer ({default_actor()})",
+            )
             m = result.metrics
             training = result.manifest["training"]
             table_ = result.manifest.get("evaluation", {}).get("table", {})
@@ -256,7 +271,12 @@ def _train(
                 f"{time.monotonic() - started:.1f}s",
             )
             reports.append(result.manifest)
+    registry.close()
     console.print(table)
+    console.print(
+        "versions are registered (stage: registered); promote one with "
+        "[bold]scoring models promote <target> <version>[/]"
+    )
     if report:
         for manifest in reports:
             for t in report_tables(manifest):
@@ -313,14 +333,32 @@ def serve_triton() -> None:
     from scoring.triton.server import TritonServer
 
     settings = _settings()
+    # SIGTERM (docker stop, kill) stops Triton and its stubs too, like Ctrl-C.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     server = TritonServer(settings.triton, list(TARGETS))
     with server:
+        for name, versions in _sync_triton(settings).items():
+            console.print(f"{name}: registry versions {versions or 'none; latest on disk'} loaded")
         console.print(f"[green]triton ready[/] on {settings.triton.url} (log {server.log_path})")
         try:
             while server.process is not None and server.process.poll() is None:
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass
+
+
+def _sync_triton(settings: Settings) -> dict[str, list[int]]:
+    """Loads the registry's serving versions into a freshly started Triton."""
+    from scoring.registry import Registry
+    from scoring.registry.promotion import Promoter
+    from scoring.triton.control import TritonControl
+
+    registry = Registry(settings.registry.url)
+    try:
+        promoter = Promoter(settings, registry, lambda s: "", TritonControl(settings.triton))
+        return {name: sorted(promoter.sync(name)) for name in TARGETS}
+    finally:
+        registry.close()
 
 
 @serve_app.command("gateway")
@@ -375,6 +413,21 @@ def rank(
         )
 
 
+def _demo_promote(settings: Settings) -> None:
+    """Puts each target's newest version in production through the gates (registry only:
+    Triton is not running yet and loads the production versions when it starts)."""
+    from scoring.registry import Registry
+    from scoring.registry.cli import _versions_table, bootstrap
+    from scoring.registry.promotion import default_actor
+
+    registry = Registry(settings.registry.url)
+    try:
+        bootstrap(settings, registry, f"demo ({default_actor()})", newest=True)
+        console.print(_versions_table(registry.versions()))
+    finally:
+        registry.close()
+
+
 @app.command()
 def demo(
     users: Annotated[
@@ -389,7 +442,7 @@ def demo(
 
     settings = _settings()
     started = time.monotonic()
-    console.rule("1/5 data")
+    console.rule("1/6 data")
     n_items, n_activities = max(users // 2, 50), max(users // 16, 20)
     data_generate(
         users=users,
@@ -398,12 +451,14 @@ def demo(
         item_impressions=users * 40,
         activity_impressions=users * 20,
     )
-    console.rule("2/5 features")
+    console.rule("2/6 features")
     features_apply()
     features_materialize()
-    console.rule("3/5 training")
+    console.rule("3/6 training")
     _train(settings, list(TARGETS), epochs)
-    console.rule("4/5 serving")
+    console.rule("4/6 promotion (model registry)")
+    _demo_promote(settings)
+    console.rule("5/6 serving")
     run_dir = Path(".run")
     triton = TritonServer(settings.triton, list(TARGETS), log_path=run_dir / "triton.log")
     gateway = GatewayProcess(settings, log_path=run_dir / "gateway.log")
@@ -411,21 +466,25 @@ def demo(
         with console.status("starting triton"):
             triton.start()
             triton.wait_ready()
-        console.print(f"[green]triton ready[/] on {settings.triton.url}")
+            loaded = _sync_triton(settings)
+        console.print(f"[green]triton ready[/] on {settings.triton.url}, serving {loaded}")
         with console.status("starting gateway"):
             gateway.start()
             gateway.wait_serving()
         console.print(f"[green]gateway SERVING[/] on {gateway.address}")
-        console.rule("5/5 requests")
+        console.rule("6/6 requests")
         now = int(datetime.now(UTC).timestamp())
         with RankingClient(gateway.address) as client:
             step = max(n_items // 20, 1)
             items = [f"i_{i:06d}" for i in range(0, step * 20, step)]
             # The newest campaigns are the ones still running.
             activities = [f"a_{i:06d}" for i in range(n_activities - 12, n_activities)]
-            _print_ranking(
-                "top 5 of 20 products for u_000042",
-                client.rank("u_000042", items, CandidateKind.ITEM, top_k=5, timestamp_s=now),
+            first = client.rank("u_000042", items, CandidateKind.ITEM, top_k=5, timestamp_s=now)
+            _print_ranking("top 5 of 20 products for u_000042", first)
+            accepted = client.feedback(first.request_id, first.candidates[0].id, "click")
+            console.print(
+                f"feedback: {accepted} click on {first.candidates[0].id} sent back "
+                f"(arm {first.arm}); per-arm CTR: [bold]scoring experiments report[/]"
             )
             _print_ranking(
                 "top 5 of 12 activities for u_000042",

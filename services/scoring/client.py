@@ -63,6 +63,29 @@ class RankingClient:
         response: pb.RankResponse = self.stub.Rank(request, timeout=timeout_s)
         return response
 
+    def feedback(
+        self,
+        request_id: str,
+        candidate_id: str,
+        event: str = "click",
+        timestamp_s: int | None = None,
+        timeout_s: float = 5.0,
+    ) -> int:
+        """Reports a click or purchase on a candidate a Rank response returned; returns the
+        number of events the gateway accepted."""
+        types = {"click": pb.FEEDBACK_TYPE_CLICK, "purchase": pb.FEEDBACK_TYPE_PURCHASE}
+        item = pb.FeedbackEvent(
+            request_id=request_id,
+            candidate_id=candidate_id,
+            type=types[event],
+        )
+        if timestamp_s is not None:
+            item.timestamp.CopyFrom(Timestamp(seconds=timestamp_s))
+        response: pb.FeedbackResponse = self.stub.Feedback(
+            pb.FeedbackRequest(events=[item]), timeout=timeout_s
+        )
+        return int(response.accepted)
+
     def close(self) -> None:
         self.channel.close()
 

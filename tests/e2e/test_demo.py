@@ -65,7 +65,12 @@ def test_demo_runs_twice_and_cleans_up(tmp_path: Path) -> None:
         assert "top 5 of 20 products for u_000042" in out
         assert "unknown user: defaults used" in out
         assert "demo done" in out
+        assert "feedback: 1 click" in out
     assert "(unchanged)" in second, "same day, same data: the second run keeps the version"
+    # The registry: the first run promotes v1 through the gates, the second finds it there.
+    assert "item_ranker v1 registered -> production" in first
+    assert "item_ranker: v1 is in production" in second
+    assert (tmp_path / ".run" / "model_registry.db").is_file()
     assert sorted(p.name for p in (tmp_path / "model_repository" / "item_ranker").iterdir()) == [
         "1",
         "config.pbtxt",

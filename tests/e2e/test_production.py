@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,16 +17,20 @@ import pytest
 
 from scoring.client import RankingClient
 from scoring.core import feature_repo
-from scoring.core.settings import FeastSettings, GatewaySettings, Settings
+from scoring.core.settings import FeastSettings, GatewaySettings, RegistrySettings, Settings
 from scoring.core.targets import TARGETS, CandidateKind
 from scoring.datagen.dataset import build_data_set
 from scoring.gateway.process import GatewayProcess
+from scoring.registry import Registry, Stage
+from scoring.registry.promotion import register_version
+from scoring.trainer.export import read_manifest
 from scoring.trainer.train import TrainConfig, train_target
 from scoring.triton.server import TritonServer
 
 from ..conftest import TEXT_CACHE, free_port, require, triton_installed, triton_settings
 from ..features.test_stores import REDIS, tiny
 from ..features.test_stores import production_repo as production_repo  # noqa: F401 (fixture)
+from ..registry import postgres_database
 from .test_rank import direct_scores
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton, pytest.mark.redis, pytest.mark.postgres]
@@ -47,6 +52,7 @@ def prod_stack(
     tmp_path: Path,
 ) -> Iterator[tuple[ProdRepo, Path, GatewayProcess]]:
     require(triton_installed(), "tritonserver binary (nvidia-pytriton) not installed")
+    stack = ExitStack()
     repo, fs_yaml, _ = production_repo
     build_data_set(
         tiny(datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)),
@@ -60,6 +66,14 @@ def prod_stack(
     for target in TARGETS.values():
         train_target(store, target, repo, models, TrainConfig(epochs=1))
     triton_cfg = triton_settings(models, tmp_path / "triton")
+    # The model registry on the machine's PostgreSQL, as compose passes it (a fresh database
+    # here): the trainer's versions registered and promoted; the gateway routes by it.
+    registry_url = stack.enter_context(postgres_database())
+    registry = Registry(registry_url)
+    for target in TARGETS:
+        register_version(registry, models, target, 1, read_manifest(models / target, 1), "test")
+        registry.set_stage(target, 1, Stage.PRODUCTION, actor="test", reason="production test")
+    registry.close()
     settings = Settings(
         feast=FeastSettings(repo_path=repo, fs_yaml=fs_yaml),
         triton=triton_cfg,
@@ -69,11 +83,13 @@ def prod_stack(
             health_poll_interval_s=0.2,
             feature_log_dir=tmp_path / "served",
             feature_read="redis",
+            events_dir=tmp_path / "events",
         ),
+        registry=RegistrySettings(url=registry_url),
     )
     env = {k: os.environ[k] for k in ("FEAST_REDIS_CONNECTION", "FEAST_REGISTRY_PATH")}
     assert env, "the production_repo fixture sets the store variables"
-    with TritonServer(triton_cfg, list(TARGETS)):
+    with stack, TritonServer(triton_cfg, list(TARGETS)):
         with GatewayProcess(settings, log_path=tmp_path / "gateway.log") as gateway:
             yield ProdRepo(repo, fs_yaml), models, gateway
 
@@ -89,6 +105,7 @@ def test_production_path(prod_stack: tuple[ProdRepo, Path, GatewayProcess]) -> N
     got = {c.id: c.score for c in response.candidates}
     assert max(abs(got[i] - e) for i, e in zip(ids, expected, strict=True)) <= 1e-5
     assert response.model_version == version and not response.degraded
+    assert response.arm == "production"  # routed by the PostgreSQL model registry
     assert {c.id for c in response.candidates if c.unknown} == {"sku_unknown"}
 
     # 2. A bounded load on loopback: 8 callers x 25 requests of 30 candidates, zero failures.

@@ -87,3 +87,34 @@ def test_bad_timestamp() -> None:
     req = request()
     req.context.timestamp.seconds = -5
     assert error_of(req).startswith("context.timestamp:")
+
+
+def feedback_error(*events: pb.FeedbackEvent) -> str:
+    from scoring.gateway.request import parse_feedback
+
+    with pytest.raises(InvalidRequestError) as info:
+        parse_feedback(pb.FeedbackRequest(events=events), now_s=1_700_000_000)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    return info.value.message
+
+
+def test_feedback_validation_names_the_field() -> None:
+    from scoring.gateway.request import parse_feedback
+
+    click = pb.FEEDBACK_TYPE_CLICK
+    assert feedback_error() == "events: at least one event is required"
+    assert feedback_error(pb.FeedbackEvent(candidate_id="c", type=click)).startswith(
+        "events[0].request_id: must not be empty"
+    )
+    ok = pb.FeedbackEvent(request_id="r", candidate_id="c", type=click)
+    assert feedback_error(ok, pb.FeedbackEvent(request_id="r", type=click)).startswith(
+        "events[1].candidate_id"
+    )
+    assert "events[1].type: unknown feedback type 0" in feedback_error(
+        ok, pb.FeedbackEvent(request_id="r", candidate_id="c")
+    )
+    bad_ts = pb.FeedbackEvent(request_id="r", candidate_id="c", type=click)
+    bad_ts.timestamp.seconds = -5
+    assert feedback_error(bad_ts).startswith("events[0].timestamp")
+    (event,) = parse_feedback(pb.FeedbackRequest(events=[ok]), now_s=123.0)
+    assert event == {"request_id": "r", "candidate_id": "c", "type": "click", "at": 123.0}

@@ -6,6 +6,7 @@ Nested sections use a double underscore: `SCORING_TRITON__URL=10.0.0.5:8001`,
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -65,6 +66,30 @@ class GatewaySettings(BaseModel):
     # Cache of candidate (item/activity) rows on the redis path; 0 rows turns it off.
     feature_cache_rows: int = Field(default=100_000, ge=0)
     feature_cache_ttl_s: float = Field(default=30.0, ge=0)
+    # Experiment events (JSON lines): the arm that served each request, shadow scores, and the
+    # feedback (clicks, purchases) callers send back; `scoring experiments report` joins them.
+    events_dir: Path = Path("features/data/events")
+    # Shadow scoring runs off the hot path; beyond this many in flight, shadow calls are skipped
+    # (and counted) rather than queued behind live traffic.
+    shadow_max_in_flight: int = Field(default=8, ge=1)
+
+
+class RegistrySettings(BaseModel):
+    """The model registry (versions, stages, audit) and the promotion policy."""
+
+    # SQLAlchemy URL: SQLite by default, PostgreSQL in production, e.g.
+    # postgresql+psycopg://scoring@postgres:5432/scoring
+    url: str = "sqlite:///.run/model_registry.db"
+    # Quality gate: a candidate may trail production by at most `gate_tolerance` on each of
+    # these metrics (higher is better; logloss is compared the other way round) unless forced.
+    gate_metrics: tuple[str, ...] = ("auc", "ndcg@10", "logloss")
+    gate_tolerance: float = Field(default=0.005, ge=0)
+    # A promotion waits this long for every live gateway to apply the new routing ...
+    ack_timeout_s: float = Field(default=30.0, gt=0)
+    # ... then this long for requests already sent to the old version to finish, and unloads it.
+    drain_s: float = Field(default=2.0, ge=0)
+    # A gateway counts as live while its heartbeat (each health round) is younger than this.
+    heartbeat_max_age_s: float = Field(default=10.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -77,6 +102,7 @@ class Settings(BaseSettings):
     feast: FeastSettings = FeastSettings()
     triton: TritonSettings = TritonSettings()
     gateway: GatewaySettings = GatewaySettings()
+    registry: RegistrySettings = RegistrySettings()
     log_json: bool = False
     log_level: str = "INFO"
 
@@ -88,7 +114,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if isinstance(value, dict):
             for key, item in value.items():
                 if item is not None:  # unset optional settings stay unset in the child
-                    env[f"SCORING_{section.upper()}__{key.upper()}"] = str(item)
+                    text = json.dumps(item) if isinstance(item, list | dict) else str(item)
+                    env[f"SCORING_{section.upper()}__{key.upper()}"] = text
         else:
             env[f"SCORING_{section.upper()}"] = str(value)
     return env

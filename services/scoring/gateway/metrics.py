@@ -48,8 +48,35 @@ class GatewayMetrics:
         )
         self.arm_requests = Counter(
             "scoring_arm_requests",
-            "Rank requests by experiment arm (model version served).",
+            "Rank requests by experiment arm (production, canary, unmanaged, fallback) and the "
+            "model version that scored them.",
+            ["target", "arm", "version"],
+            registry=self.registry,
+        )
+        self.arm_latency = Histogram(
+            "scoring_arm_latency_seconds",
+            "End-to-end Rank latency by experiment arm.",
             ["target", "arm"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.arm_top_score = Histogram(
+            "scoring_arm_top_score",
+            "Score of the first-ranked candidate by experiment arm (score distribution).",
+            ["target", "arm"],
+            buckets=(0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=self.registry,
+        )
+        self.shadow = Counter(
+            "scoring_shadow",
+            "Shadow scoring calls by outcome (scored, failed, skipped when too many in flight).",
+            ["target", "outcome"],
+            registry=self.registry,
+        )
+        self.feedback = Counter(
+            "scoring_feedback_events",
+            "Feedback events accepted, by type (click, purchase).",
+            ["type"],
             registry=self.registry,
         )
         self.feature_log_rows = Counter(

@@ -130,3 +130,50 @@ def parse_rank_request(request: pb.RankRequest, max_candidates: int, now_s: floa
         diversity=float(request.diversity),
         keep_unavailable=request.keep_unavailable,
     )
+
+
+MAX_FEEDBACK_EVENTS = 10_000
+FEEDBACK_TYPES: dict[int, str] = {
+    pb.FEEDBACK_TYPE_CLICK: "click",
+    pb.FEEDBACK_TYPE_PURCHASE: "purchase",
+}
+
+
+def parse_feedback(request: pb.FeedbackRequest, now_s: float) -> list[dict[str, object]]:
+    """Validates a Feedback call; returns its events as JSON-ready dicts.
+
+    Raises:
+        InvalidRequestError: naming the first offending field (`events[2].type: ...`); then no
+            event of the call is kept, so a caller can fix and resend the whole call.
+    """
+    n = len(request.events)
+    if n == 0:
+        raise InvalidRequestError("events: at least one event is required")
+    if n > MAX_FEEDBACK_EVENTS:
+        raise InvalidRequestError(
+            f"events: {n} events exceed the maximum of {MAX_FEEDBACK_EVENTS} per call"
+        )
+    events: list[dict[str, object]] = []
+    for i, event in enumerate(request.events):
+        _check_id(event.request_id, f"events[{i}].request_id")
+        _check_id(event.candidate_id, f"events[{i}].candidate_id")
+        kind = FEEDBACK_TYPES.get(event.type)
+        if kind is None:
+            raise InvalidRequestError(
+                f"events[{i}].type: unknown feedback type {event.type}; "
+                "expected FEEDBACK_TYPE_CLICK or FEEDBACK_TYPE_PURCHASE"
+            )
+        at = now_s
+        if event.HasField("timestamp"):
+            if event.timestamp.seconds <= 0:
+                raise InvalidRequestError(f"events[{i}].timestamp: must be after 1970-01-01")
+            at = event.timestamp.seconds + event.timestamp.nanos / 1e9
+        events.append(
+            {
+                "request_id": event.request_id,
+                "candidate_id": event.candidate_id,
+                "type": kind,
+                "at": at,
+            }
+        )
+    return events

@@ -1,31 +1,68 @@
-"""Per target: the live feature contract, and the served model (or why there is none)."""
+"""Per target: the live feature contract and the versions that serve it, from the model registry.
+
+The registry says, per target, which version is in production and which (if any) runs as a
+canary (a percentage of users) or in shadow. The router follows it without a restart: each
+health round reads the registry's revision (one small query) and, when it changed, the routing.
+A version is routed to only once Triton reports it ready, its feature schema matches the live
+feature service and it has been warmed up; until then the previous routing keeps serving. The
+revision the router has fully applied goes back to the registry as this gateway's heartbeat, so a
+promotion knows when every gateway switched and the old version can be unloaded.
+
+A target with no production version in the registry is served "unmanaged": by the version
+Triton has loaded (its version policy), checked against the config's schema parameters.
+
+Arms are sticky: a user is in the canary when a hash of (experiment salt, user id) falls under
+the canary's percentage, so the same user always sees the same arm, and raising the percentage
+only moves users into the canary.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from scoring.core.contract import FeatureContract
 from scoring.core.errors import BackendUnavailableError, ContractMismatchError, ScoringError
 from scoring.core.targets import Target
 from scoring.gateway.features import FeatureSource
 from scoring.gateway.triton_client import TritonScorer
+from scoring.registry import Routing, VersionRecord
 from scoring.triton.config import CONTRIB_NAME as CONTRIB_OUTPUT
 from scoring.triton.config import PARAM_FEATURE_GROUPS, PARAM_FEATURE_SERVICE, PARAM_SCHEMA_HASH
 
 logger = logging.getLogger(__name__)
 WARMUP_ROWS = (1, 16, 128, 1, 16, 128)
+PRODUCTION, CANARY, SHADOW, UNMANAGED = "production", "canary", "shadow", "unmanaged"
+
+
+class RoutingSource(Protocol):
+    """What the router reads from the model registry (scoring.registry.Registry)."""
+
+    def revision(self) -> int: ...
+
+    def routing(self) -> Routing: ...
+
+    def heartbeat(self, instance_id: str, revision: int, detail: dict[str, object]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class ServedModel:
-    """A target whose Triton model is ready and reads the live feature contract."""
+    """One Triton model version that is ready and reads the live feature contract.
+
+    Attributes:
+        version: the Triton version scored ("" lets Triton pick: the unmanaged case).
+        arm: production, canary, shadow or unmanaged.
+    """
 
     target: Target
     contract: FeatureContract
     max_batch_size: int
     groups: tuple[str, ...] = ()
+    version: str = ""
+    arm: str = UNMANAGED
 
     @property
     def explains(self) -> bool:
@@ -33,42 +70,84 @@ class ServedModel:
         return bool(self.groups)
 
 
+@dataclass(frozen=True, slots=True)
+class TargetServing:
+    """What serves one target: production, an optional canary share, an optional shadow."""
+
+    production: ServedModel
+    canary: ServedModel | None = None
+    canary_percent: float = 0.0
+    salt: str = ""
+    shadow: ServedModel | None = None
+
+
+def bucket(salt: str, user_id: str) -> float:
+    """The user's position in [0, 100) for an experiment: uniform, sticky per (salt, user)."""
+    digest = hashlib.blake2b(f"{salt}\x00{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * 100.0
+
+
+@dataclass
+class _Applied:
+    """Per target: the serving set and the registry routing it implements."""
+
+    serving: TargetServing
+    wanted: tuple[str, str, str] = ("", "", "")  # (production, canary, shadow) versions
+    canary: tuple[float, str] = (0.0, "")
+
+
+@dataclass
 class ModelRouter:
-    """Keeps, per target, the contract and served model or the reason it cannot serve.
+    """Keeps, per target, the contract and serving versions, or the reason it cannot serve.
 
     Refreshed by the gateway's health loop; `get` never does I/O on the request path.
     """
 
-    def __init__(self, targets: list[Target], features: FeatureSource, scorer: TritonScorer):
-        self.targets = targets
-        self.features = features
-        self.scorer = scorer
-        self._contracts: dict[str, FeatureContract] = {}
-        self._served: dict[str, ServedModel] = {}
-        self._problems: dict[str, ScoringError] = {
-            t.name: BackendUnavailableError(f"{t.name}: not checked yet") for t in targets
-        }
+    targets: list[Target]
+    features: FeatureSource
+    scorer: TritonScorer
+    registry: RoutingSource | None = None
+    instance_id: str = "gateway"
+    _contracts: dict[str, FeatureContract] = field(default_factory=dict)
+    _applied: dict[str, _Applied] = field(default_factory=dict)
+    _problems: dict[str, ScoringError] = field(default_factory=dict)
+    _warm: set[tuple[str, str]] = field(default_factory=set)
+    _routing: Routing | None = None
+    applied_revision: int = -1
 
-    async def _check(self, target: Target) -> ServedModel:
-        contract = await asyncio.to_thread(self.features.contract, target.feature_service)
-        self._contracts[target.name] = contract
-        info = await self.scorer.model_info(target.name)
+    def __post_init__(self) -> None:
+        for t in self.targets:
+            self._problems[t.name] = BackendUnavailableError(f"{t.name}: not checked yet")
+
+    async def _model(
+        self, target: Target, contract: FeatureContract, record: VersionRecord | None, arm: str
+    ) -> ServedModel:
+        """The ServedModel of one version (or Triton's own choice), checked and warmed up."""
+        version = str(record.version) if record is not None else ""
+        info = await self.scorer.model_info(target.name, version)
         if not info.ready:
-            raise BackendUnavailableError(f"model {target.name} is not ready in triton")
-        served_service = info.parameters.get(PARAM_FEATURE_SERVICE)
-        served_hash = info.parameters.get(PARAM_SCHEMA_HASH)
+            what = f"version {version}" if version else "model"
+            raise BackendUnavailableError(f"{target.name}: {what} is not ready in triton")
+        if record is not None:
+            served_service, served_hash = record.feature_service, record.schema_hash
+        else:
+            served_service = info.parameters.get(PARAM_FEATURE_SERVICE, "")
+            served_hash = info.parameters.get(PARAM_SCHEMA_HASH, "")
         if served_service != contract.service or served_hash != contract.schema_hash:
+            label = f"{target.name} v{version}" if version else f"model {target.name}"
             raise ContractMismatchError(
-                f"model {target.name} was trained on {served_service} (schema {served_hash}); "
+                f"{label} was trained on {served_service} (schema {served_hash}); "
                 f"the live feature service is {contract.service} (schema {contract.schema_hash}): "
                 "retrain or roll back"
             )
         groups_param = info.parameters.get(PARAM_FEATURE_GROUPS, "")
         explains = CONTRIB_OUTPUT in info.outputs
         groups = tuple(g for g in groups_param.split(",") if g) if explains else ()
-        served = ServedModel(target, contract, info.max_batch_size, groups)
-        if target.name not in self._served:
+        served = ServedModel(target, contract, info.max_batch_size, groups, version, arm)
+        key = (target.name, version)
+        if key not in self._warm:
             await self._warm_up(served)
+            self._warm.add(key)
         return served
 
     async def _warm_up(self, served: ServedModel) -> None:
@@ -78,32 +157,139 @@ class ModelRouter:
         for rows in WARMUP_ROWS:
             matrix = contract.defaults(rows).matrix
             await self.scorer.score(
-                served.target.name, matrix, 10.0, served.max_batch_size, served.explains
+                served.target.name,
+                matrix,
+                10.0,
+                served.max_batch_size,
+                served.explains,
+                served.version,
             )
 
+    async def _read_registry(self) -> Routing | None:
+        """The registry's routing when it changed since the last read (None: unchanged)."""
+        if self.registry is None:
+            return None
+        registry = self.registry
+        try:
+            revision = await asyncio.to_thread(registry.revision)
+            if self._routing is not None and revision == self._routing.revision:
+                return None
+            routing = await asyncio.to_thread(registry.routing)
+        except Exception as exc:  # keep serving what was applied; say why it is stale
+            logger.warning("registry_unreadable error=%s", exc)
+            return None
+        self._routing = routing
+        return routing
+
+    async def _check(self, target: Target) -> TargetServing:
+        contract = await asyncio.to_thread(self.features.contract, target.feature_service)
+        self._contracts[target.name] = contract
+        desired = self._routing.targets.get(target.name) if self._routing else None
+        production = desired.production if desired else None
+        serving = TargetServing(
+            await self._model(target, contract, production, PRODUCTION if production else UNMANAGED)
+        )
+        if desired is not None and desired.canary is not None:
+            canary = desired.canary
+            serving = TargetServing(
+                serving.production,
+                await self._model(target, contract, canary, CANARY),
+                float(canary.traffic_percent or 0.0),
+                canary.experiment_salt or f"{target.name}:v{canary.version}",
+            )
+        if desired is not None and desired.shadow is not None:
+            shadow = await self._model(target, contract, desired.shadow, SHADOW)
+            serving = TargetServing(
+                serving.production, serving.canary, serving.canary_percent, serving.salt, shadow
+            )
+        return serving
+
     async def refresh(self) -> bool:
-        """Re-checks every target; returns True when all of them can serve."""
+        """Re-reads the registry and re-checks every target; True when all of them can serve.
+
+        A target whose wanted versions cannot serve yet keeps its previous serving set (and the
+        problem is logged); the registry revision counts as applied only when every target
+        serves exactly what the registry says.
+        """
+        await self._read_registry()
+        revision = self._routing.revision if self._routing is not None else 0
+        complete = True
         for target in self.targets:
             try:
-                served = await self._check(target)
+                serving = await self._check(target)
             except ScoringError as exc:
                 problem: ScoringError = exc
             except Exception as exc:  # feature registry unreadable, etc.
                 problem = BackendUnavailableError(f"{target.name}: {exc}")
             else:
-                if target.name not in self._served:
-                    logger.info(
-                        "target_ready target=%s schema=%s", target.name, served.contract.schema_hash
-                    )
-                self._served[target.name] = served
-                self._problems.pop(target.name, None)
+                self._apply(target, serving)
                 continue
+            complete = False
             previous = self._problems.get(target.name)
-            if target.name in self._served or str(previous) != str(problem):
-                logger.warning("target_unavailable target=%s reason=%s", target.name, problem)
-            self._served.pop(target.name, None)
+            if str(previous) != str(problem):
+                logger.warning("target_not_switched target=%s reason=%s", target.name, problem)
             self._problems[target.name] = problem
-        return not self._problems
+            applied = self._applied.get(target.name)
+            if applied is not None and applied.wanted == self._wanted(target):
+                # Not a pending switch: what is served broke (Triton lost the model, the feature
+                # service changed under it), so stop routing to it.
+                self._applied.pop(target.name, None)
+        if complete and revision != self.applied_revision:
+            self.applied_revision = revision
+        await self._heartbeat()
+        return all(t.name in self._applied for t in self.targets)
+
+    def _wanted(self, target: Target) -> tuple[str, str, str]:
+        """(production, canary, shadow) versions the registry asks for ("" for none)."""
+        desired = self._routing.targets.get(target.name) if self._routing else None
+        if desired is None:
+            return ("", "", "")
+        return tuple(  # type: ignore[return-value]
+            str(r.version) if r is not None else ""
+            for r in (desired.production, desired.canary, desired.shadow)
+        )
+
+    def _apply(self, target: Target, serving: TargetServing) -> None:
+        wanted = (
+            serving.production.version,
+            serving.canary.version if serving.canary else "",
+            serving.shadow.version if serving.shadow else "",
+        )
+        previous = self._applied.get(target.name)
+        if (
+            previous is None
+            or previous.wanted != wanted
+            or previous.canary
+            != (
+                serving.canary_percent,
+                serving.salt,
+            )
+        ):
+            logger.info(
+                "routing_applied target=%s production=%s canary=%s percent=%s shadow=%s",
+                target.name,
+                wanted[0] or "triton-default",
+                wanted[1] or "-",
+                serving.canary_percent,
+                wanted[2] or "-",
+            )
+        self._applied[target.name] = _Applied(
+            serving, wanted, (serving.canary_percent, serving.salt)
+        )
+        self._problems.pop(target.name, None)
+
+    async def _heartbeat(self) -> None:
+        if self.registry is None:
+            return
+        detail: dict[str, object] = {
+            name: list(applied.wanted) for name, applied in self._applied.items()
+        }
+        try:
+            await asyncio.to_thread(
+                self.registry.heartbeat, self.instance_id, self.applied_revision, detail
+            )
+        except Exception as exc:
+            logger.warning("registry_heartbeat_failed error=%s", exc)
 
     def contract(self, target: Target) -> FeatureContract:
         """The live contract of `target` (known once the feature registry was read)."""
@@ -112,11 +298,18 @@ class ModelRouter:
             raise BackendUnavailableError(f"{target.name}: feature registry not read yet")
         return contract
 
-    def get(self, target: Target) -> ServedModel:
-        """The served model of `target`, or the error explaining why there is none."""
-        served = self._served.get(target.name)
-        if served is None:
+    def serving(self, target: Target) -> TargetServing:
+        """The serving set of `target`, or the error explaining why there is none."""
+        applied = self._applied.get(target.name)
+        if applied is None:
             raise self._problems.get(
                 target.name, BackendUnavailableError(f"{target.name}: not served")
             )
-        return served
+        return applied.serving
+
+    def get(self, target: Target, user_id: str = "") -> ServedModel:
+        """The version that scores `user_id`: the canary for the users in its share."""
+        serving = self.serving(target)
+        if serving.canary is not None and bucket(serving.salt, user_id) < serving.canary_percent:
+            return serving.canary
+        return serving.production

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +20,7 @@ from scoring.api.v1 import scoring_pb2_grpc as pb_grpc
 from scoring.core.errors import ScoringError
 from scoring.core.settings import Settings
 from scoring.core.targets import TARGETS
+from scoring.gateway.events import EventLog
 from scoring.gateway.feature_log import FeatureLog
 from scoring.gateway.features import FeastFeatureSource, FeatureSource
 from scoring.gateway.metrics import GatewayMetrics
@@ -24,6 +28,7 @@ from scoring.gateway.redis_source import RedisFeatureSource
 from scoring.gateway.routing import ModelRouter
 from scoring.gateway.servicer import REQUEST_ID, RankingServicer
 from scoring.gateway.triton_client import TritonScorer
+from scoring.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +109,11 @@ class Gateway:
         self.settings = settings
         self.features = features or feature_source(settings)
         self.scorer = TritonScorer(settings.triton.url)
-        self.router = ModelRouter(list(TARGETS.values()), self.features, self.scorer)
+        self.instance_id = f"gateway-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.registry = Registry(settings.registry.url)
+        self.router = ModelRouter(
+            list(TARGETS.values()), self.features, self.scorer, self.registry, self.instance_id
+        )
         self.metrics = GatewayMetrics()
         if isinstance(self.features, RedisFeatureSource):
             self.metrics.track_cache(self.features.cache)
@@ -119,10 +128,17 @@ class Gateway:
             if gw.feature_log_sample_rate > 0
             else None
         )
+        self.events = EventLog(gw.events_dir, self.instance_id)
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(interceptors=[ErrorInterceptor(self.metrics)])
         self.servicer = RankingServicer(
-            gw, self.features, self.scorer, self.router, self.metrics, self.feature_log
+            gw,
+            self.features,
+            self.scorer,
+            self.router,
+            self.metrics,
+            self.feature_log,
+            self.events,
         )
         pb_grpc.add_RankingServiceServicer_to_server(  # type: ignore[no-untyped-call]
             self.servicer, self.server
@@ -183,6 +199,13 @@ class Gateway:
             self._health_task.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)  # in-flight requests finish (and are logged) first
+        await self.servicer.drain_shadow()
+        await asyncio.to_thread(self.events.close)
+        try:
+            await asyncio.to_thread(self.registry.forget_instance, self.instance_id)
+        except Exception as exc:
+            logger.warning("registry_forget_failed error=%s", exc)
+        self.registry.close()
         if self.feature_log is not None:
             await asyncio.to_thread(self.feature_log.close)
         await self.scorer.close()

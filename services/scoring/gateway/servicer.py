@@ -26,11 +26,12 @@ from scoring.core.errors import (
 from scoring.core.logging import hash_id
 from scoring.core.settings import GatewaySettings
 from scoring.core.targets import USER_ENTITY
+from scoring.gateway.events import EventLog
 from scoring.gateway.feature_log import FeatureLog, ServedRequest
 from scoring.gateway.features import AGE_ATTR, FeatureSource
 from scoring.gateway.metrics import GatewayMetrics
 from scoring.gateway.ranking import Columns, rank, reasons, unavailable
-from scoring.gateway.request import TYPE_OF_KIND, RankQuery, parse_rank_request
+from scoring.gateway.request import TYPE_OF_KIND, RankQuery, parse_feedback, parse_rank_request
 from scoring.gateway.routing import ModelRouter, ServedModel
 from scoring.gateway.triton_client import Scored, TritonScorer
 
@@ -49,6 +50,7 @@ FEATURE_SHARE = 0.7
 class Outcome:
     """What happened to one request on its way through, for the response and the logs."""
 
+    served: ServedModel | None = None
     degradations: list[str] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)
     feature_age_s: dict[str, float] = field(default_factory=dict)
@@ -80,6 +82,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         router: ModelRouter,
         metrics: GatewayMetrics,
         feature_log: FeatureLog | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.settings = settings
         self.features = features
@@ -87,6 +90,8 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         self.router = router
         self.metrics = metrics
         self.feature_log = feature_log
+        self.events = events
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
         self.pool = ThreadPoolExecutor(settings.feature_workers, thread_name_prefix="features")
 
     async def Rank(  # gRPC method name
@@ -121,6 +126,19 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
                 raise InvalidRequestError(f"requests[{i}].{exc.message}") from None
         responses = await asyncio.gather(*(self._answer(q, deadline) for q in queries))
         return pb.RankBatchResponse(responses=responses)
+
+    async def Feedback(  # gRPC method name
+        self,
+        request: pb.FeedbackRequest,
+        context: Context[pb.FeedbackRequest, pb.FeedbackResponse],
+    ) -> pb.FeedbackResponse:
+        events = parse_feedback(request, time.time())
+        if self.events is None:
+            raise BackendUnavailableError("feedback: the event log is turned off on this gateway")
+        for event in events:
+            self.events.append("feedback", event)
+            self.metrics.feedback.labels(event["type"]).inc()
+        return pb.FeedbackResponse(accepted=len(events))
 
     async def _features(
         self, query: RankQuery, contract: FeatureContract, deadline: Deadline, outcome: Outcome
@@ -173,7 +191,8 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
     ) -> Scored:
         """The model's scores, or the popularity fallback (flagged) when it cannot answer."""
         started = time.monotonic()
-        if served is not None:
+        retried = False
+        while served is not None:
             try:
                 left = deadline.remaining()
                 return await self.scorer.score(
@@ -182,9 +201,17 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
                     left - min(ANSWER_MARGIN_S, ANSWER_MARGIN_SHARE * left),
                     served.max_batch_size,
                     contributions=served.explains,
+                    version=served.version,
                 )
             except (BackendUnavailableError, DeadlineExceededError) as exc:
                 problem = exc
+                # The routing switched while this request was in flight (its version was just
+                # unloaded): score once more with the version now routed to.
+                current = self._current(query)
+                if retried or current is None or current == served:
+                    break
+                served, retried = current, True
+                outcome.served = current
             finally:
                 outcome.stages["inference"] = time.monotonic() - started
         assert problem is not None
@@ -197,6 +224,68 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         scores = np.zeros(n) if popularity is None else np.nan_to_num(popularity)
         return Scored(scores.astype(np.float32), "", None)
 
+    def _shadow(
+        self, query: RankQuery, served: ServedModel, assembled: Assembled, scored: Scored
+    ) -> None:
+        """Scores the request with the shadow version off the hot path; logs, never returns."""
+        try:
+            shadow = self.router.serving(query.target).shadow
+        except ScoringError:
+            return
+        if shadow is None or self.events is None or shadow.version == served.version:
+            return
+        if len(self._shadow_tasks) >= self.settings.shadow_max_in_flight:
+            self.metrics.shadow.labels(query.target.name, "skipped").inc()
+            return
+        task = asyncio.create_task(self._run_shadow(query, shadow, assembled.matrix, scored))
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _run_shadow(
+        self, query: RankQuery, shadow: ServedModel, matrix: np.ndarray, primary: Scored
+    ) -> None:
+        started = time.monotonic()
+        target = query.target.name
+        try:
+            result = await self.scorer.score(
+                target,
+                matrix,
+                self.settings.default_timeout_ms / 1000.0,
+                shadow.max_batch_size,
+                version=shadow.version,
+            )
+        except Exception as exc:
+            self.metrics.shadow.labels(target, "failed").inc()
+            logger.warning("shadow_failed", target=target, version=shadow.version, error=str(exc))
+            return
+        self.metrics.shadow.labels(target, "scored").inc()
+        assert self.events is not None
+        self.events.append(
+            "shadow",
+            {
+                "request_id": query.request_id,
+                "at": time.time(),
+                "target": target,
+                "version": result.version,
+                "primary_version": primary.version,
+                "candidate_ids": list(query.candidate_ids),
+                "scores": [round(float(v), 6) for v in result.scores],
+                "primary_scores": [round(float(v), 6) for v in primary.scores],
+                "latency_ms": round((time.monotonic() - started) * 1000, 3),
+            },
+        )
+
+    async def drain_shadow(self, timeout_s: float = 5.0) -> None:
+        """Waits for shadow scoring in flight (clean shutdown: its results are logged too)."""
+        if self._shadow_tasks:
+            await asyncio.wait(set(self._shadow_tasks), timeout=timeout_s)
+
+    def _current(self, query: RankQuery) -> ServedModel | None:
+        try:
+            return self.router.get(query.target, query.user_id)
+        except ScoringError:
+            return None
+
     async def _answer(self, query: RankQuery, deadline: Deadline) -> pb.RankResponse:
         REQUEST_ID.set(query.request_id)
         structlog.contextvars.bind_contextvars(request_id=query.request_id)
@@ -205,20 +294,24 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         served: ServedModel | None
         problem: ScoringError | None = None
         try:
-            served = self.router.get(target)
+            served = self.router.get(target, query.user_id)
         except BackendUnavailableError as exc:
             served, problem = None, exc
             if query.disable_fallback:
                 raise
-        outcome = Outcome()
+        outcome = Outcome(served=served)
         assembled = await self._features(query, contract, deadline, outcome)
         columns = Columns.of(target, contract, assembled.matrix, assembled.missing)
         scored = await self._score(query, served, problem, assembled, columns, deadline, outcome)
+        served = outcome.served if scored.version else None
+        if served is not None:
+            self._shadow(query, served, assembled, scored)
 
         started = time.monotonic()
         dropped = {} if query.keep_unavailable else unavailable(columns, query.request_ts)
         order = rank(scored.scores, query.top_k, query.diversity, columns.category, set(dropped))
         response = self._response(query, contract, served, assembled, scored, order, dropped)
+        response.arm = served.arm if served is not None else "fallback"
         response.degradations.extend(outcome.degradations)
         for view, age in outcome.feature_age_s.items():
             response.feature_age_s[view] = age
@@ -242,7 +335,29 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         for stage, seconds in outcome.stages.items():
             self.metrics.stage_latency.labels(stage, target).observe(seconds)
         self.metrics.candidates.observe(len(query.candidate_ids))
-        self.metrics.arm_requests.labels(target, scored.version or "fallback").inc()
+        arm = response.arm
+        version = scored.version or "fallback"
+        self.metrics.arm_requests.labels(target, arm, version).inc()
+        self.metrics.arm_latency.labels(target, arm).observe(outcome.stages["total"])
+        if len(order):
+            self.metrics.arm_top_score.labels(target, arm).observe(float(scored.scores[order[0]]))
+        if self.events is not None:
+            self.events.append(
+                "request",
+                {
+                    "request_id": query.request_id,
+                    "at": time.time(),
+                    "target": target,
+                    "arm": arm,
+                    "version": scored.version,
+                    "user": hash_id(query.user_id),
+                    "candidates": len(query.candidate_ids),
+                    "returned": [query.candidate_ids[i] for i in order],
+                    "scores": [round(float(scored.scores[i]), 6) for i in order],
+                    "latency_ms": round(outcome.stages["total"] * 1000, 3),
+                    "degraded": response.degraded,
+                },
+            )
         if self.feature_log is not None:
             ranks = np.zeros(len(query.candidate_ids), dtype=np.int32)
             ranks[order] = np.arange(1, len(order) + 1)

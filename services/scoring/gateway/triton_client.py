@@ -21,6 +21,7 @@ class ModelInfo:
 
     ready: bool
     max_batch_size: int = 0
+    version: str = ""  # the version asked for, or "" (Triton's choice)
     parameters: dict[str, str] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()
 
@@ -59,9 +60,10 @@ class TritonScorer:
         except InferenceServerException:
             return False
 
-    async def model_info(self, model: str) -> ModelInfo:
+    async def model_info(self, model: str, version: str = "") -> ModelInfo:
+        """Readiness and config of `model` (of one `version`, or the one Triton picks)."""
         try:
-            if not await self.client.is_model_ready(model, client_timeout=1.0):
+            if not await self.client.is_model_ready(model, version, client_timeout=1.0):
                 return ModelInfo(False)
             response = await self.client.get_model_config(model, as_json=True, client_timeout=1.0)
         except InferenceServerException:
@@ -69,10 +71,10 @@ class TritonScorer:
         config = response["config"]
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         outputs = tuple(o["name"] for o in config.get("output", []))
-        return ModelInfo(True, int(config.get("max_batch_size", 0)), params, outputs)
+        return ModelInfo(True, int(config.get("max_batch_size", 0)), version, params, outputs)
 
     async def _infer(
-        self, model: str, rows: np.ndarray, timeout_s: float, contributions: bool
+        self, model: str, rows: np.ndarray, timeout_s: float, contributions: bool, version: str
     ) -> Scored:
         infer_input = InferInput(INPUT_NAME, list(rows.shape), "FP32")
         infer_input.set_data_from_numpy(rows)
@@ -81,7 +83,11 @@ class TritonScorer:
             outputs.append(InferRequestedOutput(CONTRIB_OUTPUT))
         try:
             result = await self.client.infer(
-                model, [infer_input], outputs=outputs, client_timeout=max(timeout_s, 0.001)
+                model,
+                [infer_input],
+                model_version=version,
+                outputs=outputs,
+                client_timeout=max(timeout_s, 0.001),
             )
         except InferenceServerException as exc:
             raise _to_scoring_error(exc, model) from exc
@@ -98,12 +104,14 @@ class TritonScorer:
         timeout_s: float,
         max_batch_size: int,
         contributions: bool = False,
+        version: str = "",
     ) -> Scored:
-        """Scores every row, split into batches of at most `max_batch_size`, concurrently."""
+        """Scores every row with `version` ("" lets Triton pick), split into batches of at most
+        `max_batch_size`, concurrently."""
         step = max_batch_size or len(matrix)
         parts = await asyncio.gather(
             *(
-                self._infer(model, matrix[i : i + step], timeout_s, contributions)
+                self._infer(model, matrix[i : i + step], timeout_s, contributions, version)
                 for i in range(0, len(matrix), step)
             )
         )

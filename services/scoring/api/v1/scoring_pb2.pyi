@@ -15,9 +15,18 @@ class CandidateType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CANDIDATE_TYPE_UNSPECIFIED: _ClassVar[CandidateType]
     CANDIDATE_TYPE_ITEM: _ClassVar[CandidateType]
     CANDIDATE_TYPE_ACTIVITY: _ClassVar[CandidateType]
+
+class FeedbackType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEEDBACK_TYPE_UNSPECIFIED: _ClassVar[FeedbackType]
+    FEEDBACK_TYPE_CLICK: _ClassVar[FeedbackType]
+    FEEDBACK_TYPE_PURCHASE: _ClassVar[FeedbackType]
 CANDIDATE_TYPE_UNSPECIFIED: CandidateType
 CANDIDATE_TYPE_ITEM: CandidateType
 CANDIDATE_TYPE_ACTIVITY: CandidateType
+FEEDBACK_TYPE_UNSPECIFIED: FeedbackType
+FEEDBACK_TYPE_CLICK: FeedbackType
+FEEDBACK_TYPE_PURCHASE: FeedbackType
 
 class Candidate(_message.Message):
     __slots__ = ("id", "type")
@@ -90,7 +99,7 @@ class FilteredCandidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("candidates", "model_name", "model_version", "request_id", "unknown_user", "feature_service", "degraded", "degradations", "filtered", "feature_age_s")
+    __slots__ = ("candidates", "model_name", "model_version", "request_id", "unknown_user", "feature_service", "degraded", "degradations", "filtered", "feature_age_s", "arm")
     class FeatureAgeSEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +117,7 @@ class RankResponse(_message.Message):
     DEGRADATIONS_FIELD_NUMBER: _ClassVar[int]
     FILTERED_FIELD_NUMBER: _ClassVar[int]
     FEATURE_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[ScoredCandidate]
     model_name: str
     model_version: str
@@ -118,7 +128,8 @@ class RankResponse(_message.Message):
     degradations: _containers.RepeatedScalarFieldContainer[str]
     filtered: _containers.RepeatedCompositeFieldContainer[FilteredCandidate]
     feature_age_s: _containers.ScalarMap[str, float]
-    def __init__(self, candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., unknown_user: _Optional[bool] = ..., feature_service: _Optional[str] = ..., degraded: _Optional[bool] = ..., degradations: _Optional[_Iterable[str]] = ..., filtered: _Optional[_Iterable[_Union[FilteredCandidate, _Mapping]]] = ..., feature_age_s: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    arm: str
+    def __init__(self, candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., unknown_user: _Optional[bool] = ..., feature_service: _Optional[str] = ..., degraded: _Optional[bool] = ..., degradations: _Optional[_Iterable[str]] = ..., filtered: _Optional[_Iterable[_Union[FilteredCandidate, _Mapping]]] = ..., feature_age_s: _Optional[_Mapping[str, float]] = ..., arm: _Optional[str] = ...) -> None: ...
 
 class RankBatchRequest(_message.Message):
     __slots__ = ("requests",)
@@ -131,3 +142,27 @@ class RankBatchResponse(_message.Message):
     RESPONSES_FIELD_NUMBER: _ClassVar[int]
     responses: _containers.RepeatedCompositeFieldContainer[RankResponse]
     def __init__(self, responses: _Optional[_Iterable[_Union[RankResponse, _Mapping]]] = ...) -> None: ...
+
+class FeedbackEvent(_message.Message):
+    __slots__ = ("request_id", "candidate_id", "type", "timestamp")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    candidate_id: str
+    type: FeedbackType
+    timestamp: _timestamp_pb2.Timestamp
+    def __init__(self, request_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., type: _Optional[_Union[FeedbackType, str]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[FeedbackEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[FeedbackEvent, _Mapping]]] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("accepted",)
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    def __init__(self, accepted: _Optional[int] = ...) -> None: ...

@@ -45,6 +45,11 @@ class RankingServiceStub:
                 request_serializer=scoring_dot_api_dot_v1_dot_scoring__pb2.RankBatchRequest.SerializeToString,
                 response_deserializer=scoring_dot_api_dot_v1_dot_scoring__pb2.RankBatchResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/scoring.api.v1.RankingService/Feedback',
+                request_serializer=scoring_dot_api_dot_v1_dot_scoring__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=scoring_dot_api_dot_v1_dot_scoring__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class RankingServiceServicer:
@@ -65,6 +70,14 @@ class RankingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """What the user did with ranked candidates (clicks, purchases), keyed by the Rank request's
+        request_id: joined to the experiment arm that served it for per-arm CTR and conversion.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RankingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_RankingServiceServicer_to_server(servicer, server):
                     servicer.RankBatch,
                     request_deserializer=scoring_dot_api_dot_v1_dot_scoring__pb2.RankBatchRequest.FromString,
                     response_serializer=scoring_dot_api_dot_v1_dot_scoring__pb2.RankBatchResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=scoring_dot_api_dot_v1_dot_scoring__pb2.FeedbackRequest.FromString,
+                    response_serializer=scoring_dot_api_dot_v1_dot_scoring__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +152,33 @@ class RankingService:
             '/scoring.api.v1.RankingService/RankBatch',
             scoring_dot_api_dot_v1_dot_scoring__pb2.RankBatchRequest.SerializeToString,
             scoring_dot_api_dot_v1_dot_scoring__pb2.RankBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scoring.api.v1.RankingService/Feedback',
+            scoring_dot_api_dot_v1_dot_scoring__pb2.FeedbackRequest.SerializeToString,
+            scoring_dot_api_dot_v1_dot_scoring__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

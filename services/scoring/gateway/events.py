@@ -1,0 +1,99 @@
+"""Experiment events as JSON lines: which arm served each request, shadow scores, feedback.
+
+The hot path only queues a dict; a writer thread appends batches to
+`<dir>/<kind>/<YYYY-MM-DD>/<instance>.jsonl` and flushes them, so a crash loses at most the last
+batch and a clean shutdown (`close`) loses nothing. One file per process and day: several
+gateways never write into the same file. `scoring experiments report` reads them back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
+Kind = Literal["request", "shadow", "feedback"]
+KINDS: tuple[Kind, ...] = ("request", "shadow", "feedback")
+
+
+class EventLog:
+    """Non-blocking append of JSON events, written by one background thread."""
+
+    def __init__(self, directory: Path, instance_id: str, batch: int = 512) -> None:
+        self.directory = directory
+        self.instance_id = instance_id
+        self.batch = batch
+        self.written = 0
+        self._queue: queue.SimpleQueue[tuple[Kind, dict[str, Any]] | None] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="event-log", daemon=True)
+        self._thread.start()
+
+    def append(self, kind: Kind, event: dict[str, Any]) -> bool:
+        """Queues one event (it must be JSON-serialisable); False once closed. Never blocks."""
+        if self._closed:
+            return False
+        self._queue.put((kind, event))
+        return True
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Writes everything queued, then stops the writer."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            pending = [] if item is None else [item]
+            stop = item is None
+            while not stop and len(pending) < self.batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                else:
+                    pending.append(nxt)
+            if pending:
+                try:
+                    self._write(pending)
+                except Exception:
+                    logger.exception("event_log_write_failed events=%d", len(pending))
+            if stop:
+                return
+
+    def _write(self, events: list[tuple[Kind, dict[str, Any]]]) -> None:
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        by_kind: dict[Kind, list[str]] = defaultdict(list)
+        for kind, event in events:
+            by_kind[kind].append(json.dumps(event, separators=(",", ":")))
+        for kind, lines in by_kind.items():
+            folder = self.directory / kind / day
+            folder.mkdir(parents=True, exist_ok=True)
+            with (folder / f"{self.instance_id}.jsonl").open("a") as out:
+                out.write("\n".join(lines) + "\n")
+                out.flush()
+            self.written += len(lines)
+
+
+def read_events(directory: Path, kind: Kind) -> list[dict[str, Any]]:
+    """Every event of `kind` under `directory` (all instances and days); a torn last line of a
+    file that is being written is skipped."""
+    events: list[dict[str, Any]] = []
+    for path in sorted((directory / kind).glob("*/*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return events
