@@ -33,7 +33,7 @@ PINNED_IMAGE = re.compile(
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY", re.IGNORECASE)
 URL_WITH_PASSWORD = re.compile(r"://[^/:@\s]+:(?P<password>[^@\s]+)@")
 JOB_ORDER = [
-    "data-generate", "feast-apply", "feast-materialize", "train",
+    "data-generate", "feast-apply", "feast-materialize", "train", "register",
     "triton", "triton-sync", "gateway",
 ]  # fmt: skip
 
@@ -84,7 +84,9 @@ def test_long_running_services_have_healthchecks(services: dict[str, dict[str, A
 
 def test_jobs_run_once_and_in_order(services: dict[str, dict[str, Any]]) -> None:
     jobs = {n for n, s in services.items() if is_job(s)}
-    assert jobs == {"data-generate", "feast-apply", "feast-materialize", "train", "triton-sync"}
+    assert jobs == {
+        "data-generate", "feast-apply", "feast-materialize", "train", "register", "triton-sync",
+    }  # fmt: skip
     for name, service in services.items():
         for dep, spec in (service.get("depends_on") or {}).items():
             assert dep in services, f"{name} depends on unknown service {dep}"
@@ -108,7 +110,8 @@ def test_jobs_run_once_and_in_order(services: dict[str, dict[str, Any]]) -> None
     assert {"data-generate"} <= ancestors("feast-apply")
     assert {"feast-apply"} <= ancestors("feast-materialize")
     assert {"feast-apply"} <= ancestors("train")
-    assert {"train"} <= ancestors("triton")
+    assert {"train"} <= ancestors("register")
+    assert {"register"} <= ancestors("triton")
     assert {"triton"} <= ancestors("triton-sync")
     assert {"triton-sync"} <= ancestors("gateway")
     assert {"triton", "feast-materialize", "redis"} <= ancestors("gateway")
@@ -202,7 +205,8 @@ def test_compose_file_parses_with_anchors_resolved() -> None:
 
 
 @pytest.mark.parametrize(
-    "job", ["data-generate", "feast-apply", "feast-materialize", "train", "triton-sync"]
+    "job",
+    ["data-generate", "feast-apply", "feast-materialize", "train", "register", "triton-sync"],
 )
 def test_jobs_use_the_scoring_cli(services: dict[str, dict[str, Any]], job: str) -> None:
     service = services[job]

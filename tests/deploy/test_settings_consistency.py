@@ -179,3 +179,60 @@ def test_k8s_gateway_and_triton_match_compose(
     assert host == service["metadata"]["name"]
     by_port = {p["port"]: p for p in service["spec"]["ports"]}
     assert by_port[int(port)]["targetPort"] == "grpc"
+
+
+@pytest.mark.postgres
+def test_model_registry_runs_on_postgres_with_the_url_compose_passes(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway's and jobs' SCORING_REGISTRY__URL (driver, port, database as compose sets it,
+    host and credentials swapped for this machine's server) migrates and serves a registry on
+    the real PostgreSQL, in the database Feast's SQL registry uses, without a clashing table."""
+    from feast.infra.registry import sql as feast_sql
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+
+    from scoring.registry import Registry, Stage, make_engine
+
+    from ..registry import postgres_database
+
+    urls = {
+        name: settings_from(service_environment(s), monkeypatch).registry.url
+        for name, s in services.items()
+        if "SCORING_REGISTRY__URL" in service_environment(s)
+    }
+    assert {"gateway", "train", "register", "triton-sync"} <= set(urls)
+    assert len(set(urls.values())) == 1, "every service must use the same registry"
+    compose_url = make_url(next(iter(urls.values())))
+    assert compose_url.drivername == "postgresql+psycopg" and compose_url.host == "postgres"
+    feast_url = make_url(service_environment(services["gateway"])["FEAST_REGISTRY_PATH"])
+    assert compose_url.database == feast_url.database, "one database for both registries"
+    with postgres_database() as local:
+        url = compose_url.set(
+            host="127.0.0.1", username="postgres", password=None, database=make_url(local).database
+        ).render_as_string(hide_password=False)
+        registry = Registry(url)
+        registry.register(
+            "item_ranker",
+            1,
+            artifact_path="model_repository/item_ranker/1/model.pt",
+            checksum="0" * 64,
+            feature_service="item_ranker_v1",
+            schema_hash="s",
+            train_start=None,
+            train_end=None,
+            metrics={"auc": 0.7},
+            manifest={},
+            actor="compose-test",
+        )
+        registry.set_stage("item_ranker", 1, Stage.PRODUCTION, actor="compose-test")
+        routing = registry.routing().targets["item_ranker"]
+        assert routing.production is not None and routing.production.version == 1
+        registry.close()
+        engine = make_engine(url)
+        try:
+            tables = set(inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+        assert {"model_versions", "stage_events", "serving_instances"} <= tables
+        assert not tables & set(feast_sql.metadata.tables) - {"alembic_version"}

@@ -70,3 +70,25 @@ def test_not_serving_without_a_feature_registry(tmp_path: Path, triton: Any) -> 
         assert health_status(gateway.address) == NOT_SERVING
     finally:
         assert gateway.stop() == 0, gateway.log_tail()
+
+
+def test_not_serving_until_the_model_registry_answers_once(
+    tmp_path: Path, feature_repo_ready: Any, triton: Any
+) -> None:
+    """Which versions serve is the registry's call: a gateway that never read it serves nothing
+    (Triton may hold a canary), and starts serving as soon as it can read it."""
+    blocker = tmp_path / "registry"
+    blocker.write_text("a file where the registry's folder should be")
+    url = f"sqlite:///{blocker / 'registry.db'}"
+    settings = gateway_settings(feature_repo_ready.path, triton.settings, registry_url=url)
+    gateway = GatewayProcess(settings, log_path=tmp_path / "gateway.log")
+    gateway.start()
+    try:
+        assert wait_status(gateway.address, NOT_SERVING) == NOT_SERVING
+        time.sleep(1.0)  # several health rounds without a registry
+        assert health_status(gateway.address) == NOT_SERVING
+        blocker.unlink()
+        assert wait_status(gateway.address, SERVING) == SERVING
+    finally:
+        assert gateway.stop() == 0, gateway.log_tail()
+    assert "registry_unreadable" in gateway.log_tail(200)

@@ -73,6 +73,8 @@ def test_arm_report_joins_feedback_to_the_arm_that_served(tmp_path: Path) -> Non
     assert (canary.requests, canary.clicked, canary.purchased) == (10, 2, 1)
     assert canary.ctr == pytest.approx(0.2)
     assert canary.ctr_ci == wilson(2, 10)
+    assert canary.top_score_quantiles == (0.5, 0.5, 0.5)
+    assert (canary.p50_ms, canary.users) == (10.0, 10)
     # Control: production v2 during the canary window, not v1 before it.
     assert canary.ctr_p_value == pytest.approx(two_proportion_p(2, 10, 1, 10))
     assert math.isnan(prod.ctr_p_value)

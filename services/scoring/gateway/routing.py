@@ -113,6 +113,7 @@ class ModelRouter:
     _problems: dict[str, ScoringError] = field(default_factory=dict)
     _warm: set[tuple[str, str]] = field(default_factory=set)
     _routing: Routing | None = None
+    _registry_error: str = ""
     applied_revision: int = -1
 
     def __post_init__(self) -> None:
@@ -176,8 +177,11 @@ class ModelRouter:
                 return None
             routing = await asyncio.to_thread(registry.routing)
         except Exception as exc:  # keep serving what was applied; say why it is stale
-            logger.warning("registry_unreadable error=%s", exc)
+            if str(exc) != self._registry_error:
+                logger.warning("registry_unreadable error=%s", exc)
+            self._registry_error = str(exc)
             return None
+        self._registry_error = ""
         self._routing = routing
         return routing
 
@@ -212,6 +216,15 @@ class ModelRouter:
         serves exactly what the registry says.
         """
         await self._read_registry()
+        if self.registry is not None and self._routing is None:
+            # Never read: which versions serve is unknown (Triton may hold a canary or shadow
+            # version), so serve nothing until the registry answers once. After that, a registry
+            # outage keeps the last routing.
+            for target in self.targets:
+                self._problems[target.name] = BackendUnavailableError(
+                    f"{target.name}: model registry not reachable yet ({self._registry_error})"
+                )
+            return False
         revision = self._routing.revision if self._routing is not None else 0
         complete = True
         for target in self.targets:

@@ -28,7 +28,7 @@ from scoring.gateway.redis_source import RedisFeatureSource
 from scoring.gateway.routing import ModelRouter
 from scoring.gateway.servicer import REQUEST_ID, RankingServicer
 from scoring.gateway.triton_client import TritonScorer
-from scoring.registry import Registry
+from scoring.registry import Registry, Routing
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,37 @@ def feature_source(settings: Settings) -> FeatureSource:
     )
 
 
+class LazyRegistry:
+    """The model registry, connected (and migrated) on first use: a gateway starts even while
+    the registry's database is down, and reports NOT_SERVING until it could read it once."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._registry: Registry | None = None
+
+    def _get(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry(self.url)
+        return self._registry
+
+    def revision(self) -> int:
+        return self._get().revision()
+
+    def routing(self) -> Routing:
+        return self._get().routing()
+
+    def heartbeat(self, instance_id: str, revision: int, detail: dict[str, object]) -> None:
+        self._get().heartbeat(instance_id, revision, detail)
+
+    def forget_instance(self, instance_id: str) -> None:
+        if self._registry is not None:
+            self._registry.forget_instance(instance_id)
+
+    def close(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
+
+
 class Gateway:
     """Owns the server, its clients and the health loop."""
 
@@ -110,7 +141,7 @@ class Gateway:
         self.features = features or feature_source(settings)
         self.scorer = TritonScorer(settings.triton.url)
         self.instance_id = f"gateway-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.registry = Registry(settings.registry.url)
+        self.registry = LazyRegistry(settings.registry.url)
         self.router = ModelRouter(
             list(TARGETS.values()), self.features, self.scorer, self.registry, self.instance_id
         )

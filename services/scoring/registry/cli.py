@@ -333,7 +333,8 @@ def experiments_report(
         "p: two-proportion z-test vs production",
     )
     for col in (
-        "target", "arm", "version", "requests", "users", "p50 ms", "p99 ms", "top score",
+        "target", "arm", "version", "requests", "users", "p50 ms", "p99 ms",
+        "top score p10/p50/p90",
         "CTR [95% CI]", "conversion [95% CI]", "p vs prod",
     ):  # fmt: skip
         table.add_column(col, justify="left" if col in ("target", "arm") else "right")
@@ -348,7 +349,7 @@ def experiments_report(
             f"{s.users:,}",
             f"{s.p50_ms:.1f}",
             f"{s.p99_ms:.1f}",
-            _fmt(s.mean_top_score, 3),
+            "/".join(_fmt(q, 3) for q in s.top_score_quantiles),
             f"{s.ctr:.3f} [{lo:.3f}, {hi:.3f}]",
             f"{s.conversion:.3f} [{clo:.3f}, {chi:.3f}]",
             _fmt(s.ctr_p_value, 3),

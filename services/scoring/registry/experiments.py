@@ -55,6 +55,7 @@ class ArmStats:
     p50_ms: float
     p99_ms: float
     mean_top_score: float
+    top_score_quantiles: tuple[float, float, float]  # p10, p50, p90 of the first-ranked score
     clicked: int
     purchased: int
     ctr_p_value: float
@@ -116,6 +117,8 @@ def arm_report(events_dir: Path, target: str | None = None) -> list[ArmStats]:
     control = requests[requests["arm"].isin(("production", "unmanaged"))]
     for (tgt, arm, version), g in groups:
         latency = g["latency_ms"].to_numpy(dtype=float)
+        top = g["top"].to_numpy(dtype=float)
+        top = top[~np.isnan(top)]
         k, n = int(g["clicked"].sum()), len(g)
         is_base = arm in ("production", "unmanaged")
         # The control group of an arm: production requests of the same target served while the
@@ -133,7 +136,12 @@ def arm_report(events_dir: Path, target: str | None = None) -> list[ArmStats]:
                 users=int(g["user"].nunique()),
                 p50_ms=float(np.percentile(latency, 50)),
                 p99_ms=float(np.percentile(latency, 99)),
-                mean_top_score=float(np.nanmean(g["top"].to_numpy(dtype=float))),
+                mean_top_score=float(np.nanmean(top)) if top.size else math.nan,
+                top_score_quantiles=(
+                    tuple(float(q) for q in np.percentile(top, (10, 50, 90)))  # type: ignore[arg-type]
+                    if top.size
+                    else (math.nan, math.nan, math.nan)
+                ),
                 clicked=k,
                 purchased=int(g["purchased"].sum()),
                 ctr_p_value=math.nan if is_base else two_proportion_p(k, n, bk, bn),
