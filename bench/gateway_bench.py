@@ -252,9 +252,9 @@ def run(quick: bool) -> int:
             def stages_call() -> None:
                 user, ids = next_request()
                 t0 = time.perf_counter()
-                frame = fast.fetch(contract, target, user, ids, {"request_ts": now})
+                online = fast.read(contract, target, user, ids, {"request_ts": now})
                 t1 = time.perf_counter()
-                matrix = contract.assemble(frame).matrix
+                matrix = contract.assemble(online.columns).matrix
                 t2 = time.perf_counter()
                 infer(matrix)
                 t3 = time.perf_counter()

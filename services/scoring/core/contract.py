@@ -165,25 +165,24 @@ class FeatureContract:
         Raises:
             ContractMismatchError: a contract column is absent, or a vector has another length.
         """
-        df = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(dict(frame))
-        absent = [ref for ref in self.refs if ref not in df.columns]
+        columns = frame if isinstance(frame, pd.DataFrame) else dict(frame)
+        absent = [ref for ref in self.refs if ref not in columns]
         if absent:
             raise ContractMismatchError(
                 f"feature service {self.service}: the store returned no column for {absent}"
             )
-        rows = len(df)
+        rows = len(frame) if isinstance(frame, pd.DataFrame) else _rows(columns, self.refs)
         values = np.empty((rows, self.value_width), dtype=np.float64)
         defaults = np.empty(self.value_width, dtype=np.float64)
         start = 0
         for f in self.features:
             stop = start + f.length
             defaults[start:stop] = f.default
+            column = columns[f.ref]
             if f.is_vector:
-                values[:, start:stop] = self._vector(f, df[f.ref])
+                values[:, start:stop] = self._vector(f, pd.Series(column, dtype=object))
             else:
-                values[:, start] = pd.to_numeric(df[f.ref], errors="coerce").to_numpy(
-                    dtype=np.float64, na_value=np.nan
-                )
+                values[:, start] = _numeric(column)
             start = stop
         missing = np.isnan(values)
         filled = np.where(missing, defaults, values)
@@ -253,6 +252,26 @@ def _parse_length(dtype: str, tags: Mapping[str, str], where: str) -> int:
             )
         return int(raw)
     raise ValueError(f"{where}: dtype {dtype} is not numeric; the model reads numbers")
+
+
+def _rows(columns: Mapping[str, Any], refs: Sequence[str]) -> int:
+    lengths = {len(columns[ref]) for ref in refs}
+    if len(lengths) > 1:
+        raise ContractMismatchError(f"columns of different lengths: {sorted(lengths)}")
+    return lengths.pop() if lengths else 0
+
+
+def _numeric(column: Any) -> np.ndarray:
+    """A column as float64, NaN where missing: None, NaN, or a value that is not a number."""
+    if isinstance(column, np.ndarray) and column.dtype.kind in "fiub":
+        return column.astype(np.float64, copy=False)
+    try:
+        # Floats, ints, bools and None (-> NaN) in one C loop.
+        return np.array(column, dtype=np.float64)
+    except (TypeError, ValueError):  # strings, decimals, mixed objects: pandas' coercion
+        series = column if isinstance(column, pd.Series) else pd.Series(column, dtype=object)
+        numeric = pd.to_numeric(series, errors="coerce")
+        return np.asarray(numeric.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
 
 
 def contract_from_store(store: Any, service_name: str) -> FeatureContract:

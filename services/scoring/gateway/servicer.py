@@ -11,7 +11,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-import pandas as pd
 import structlog
 
 from scoring.api.v1 import scoring_pb2 as pb
@@ -28,7 +27,7 @@ from scoring.core.settings import GatewaySettings
 from scoring.core.targets import USER_ENTITY
 from scoring.gateway.events import EventLog
 from scoring.gateway.feature_log import FeatureLog, ServedRequest
-from scoring.gateway.features import AGE_ATTR, FeatureSource
+from scoring.gateway.features import FeatureSource, OnlineFeatures
 from scoring.gateway.metrics import GatewayMetrics
 from scoring.gateway.ranking import Columns, rank, reasons, unavailable
 from scoring.gateway.request import TYPE_OF_KIND, RankQuery, parse_feedback, parse_rank_request
@@ -151,16 +150,16 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         loop = asyncio.get_running_loop()
         fetch = loop.run_in_executor(
             self.pool,
-            self.features.fetch,
+            self.features.read,
             contract,
             query.target,
             query.user_id,
             query.candidate_ids,
             {"request_ts": query.request_ts},
         )
-        frame: pd.DataFrame | None = None
+        online: OnlineFeatures | None = None
         try:
-            frame = await asyncio.wait_for(fetch, budget)
+            online = await asyncio.wait_for(fetch, budget)
         except TimeoutError:
             outcome.degradations.append(f"features_timeout: no answer in {budget * 1000:.0f} ms")
         except ScoringError:
@@ -170,12 +169,12 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             outcome.degradations.append("features_unavailable: feature store error")
         outcome.stages["features"] = time.monotonic() - started
         started = time.monotonic()
-        if frame is None:
+        if online is None:
             self.metrics.degraded.labels("features").inc()
             assembled = contract.defaults(len(query.candidate_ids))
         else:
-            outcome.feature_age_s = dict(frame.attrs.get(AGE_ATTR, {}))
-            assembled = contract.assemble(frame)
+            outcome.feature_age_s = dict(online.age_s)
+            assembled = contract.assemble(online.columns)
         outcome.stages["assembly"] = time.monotonic() - started
         return assembled
 
