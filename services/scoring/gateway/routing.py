@@ -38,6 +38,11 @@ WARMUP_ROWS = (1, 16, 128, 1, 16, 128)
 PRODUCTION, CANARY, SHADOW, UNMANAGED = "production", "canary", "shadow", "unmanaged"
 
 
+class TritonSilentError(BackendUnavailableError):
+    """Triton did not answer a readiness check in time: keep routing as before (a busy server
+    is not a missing model; requests have their own deadline and fallback)."""
+
+
 class RoutingSource(Protocol):
     """What the router reads from the model registry (scoring.registry.Registry)."""
 
@@ -126,8 +131,10 @@ class ModelRouter:
         """The ServedModel of one version (or Triton's own choice), checked and warmed up."""
         version = str(record.version) if record is not None else ""
         info = await self.scorer.model_info(target.name, version)
+        what = f"version {version}" if version else "model"
+        if not info.answered:
+            raise TritonSilentError(f"{target.name}: triton did not answer about {what}")
         if not info.ready:
-            what = f"version {version}" if version else "model"
             raise BackendUnavailableError(f"{target.name}: {what} is not ready in triton")
         if record is not None:
             served_service, served_hash = record.feature_service, record.schema_hash
@@ -243,7 +250,8 @@ class ModelRouter:
                 logger.warning("target_not_switched target=%s reason=%s", target.name, problem)
             self._problems[target.name] = problem
             applied = self._applied.get(target.name)
-            if applied is not None and applied.wanted == self._wanted(target):
+            silent = isinstance(problem, TritonSilentError)
+            if applied is not None and applied.wanted == self._wanted(target) and not silent:
                 # Not a pending switch: what is served broke (Triton lost the model, the feature
                 # service changed under it), so stop routing to it.
                 self._applied.pop(target.name, None)

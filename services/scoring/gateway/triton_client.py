@@ -24,6 +24,12 @@ class ModelInfo:
     version: str = ""  # the version asked for, or "" (Triton's choice)
     parameters: dict[str, str] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()
+    answered: bool = True  # False: Triton did not answer in time (a transient state)
+
+
+def _no_answer(exc: InferenceServerException) -> bool:
+    status = str(exc.status() or "")
+    return any(code in status for code in ("DEADLINE_EXCEEDED", "UNAVAILABLE"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +72,9 @@ class TritonScorer:
             if not await self.client.is_model_ready(model, version, client_timeout=1.0):
                 return ModelInfo(False)
             response = await self.client.get_model_config(model, as_json=True, client_timeout=1.0)
-        except InferenceServerException:
-            return ModelInfo(False)
+        except InferenceServerException as exc:
+            # No answer (timeout, connection) is not the same as "not ready": say which.
+            return ModelInfo(False, answered=not _no_answer(exc))
         config = response["config"]
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         outputs = tuple(o["name"] for o in config.get("output", []))
