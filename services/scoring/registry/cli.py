@@ -88,6 +88,14 @@ def _promoter(
     )
 
 
+@contextmanager
+def _promoting(actor: str | None, registry_only: bool) -> Iterator[Promoter]:
+    """A promoter on the configured registry (refusals print and exit 1)."""
+    settings = _settings()
+    with _registry(settings) as registry:
+        yield _promoter(settings, registry, actor, registry_only)
+
+
 def _fmt(value: float | None, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -158,9 +166,7 @@ def models_promote(
     registry_only: NoTriton = False,
 ) -> None:
     """Make a version production: gates, load + warm up in Triton, switch, unload the old one."""
-    settings = _settings()
-    with _registry(settings) as registry:
-        promoter = _promoter(settings, registry, actor, registry_only)
+    with _promoting(actor, registry_only) as promoter:
         console.print(f"promoting {target} v{version}")
         promoter.promote(_target(target), version, force=force, reason=reason)
         console.print(f"[green]{target} v{version} is in production[/]")
@@ -180,9 +186,7 @@ def models_canary(
     registry_only: NoTriton = False,
 ) -> None:
     """Serve a version to a percentage of users (sticky assignment), production to the rest."""
-    settings = _settings()
-    with _registry(settings) as registry:
-        promoter = _promoter(settings, registry, actor, registry_only)
+    with _promoting(actor, registry_only) as promoter:
         promoter.canary(_target(target), version, percent, force=force, reason=reason, salt=salt)
         console.print(f"[yellow]{target} v{version} is a {percent:g}% canary[/]")
 
@@ -196,11 +200,8 @@ def models_shadow(
     registry_only: NoTriton = False,
 ) -> None:
     """Score every request with a version too; its scores are logged, never returned."""
-    settings = _settings()
-    with _registry(settings) as registry:
-        _promoter(settings, registry, actor, registry_only).shadow(
-            _target(target), version, reason=reason
-        )
+    with _promoting(actor, registry_only) as promoter:
+        promoter.shadow(_target(target), version, reason=reason)
         console.print(f"[cyan]{target} v{version} runs in shadow[/]")
 
 
@@ -213,11 +214,8 @@ def models_stop(
     registry_only: NoTriton = False,
 ) -> None:
     """End a canary or shadow (the version goes back to `registered`, Triton unloads it)."""
-    settings = _settings()
-    with _registry(settings) as registry:
-        _promoter(settings, registry, actor, registry_only).stop(
-            _target(target), version, reason=reason
-        )
+    with _promoting(actor, registry_only) as promoter:
+        promoter.stop(_target(target), version, reason=reason)
         console.print(f"{target} v{version} stopped")
 
 
@@ -232,11 +230,8 @@ def models_rollback(
     registry_only: NoTriton = False,
 ) -> None:
     """Put the previous production version (or --to) back into production, without downtime."""
-    settings = _settings()
-    with _registry(settings) as registry:
-        events = _promoter(settings, registry, actor, registry_only).rollback(
-            _target(target), to=to, reason=reason
-        )
+    with _promoting(actor, registry_only) as promoter:
+        events = promoter.rollback(_target(target), to=to, reason=reason)
         console.print(f"[green]{target} rolled back to v{events[-1].version}[/]")
 
 
