@@ -14,8 +14,8 @@ activity_stats_source = FileSource(
     timestamp_field="event_timestamp",
 )
 
-# Campaign definition and daily participation: one row when announced (a day before the
-# start), then one per midnight.
+# Campaign definition and participation: one row when announced (a day before the start),
+# then one per hour until a day after the end, then one per midnight.
 activity_stats = FeatureView(
     name="activity_stats",
     entities=[activity],
@@ -36,6 +36,13 @@ activity_stats = FeatureView(
         feature("participants_1d", Float32, default=0.0),
         feature("participants_7d", Float32, default=0.0),
         feature("participation_rate_7d", Float32, default=0.05),
+        feature("impressions_total", Float32, default=0.0, description="since the start"),
+        feature(
+            "participation_rate_total",
+            Float32,
+            default=0.05,
+            description="since the start, smoothed towards the global CTR",
+        ),
     ],
     source=activity_stats_source,
     online=True,

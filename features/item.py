@@ -40,6 +40,7 @@ item_stats = FeatureView(
         feature("sales_7d", Float32, default=0.0),
         feature("sales_30d", Float32, default=0.0),
         feature("conversion_30d", Float32, default=0.02),
+        feature("cart_rate_30d", Float32, default=0.1, description="add-to-carts / views"),
     ],
     source=item_stats_source,
     online=True,

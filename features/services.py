@@ -27,7 +27,7 @@ item_ranker_v1 = FeatureService(
             [
                 *("category", "brand", "price", "rating", "in_stock", "purchases_total"),
                 *("impressions_7d", "clicks_7d", "ctr_7d", "ctr_30d", "sales_7d", "sales_30d"),
-                "conversion_30d",
+                *("conversion_30d", "cart_rate_30d"),
             ]
         ],
         item_embedding,
@@ -45,7 +45,7 @@ activity_ranker_v1 = FeatureService(
             [
                 *("activity_type", "discount_pct", "target_category", "target_category_2"),
                 *("end_ts", "impressions_1d", "participants_1d", "participants_7d"),
-                "participation_rate_7d",
+                *("participation_rate_7d", "impressions_total", "participation_rate_total"),
             ]
         ],
         activity_request_features,

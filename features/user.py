@@ -69,6 +69,10 @@ user_affinity = FeatureView(
         # Share of 30-day engagement per category slot (category code % 16); scalar columns,
         # not a vector, so the offline point-in-time join stays fast.
         *[feature(f"affinity_{slot:02d}", Float32, default=1.0 / 16) for slot in range(16)],
+        # Product views and item impressions per category slot over 90 days: the evidence
+        # behind a smoothed preference estimate (on_demand.py), longer than the 30-day share.
+        *[feature(f"views_90d_{slot:02d}", Float32, default=0.0) for slot in range(16)],
+        *[feature(f"impressions_90d_{slot:02d}", Float32, default=0.0) for slot in range(16)],
         feature("top_category", Int64, default=-1),
         feature("top_category_share", Float32, default=0.0),
         feature("days_since_last_view", Float32, default=30.0),

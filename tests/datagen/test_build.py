@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scoring.datagen.build import DAY, Windows, snapshot_times
+from scoring.datagen.build import AFFINITY_SLOTS, DAY, Windows, snapshot_times
 from scoring.datagen.dataset import DataSet, build_data_set
 from scoring.datagen.events import EventLog
 from scoring.datagen.synthetic import SyntheticConfig, generate
@@ -107,3 +108,43 @@ def test_codes_and_projection_stay_stable_across_rebuilds(
     pd.testing.assert_frame_equal(first.tables["item_stats"], again.tables["item_stats"])
     pd.testing.assert_frame_equal(first.tables["item_embedding"], again.tables["item_embedding"])
     assert (tmp_path / "vocab.json").exists() and (tmp_path / "text_projection.npz").exists()
+
+
+def test_category_history_matches_a_brute_force_count(built: tuple[EventLog, DataSet]) -> None:
+    """views_90d_XX / impressions_90d_XX: the user's events on items whose category code falls
+    in slot XX (code % 16), in the 90 days before the snapshot."""
+    log, data = built
+    ev = log.events
+    t = ev["timestamp"].astype("int64").to_numpy() // 10**9
+    codes = json.loads((data.paths[0].parent / "vocab.json").read_text())["category"]
+    item_slot = log.items.set_index("item_id")["category"].map(codes.index) % AFFINITY_SLOTS
+    slot = ev["item_id"].map(item_slot).fillna(-1).to_numpy(dtype=np.int64)
+    rows = data.tables["user_affinity"].sample(100, random_state=1)
+    for _, row in rows.iterrows():
+        snap = int(row["event_timestamp"].timestamp())
+        mine = (ev["user_id"].to_numpy() == row["user_id"]) & (t < snap) & (t >= snap - 90 * DAY)
+        for kind, name in (("view", "views_90d"), ("impression", "impressions_90d")):
+            on_items = mine & (ev["event_type"].to_numpy() == kind) & (slot >= 0)
+            counts = np.bincount(slot[on_items], minlength=AFFINITY_SLOTS)
+            got = [row[f"{name}_{s:02d}"] for s in range(AFFINITY_SLOTS)]
+            np.testing.assert_array_equal(got, counts, err_msg=f"{row['user_id']} {name}")
+
+
+def test_campaign_statistics_are_hourly_while_a_campaign_runs(
+    built: tuple[EventLog, DataSet],
+) -> None:
+    log, data = built
+    stats = data.tables["activity_stats"]
+    ev = log.events
+    t = ev["timestamp"].astype("int64").to_numpy() // 10**9
+    shown = (ev["event_type"] == "impression").to_numpy() & (ev["item_id"] == "").to_numpy()
+    campaign = log.activities.iloc[0]
+    rows = stats[stats["activity_id"] == campaign["activity_id"]]
+    at = rows["event_timestamp"].astype("int64").to_numpy() // 10**9
+    # Hourly from the start to the end (or to the log's last snapshot, which is not on the hour).
+    running = (at > campaign["start_at"].timestamp()) & (at < campaign["end_at"].timestamp())
+    running &= at < at.max()
+    assert running.sum() > 1 and (np.diff(at[running]) == 3600).all()
+    for when, total in zip(at, rows["impressions_total"], strict=True):
+        mine = shown & (ev["activity_id"] == campaign["activity_id"]).to_numpy() & (t < when)
+        assert total == mine.sum()

@@ -3,6 +3,8 @@
 Every aggregate at snapshot time T counts only events strictly before T, over windows
 [T - w, T). Snapshots are taken at each UTC midnight and at the log's end (`as_of`), so a
 training row at time t joins the last snapshot at or before t and never sees a later event.
+Campaign statistics are refreshed hourly (on the hour, and at `as_of`): a flash sale lasts a
+day or two, so a daily job would know nothing of its response until it is half over.
 Windows are computed for all (entity, snapshot) pairs at once: events are sorted by
 (entity, time) into one int64 key, and two `searchsorted` calls plus a cumulative sum give
 every window count or sum (no per-entity Python loop).
@@ -26,8 +28,12 @@ from scoring.datagen.embedding import EMBEDDING_DIM, TextEmbedder, project_texts
 from scoring.datagen.events import ACTIVITY_TYPES, ORACLE_COLUMNS, EventLog
 
 DAY = 86_400
+HOUR = 3600
 WINDOWS = {"1d": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
 AFFINITY_SLOTS = 16  # category affinity vector length; category code % 16 picks the slot
+# Per-category view and impression counts look further back than the 30-day affinity: a
+# shopper's category tastes change slowly, and a few weeks hold only a few dozen views.
+HISTORY_S = 90 * DAY
 GLOBAL_CTR = 0.05
 CLICK_WINDOW_S = 30 * 60  # a click belongs to the user's last impression of it within 30 min
 PURCHASE_WINDOW_S = DAY
@@ -126,14 +132,15 @@ class Windows:
         return np.where(same, (self.keys[prev] % SHIFT).astype(np.float64), np.nan)
 
 
-def snapshot_times(t: np.ndarray) -> np.ndarray:
-    """UTC midnights from the first event's day up to the end, plus the end (last event + 1s).
+def snapshot_times(t: np.ndarray, every: int = DAY) -> np.ndarray:
+    """UTC midnights (or full hours, `every=HOUR`) from the first event's day up to the end,
+    plus the end (last event + 1s).
 
-    The first midnight has no history yet (all windows 0): the log's world starts there.
+    The first snapshot has no history yet (all windows 0): the log's world starts there.
     """
     as_of = int(t.max()) + 1
     first = (int(t.min()) // DAY) * DAY
-    days = np.arange(first, as_of, DAY, dtype=np.int64)
+    days = np.arange(first, as_of, every, dtype=np.int64)
     return np.unique(np.append(days, as_of))
 
 
@@ -240,6 +247,7 @@ def build_tables(
     imp = Windows(i[on_item & (kind == "impression")], t[on_item & (kind == "impression")])
     clk = Windows(i[on_item & (kind == "click")], t[on_item & (kind == "click")])
     vw = Windows(i[on_item & (kind == "view")], t[on_item & (kind == "view")])
+    cart = Windows(i[on_item & (kind == "add_to_cart")], t[on_item & (kind == "add_to_cart")])
     pm = on_item & (kind == "purchase")
     buy = Windows(i[pm], t[pm])
     sold = Windows(i[pm], t[pm], qty[pm])
@@ -268,6 +276,9 @@ def build_tables(
             "sales_30d": sold.total(ie, it, 30 * DAY).astype(np.float32),
             "conversion_30d": (
                 (buy.total(ie, it, 30 * DAY) + 0.02 * 10) / (vw.total(ie, it, 30 * DAY) + 10)
+            ).astype(np.float32),
+            "cart_rate_30d": (
+                (cart.total(ie, it, 30 * DAY) + 0.1 * 10) / (vw.total(ie, it, 30 * DAY) + 10)
             ).astype(np.float32),
             "event_timestamp": _utc(it),
         }
@@ -330,21 +341,30 @@ def build_tables(
     tables["user_behavior"] = pd.DataFrame(behaviour)
 
     step("users: category affinity and recency")
-    engaged = has_item & np.isin(kind, ["view", "click", "add_to_cart", "purchase"])
-    weight = pd.Series(kind[engaged]).map(
-        {"view": 1.0, "click": 1.0, "add_to_cart": 2.0, "purchase": 3.0}
-    )
-    slot = np.where(category[i[engaged]] >= 0, category[i[engaged]] % AFFINITY_SLOTS, -1)
-    keep = slot >= 0
-    by_slot = Windows(
-        u[engaged][keep] * AFFINITY_SLOTS + slot[keep], t[engaged][keep], weight[keep]
-    )
     grid_e = np.repeat(ue * AFFINITY_SLOTS, AFFINITY_SLOTS) + np.tile(
         np.arange(AFFINITY_SLOTS), len(ue)
     )
-    counts = by_slot.total(grid_e, np.repeat(ut, AFFINITY_SLOTS), 30 * DAY).reshape(
-        len(ue), AFFINITY_SLOTS
-    )
+    grid_t = np.repeat(ut, AFFINITY_SLOTS)
+
+    def per_slot(sel: np.ndarray, window: int, weight: np.ndarray | None = None) -> np.ndarray:
+        """[user snapshots, slots] window sums of the `sel` item events, by category slot."""
+        code = np.full(len(t), -1, dtype=np.int64)
+        code[sel] = category[i[sel]]
+        keep = code >= 0
+        slot = code[keep] % AFFINITY_SLOTS
+        w = None if weight is None else weight[keep]
+        win = Windows(u[keep] * AFFINITY_SLOTS + slot, t[keep], w)
+        return win.total(grid_e, grid_t, window).reshape(len(ue), AFFINITY_SLOTS)
+
+    engaged = has_item & np.isin(kind, ["view", "click", "add_to_cart", "purchase"])
+    weight = pd.Series(kind).map({"view": 1.0, "click": 1.0, "add_to_cart": 2.0, "purchase": 3.0})
+    counts = per_slot(engaged, 30 * DAY, weight.fillna(0.0).to_numpy())
+    history = {  # float32 right away: the large preset has millions of user snapshots
+        "views_90d": per_slot(has_item & (kind == "view"), HISTORY_S).astype(np.float32),
+        "impressions_90d": per_slot(has_item & (kind == "impression"), HISTORY_S).astype(
+            np.float32
+        ),
+    }
     total = counts.sum(axis=1)
     share = (counts + 1.0 / AFFINITY_SLOTS) / (total[:, None] + 1.0)
     seen = Windows(u[np.isin(kind, ["view", "click"])], t[np.isin(kind, ["view", "click"])])
@@ -354,6 +374,11 @@ def build_tables(
             "user_id": user_ids.to_numpy(dtype=object)[ue],
             **{
                 f"affinity_{slot:02d}": share[:, slot].astype(np.float32)
+                for slot in range(AFFINITY_SLOTS)
+            },
+            **{
+                f"{name}_{slot:02d}": values[:, slot]
+                for name, values in history.items()
                 for slot in range(AFFINITY_SLOTS)
             },
             "top_category": np.where(total > 0, counts.argmax(axis=1), -1).astype(np.int64),
@@ -367,7 +392,7 @@ def build_tables(
     )
 
     step("activities")
-    _activity_tables(log, vocab, t, u, kind, has_item, snaps, tables)
+    _activity_tables(log, vocab, t, u, kind, has_item, snapshot_times(t, HOUR), tables)
 
     step("labels")
     tables["impressions_item"] = _labels(ev, t, has_item, "item_id")
@@ -408,7 +433,10 @@ def _activity_tables(
     a = ids.get_indexer(log.events["activity_id"])
     on_act = (a >= 0) & ~has_item
     ae, at = _pairs(len(ids), snaps)
-    live = at > announced[ae] if len(ids) else np.zeros(0, dtype=bool)
+    # After the announcement: hourly until a day after the end, then daily (only the windows
+    # still change).
+    recent = (at <= end[ae] + DAY) | (at % DAY == 0) | (at == snaps[-1])
+    live = (at > announced[ae]) & recent if len(ids) else np.zeros(0, dtype=bool)
     # One row when announced, then one per snapshot.
     ae = np.concatenate([np.arange(len(ids)), ae[live]])
     at = np.concatenate([announced, at[live]]).astype(np.int64)
@@ -417,6 +445,9 @@ def _activity_tables(
     part = Windows(a[joined], t[joined])
     imps7 = imp.total(ae, at, 7 * DAY)
     part7 = part.total(ae, at, 7 * DAY)
+    # Every earlier event: a campaign's appeal does not fade, and most run for days only.
+    forever = int(t.max()) + 1 - int(t.min()) + DAY
+    imps_all, part_all = imp.total(ae, at, forever), part.total(ae, at, forever)
     tables["activity_stats"] = pd.DataFrame(
         {
             "activity_id": ids.to_numpy(dtype=object)[ae],
@@ -430,6 +461,10 @@ def _activity_tables(
             "participants_1d": part.total(ae, at, DAY).astype(np.float32),
             "participants_7d": part7.astype(np.float32),
             "participation_rate_7d": ((part7 + GLOBAL_CTR * 20) / (imps7 + 20)).astype(np.float32),
+            "impressions_total": imps_all.astype(np.float32),
+            "participation_rate_total": ((part_all + GLOBAL_CTR * 20) / (imps_all + 20)).astype(
+                np.float32
+            ),
             "event_timestamp": _utc(at),
         }
     )

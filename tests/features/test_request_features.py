@@ -1,0 +1,77 @@
+"""Request-time features: preference log-lifts, the hour on a circle, the ends-soon flag."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+SLOTS = 16
+HOUR = 3600
+
+
+def transform(store: Any, view: str, columns: dict[str, list[float]]) -> pd.DataFrame:
+    """The view's UDF on hand-made inputs (short names, as Feast passes them)."""
+    odfv = store.get_on_demand_feature_view(view)
+    inputs: dict[str, list[float]] = {}
+    for projection in odfv.source_feature_view_projections.values():
+        for feature in projection.features:
+            inputs[feature.name] = columns.get(feature.name, [np.nan, np.nan])
+    inputs["request_ts"] = columns["request_ts"]
+    out: pd.DataFrame = odfv.feature_transformation.transform(pd.DataFrame(inputs))
+    return out
+
+
+def slots(prefix: str, counts: dict[int, float]) -> dict[str, list[float]]:
+    """Two rows: the given per-slot counts, then a user without a history (NaN)."""
+    return {f"{prefix}_{s:02d}": [counts.get(s, 0.0), np.nan] for s in range(SLOTS)}
+
+
+@pytest.fixture(scope="module")
+def store(feature_repo_ready: Any) -> Any:
+    return feature_repo_ready.store()
+
+
+def test_category_affinity_is_a_smoothed_log_lift(store: Any) -> None:
+    views = {3: 6.0, 5: 2.0}  # 8 views in all, 6 in the candidate's slot (category 19 % 16)
+    shown = {3: 1.0, 7: 3.0}
+    out = transform(
+        store,
+        "item_request_features",
+        {
+            **slots("views_90d", views),
+            **slots("impressions_90d", shown),
+            "category": [19.0, 19.0],
+            "request_ts": [21 * HOUR, 21 * HOUR],
+        },
+    )
+    view_lift = np.log(16 * (6 + 0.25) / (8 + 16 * 0.25))
+    shown_lift = np.log(16 * (1 + 0.25) / (4 + 16 * 0.25))
+    got = out[["category_view_affinity", "category_impression_affinity"]].to_numpy()
+    np.testing.assert_allclose(got[0], [view_lift, shown_lift], rtol=1e-6)
+    assert np.isnan(got[1]).all()  # no history row: missing, so the declared default applies
+    hour = 2 * np.pi * 21 / 24
+    np.testing.assert_allclose(out.loc[0, ["hour_sin", "hour_cos"]], [np.sin(hour), np.cos(hour)])
+
+
+def test_campaign_uses_its_better_target_and_flags_its_last_two_days(store: Any) -> None:
+    end = 100 * HOUR
+    out = transform(
+        store,
+        "activity_request_features",
+        {
+            **slots("views_90d", {2: 1.0, 4: 5.0}),
+            **slots("impressions_90d", {}),
+            "target_category": [2.0, 2.0],
+            "target_category_2": [4.0, -1.0],
+            "end_ts": [float(end), float(end)],
+            "request_ts": [end - 47 * HOUR, end - 49 * HOUR],
+        },
+    )
+    np.testing.assert_allclose(
+        out.loc[0, "target_view_affinity"], np.log(16 * 5.25 / 10), rtol=1e-6
+    )
+    assert out.loc[0, "target_impression_affinity"] == pytest.approx(0.0)  # no evidence: 0
+    assert out["ending_soon"].tolist() == [1.0, 0.0]
