@@ -350,15 +350,12 @@ def serve_triton() -> None:
 def _sync_triton(settings: Settings) -> dict[str, list[int]]:
     """Loads the registry's serving versions into a freshly started Triton."""
     from scoring.registry import Registry
-    from scoring.registry.promotion import Promoter
+    from scoring.registry.promotion import sync
     from scoring.triton.control import TritonControl
 
-    registry = Registry(settings.registry.url)
-    try:
-        promoter = Promoter(settings, registry, lambda s: "", TritonControl(settings.triton))
-        return {name: sorted(promoter.sync(name)) for name in TARGETS}
-    finally:
-        registry.close()
+    control = TritonControl(settings.triton)
+    with Registry(settings.registry.url) as registry:
+        return {name: sorted(sync(registry, control, name)) for name in TARGETS}
 
 
 @serve_app.command("gateway")

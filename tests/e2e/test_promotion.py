@@ -28,7 +28,7 @@ from scoring.gateway.process import GatewayProcess
 from scoring.gateway.routing import bucket
 from scoring.registry import Registry, Stage
 from scoring.registry.experiments import arm_report
-from scoring.registry.promotion import Promoter, register_version
+from scoring.registry.promotion import Promoter, register_version, sync
 from scoring.trainer.export import read_manifest
 from scoring.triton.control import TritonControl
 
@@ -168,7 +168,7 @@ def test_promote_rollback_canary_shadow_under_load_without_a_failed_request(
     registry.set_stage(TARGET, 1, Stage.PRODUCTION, actor="mlops-test", reason="initial")
 
     with TritonServer(triton_cfg, list(TARGETS)) as triton:
-        assert promoter.sync(TARGET) == {1}
+        assert sync(registry, control, TARGET) == {1}
         with GatewayProcess(settings, log_path=tmp_path / "gateway.log") as gateway:
             with Load(gateway.address) as load:
                 wait_until(lambda: load.snapshot()[("production", "1")] >= 10)

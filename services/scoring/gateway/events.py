@@ -11,18 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import threading
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+
+from scoring.core.writer import BackgroundWriter
 
 logger = logging.getLogger(__name__)
 Kind = Literal["request", "shadow", "feedback"]
 KINDS: tuple[Kind, ...] = ("request", "shadow", "feedback")
 
 
-class EventLog:
+class EventLog(BackgroundWriter[tuple[Kind, dict[str, Any]]]):
     """Non-blocking append of JSON events, written by one background thread."""
 
     def __init__(self, directory: Path, instance_id: str, batch: int = 512) -> None:
@@ -30,25 +31,11 @@ class EventLog:
         self.instance_id = instance_id
         self.batch = batch
         self.written = 0
-        self._queue: queue.SimpleQueue[tuple[Kind, dict[str, Any]] | None] = queue.SimpleQueue()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="event-log", daemon=True)
-        self._thread.start()
+        super().__init__("event-log")
 
     def append(self, kind: Kind, event: dict[str, Any]) -> bool:
         """Queues one event (it must be JSON-serialisable); False once closed. Never blocks."""
-        if self._closed:
-            return False
-        self._queue.put((kind, event))
-        return True
-
-    def close(self, timeout_s: float = 30.0) -> None:
-        """Writes everything queued, then stops the writer."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
-        self._thread.join(timeout_s)
+        return self._put((kind, event))
 
     def _run(self) -> None:
         while True:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import queue
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from scoring.core.writer import BackgroundWriter
 
 logger = logging.getLogger(__name__)
 _TICK = object()  # the writer woke up without a record: time to check the flush interval
@@ -52,7 +53,7 @@ def sampled(request_id: str, rate: float) -> bool:
     return digest / 2**64 < rate
 
 
-class FeatureLog:
+class FeatureLog(BackgroundWriter[ServedRequest]):
     """Non-blocking append, background Parquet writes, complete flush on close."""
 
     def __init__(
@@ -67,25 +68,11 @@ class FeatureLog:
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
         self.rows_written = 0
-        self._queue: queue.SimpleQueue[ServedRequest | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="feature-log", daemon=True)
-        self._closed = False
-        self._thread.start()
+        super().__init__("feature-log")
 
     def append(self, record: ServedRequest) -> bool:
         """Queues `record` if sampled; returns whether it was accepted. Never blocks."""
-        if self._closed or not sampled(record.request_id, self.sample_rate):
-            return False
-        self._queue.put(record)
-        return True
-
-    def close(self, timeout_s: float = 30.0) -> None:
-        """Writes everything queued, then stops the writer."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
-        self._thread.join(timeout_s)
+        return sampled(record.request_id, self.sample_rate) and self._put(record)
 
     def _run(self) -> None:
         pending: list[ServedRequest] = []

@@ -95,49 +95,75 @@ class OnlineFeatures:
 
 
 @dataclass(frozen=True, slots=True)
-class _ReadPlan:
-    """What one FeatureService needs from the online store."""
-
-    refs: tuple[str, ...]  # "view:feature" of stored views, incl. on-demand inputs
-    views: dict[str, tuple[float, tuple[str, ...]]]  # view -> (ttl seconds, 0 = none; features)
-    odfvs: tuple[Any, ...]
-
-
-def on_demand(
-    odfv: Any, columns: dict[str, Any], request_values: dict[str, Any], rows: int
-) -> dict[str, Any]:
-    """An on-demand feature view's outputs by full name, computed from the stored columns.
+class OnDemand:
+    """An on-demand feature view and what its UDF reads, resolved once per read plan.
 
     A pandas-mode view gets exactly the input Feast's `transform_arrow` builds (each source
     feature under its full and its short name, and the request fields) and its UDF runs on it,
     without the Arrow round trips (a few ms per request at small N). Other modes, or short
     names that two sources share, go through Feast's own `transform_arrow`.
     """
-    request = {
-        field.name: [request_values.get(field.name)] * rows
-        for source in odfv.source_request_sources.values()
-        for field in source.schema
-    }
-    inputs: dict[str, Any] = {}
-    for projection in odfv.source_feature_view_projections.values():
-        for feature in projection.features:
-            full = f"{projection.name}__{feature.name}"
-            if full in columns:
-                inputs[full] = columns[full]
-    short = {ref.split("__", 1)[1]: value for ref, value in inputs.items()}
-    prefix = f"{odfv.projection.name_to_use()}__"
-    if odfv.mode == "pandas" and len(short) == len(inputs) and not set(short) & set(inputs):
-        frame = pd.DataFrame({**inputs, **short, **request})
-        out = odfv.feature_transformation.transform(frame)
-        return {prefix + name: out[name].to_numpy() for name in out.columns}
-    table = pa.table(
-        {
-            **{k: pa.array(v) for k, v in columns.items()},
-            **{k: pa.array(v, type=pa.int64()) for k, v in request.items()},
+
+    view: Any
+    inputs: tuple[tuple[str, str], ...]  # (full, short) name of each source feature
+    request_fields: tuple[str, ...]
+    prefix: str  # of its outputs' full names
+    direct: bool  # call the UDF on a DataFrame, not through Arrow
+
+    @classmethod
+    def of(cls, odfv: Any) -> OnDemand:
+        inputs = tuple(
+            (f"{projection.name}__{feature.name}", feature.name)
+            for projection in odfv.source_feature_view_projections.values()
+            for feature in projection.features
+        )
+        full, short = {f for f, _ in inputs}, {s for _, s in inputs}
+        return cls(
+            view=odfv,
+            inputs=inputs,
+            request_fields=tuple(
+                field.name
+                for source in odfv.source_request_sources.values()
+                for field in source.schema
+            ),
+            prefix=f"{odfv.projection.name_to_use()}__",
+            direct=odfv.mode == "pandas" and len(short) == len(inputs) and not full & short,
+        )
+
+    def compute(
+        self, columns: dict[str, Any], request_values: dict[str, Any], rows: int
+    ) -> dict[str, Any]:
+        """The view's outputs by full name, computed from the stored columns."""
+        request = {name: [request_values.get(name)] * rows for name in self.request_fields}
+        if self.direct:
+            frame = pd.DataFrame(
+                {
+                    **{full: columns[full] for full, _ in self.inputs},
+                    **{short: columns[full] for full, short in self.inputs},
+                    **request,
+                }
+            )
+            out = self.view.feature_transformation.transform(frame)
+            return {self.prefix + name: out[name].to_numpy() for name in out.columns}
+        table = pa.table(
+            {
+                **{k: pa.array(v) for k, v in columns.items()},
+                **{k: pa.array(v, type=pa.int64()) for k, v in request.items()},
+            }
+        )
+        result = self.view.transform_arrow(table, full_feature_names=True).to_pandas()
+        return {
+            name: result[name].to_numpy() for name in result.columns if name.startswith(self.prefix)
         }
-    )
-    result = odfv.transform_arrow(table, full_feature_names=True).to_pandas()
-    return {name: result[name].to_numpy() for name in result.columns if name.startswith(prefix)}
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadPlan:
+    """What one FeatureService needs from the online store."""
+
+    refs: tuple[str, ...]  # "view:feature" of stored views, incl. on-demand inputs
+    views: dict[str, tuple[float, tuple[str, ...]]]  # view -> (ttl seconds, 0 = none; features)
+    on_demand: tuple[OnDemand, ...]
 
 
 class FeastFeatureSource:
@@ -184,7 +210,7 @@ class FeastFeatureSource:
         plan = _ReadPlan(
             refs=tuple(f"{v}:{f}" for v, (_, feats) in views.items() for f in feats),
             views={v: (ttl, tuple(feats)) for v, (ttl, feats) in views.items()},
-            odfvs=tuple(odfvs),
+            on_demand=tuple(OnDemand.of(v) for v in odfvs),
         )
         self._plans[key] = plan
         return plan
@@ -205,7 +231,7 @@ class FeastFeatureSource:
                 `request_values["request_ts"]`, else the clock, by default.
         """
         plan = self._plan(contract)
-        rows = [{USER_JOIN_KEY: user_id, target.join_key: cid} for cid in candidate_ids]
+        n = len(candidate_ids)
         raw = self._online_dict(plan, target, user_id, candidate_ids)
         if now is None:
             now = float(request_values.get("request_ts") or time.time())
@@ -215,12 +241,12 @@ class FeastFeatureSource:
         for view, (ttl, features) in plan.views.items():
             refs = [f"{view}__{f}" for f in features]
             stamps = np.array(raw[refs[0] + TIMESTAMP_SUFFIX], dtype=np.float64)
-            present = np.zeros(len(rows), dtype=bool)
+            present = np.zeros(n, dtype=bool)
             for ref in refs:
                 present |= np.array([v is not None for v in raw[ref]], dtype=bool)
             present &= stamps > 0
             age = now - stamps
-            expired = present & (age > ttl) if ttl > 0 else np.zeros(len(rows), dtype=bool)
+            expired = present & (age > ttl) if ttl > 0 else np.zeros(n, dtype=bool)
             if present.any():
                 age_s[view] = float(age[present].max())
             expired_rows[view] = int(expired.sum())
@@ -231,8 +257,8 @@ class FeastFeatureSource:
                     if expired.any()
                     else values
                 )
-        for odfv in plan.odfvs:
-            columns.update(on_demand(odfv, columns, request_values, len(rows)))
+        for odfv in plan.on_demand:
+            columns.update(odfv.compute(columns, request_values, n))
         ordered = {ref: columns[ref] for ref in contract.refs if ref in columns}
         return OnlineFeatures(ordered, age_s, expired_rows)
 

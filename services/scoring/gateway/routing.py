@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from scoring.core.contract import FeatureContract
@@ -31,10 +31,14 @@ from scoring.gateway.features import FeatureSource
 from scoring.gateway.triton_client import TritonScorer
 from scoring.registry import Routing, VersionRecord
 from scoring.triton.config import CONTRIB_NAME as CONTRIB_OUTPUT
-from scoring.triton.config import PARAM_FEATURE_GROUPS, PARAM_FEATURE_SERVICE, PARAM_SCHEMA_HASH
+from scoring.triton.config import (
+    PARAM_FEATURE_GROUPS,
+    PARAM_FEATURE_SERVICE,
+    PARAM_SCHEMA_HASH,
+    WARMUP_ROWS,
+)
 
 logger = logging.getLogger(__name__)
-WARMUP_ROWS = (1, 16, 128, 1, 16, 128)
 PRODUCTION, CANARY, SHADOW, UNMANAGED = "production", "canary", "shadow", "unmanaged"
 
 
@@ -85,20 +89,20 @@ class TargetServing:
     salt: str = ""
     shadow: ServedModel | None = None
 
+    @property
+    def versions(self) -> tuple[str, str, str]:
+        """(production, canary, shadow) versions ("" for none, or Triton's choice)."""
+        return (
+            self.production.version,
+            self.canary.version if self.canary else "",
+            self.shadow.version if self.shadow else "",
+        )
+
 
 def bucket(salt: str, user_id: str) -> float:
     """The user's position in [0, 100) for an experiment: uniform, sticky per (salt, user)."""
     digest = hashlib.blake2b(f"{salt}\x00{user_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64 * 100.0
-
-
-@dataclass
-class _Applied:
-    """Per target: the serving set and the registry routing it implements."""
-
-    serving: TargetServing
-    wanted: tuple[str, str, str] = ("", "", "")  # (production, canary, shadow) versions
-    canary: tuple[float, str] = (0.0, "")
 
 
 @dataclass
@@ -114,7 +118,7 @@ class ModelRouter:
     registry: RoutingSource | None = None
     instance_id: str = "gateway"
     _contracts: dict[str, FeatureContract] = field(default_factory=dict)
-    _applied: dict[str, _Applied] = field(default_factory=dict)
+    _applied: dict[str, TargetServing] = field(default_factory=dict)
     _problems: dict[str, ScoringError] = field(default_factory=dict)
     _warm: set[tuple[str, str]] = field(default_factory=set)
     _routing: Routing | None = None
@@ -202,17 +206,15 @@ class ModelRouter:
         )
         if desired is not None and desired.canary is not None:
             canary = desired.canary
-            serving = TargetServing(
-                serving.production,
-                await self._model(target, contract, canary, CANARY),
-                float(canary.traffic_percent or 0.0),
-                canary.experiment_salt or f"{target.name}:v{canary.version}",
+            serving = replace(
+                serving,
+                canary=await self._model(target, contract, canary, CANARY),
+                canary_percent=float(canary.traffic_percent or 0.0),
+                salt=canary.experiment_salt or f"{target.name}:v{canary.version}",
             )
         if desired is not None and desired.shadow is not None:
             shadow = await self._model(target, contract, desired.shadow, SHADOW)
-            serving = TargetServing(
-                serving.production, serving.canary, serving.canary_percent, serving.salt, shadow
-            )
+            serving = replace(serving, shadow=shadow)
         return serving
 
     async def refresh(self) -> bool:
@@ -251,7 +253,7 @@ class ModelRouter:
             self._problems[target.name] = problem
             applied = self._applied.get(target.name)
             silent = isinstance(problem, TritonSilentError)
-            if applied is not None and applied.wanted == self._wanted(target) and not silent:
+            if applied is not None and applied.versions == self._wanted(target) and not silent:
                 # Not a pending switch: what is served broke (Triton lost the model, the feature
                 # service changed under it), so stop routing to it.
                 self._applied.pop(target.name, None)
@@ -271,39 +273,28 @@ class ModelRouter:
         )
 
     def _apply(self, target: Target, serving: TargetServing) -> None:
-        wanted = (
-            serving.production.version,
-            serving.canary.version if serving.canary else "",
-            serving.shadow.version if serving.shadow else "",
-        )
         previous = self._applied.get(target.name)
-        if (
-            previous is None
-            or previous.wanted != wanted
-            or previous.canary
-            != (
-                serving.canary_percent,
-                serving.salt,
-            )
+        routing = (serving.versions, serving.canary_percent, serving.salt)
+        if previous is None or (previous.versions, previous.canary_percent, previous.salt) != (
+            routing
         ):
+            production, canary, shadow = serving.versions
             logger.info(
                 "routing_applied target=%s production=%s canary=%s percent=%s shadow=%s",
                 target.name,
-                wanted[0] or "triton-default",
-                wanted[1] or "-",
+                production or "triton-default",
+                canary or "-",
                 serving.canary_percent,
-                wanted[2] or "-",
+                shadow or "-",
             )
-        self._applied[target.name] = _Applied(
-            serving, wanted, (serving.canary_percent, serving.salt)
-        )
+        self._applied[target.name] = serving
         self._problems.pop(target.name, None)
 
     async def _heartbeat(self) -> None:
         if self.registry is None:
             return
         detail: dict[str, object] = {
-            name: list(applied.wanted) for name, applied in self._applied.items()
+            name: list(serving.versions) for name, serving in self._applied.items()
         }
         try:
             await asyncio.to_thread(
@@ -321,12 +312,12 @@ class ModelRouter:
 
     def serving(self, target: Target) -> TargetServing:
         """The serving set of `target`, or the error explaining why there is none."""
-        applied = self._applied.get(target.name)
-        if applied is None:
+        serving = self._applied.get(target.name)
+        if serving is None:
             raise self._problems.get(
                 target.name, BackendUnavailableError(f"{target.name}: not served")
             )
-        return applied.serving
+        return serving
 
     def get(self, target: Target, user_id: str = "") -> ServedModel:
         """The version that scores `user_id`: the canary for the users in its share."""

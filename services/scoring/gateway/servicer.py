@@ -331,6 +331,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         outcome: Outcome,
     ) -> None:
         target = query.target.name
+        now, user = time.time(), hash_id(query.user_id)
         for stage, seconds in outcome.stages.items():
             self.metrics.stage_latency.labels(stage, target).observe(seconds)
         self.metrics.candidates.observe(len(query.candidate_ids))
@@ -345,11 +346,11 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
                 "request",
                 {
                     "request_id": query.request_id,
-                    "at": time.time(),
+                    "at": now,
                     "target": target,
                     "arm": arm,
                     "version": scored.version,
-                    "user": hash_id(query.user_id),
+                    "user": user,
                     "candidates": len(query.candidate_ids),
                     "returned": [query.candidate_ids[i] for i in order],
                     "scores": [round(float(scored.scores[i]), 6) for i in order],
@@ -363,7 +364,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             accepted = self.feature_log.append(
                 ServedRequest(
                     request_id=query.request_id,
-                    served_at=time.time(),
+                    served_at=now,
                     user_id=query.user_id,
                     target=target,
                     model_version=scored.version,
@@ -379,9 +380,9 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
                 self.metrics.feature_log_rows.inc(len(query.candidate_ids))
         logger.info(
             "rank",
-            user=hash_id(query.user_id),
+            user=user,
             target=target,
-            version=scored.version or "fallback",
+            version=version,
             candidates=len(query.candidate_ids),
             returned=len(order),
             unknown_user=response.unknown_user,

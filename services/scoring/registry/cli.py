@@ -301,11 +301,13 @@ def models_bootstrap(actor: Actor = None) -> None:
 @models_app.command("sync")
 def models_sync() -> None:
     """Load into Triton exactly the versions the registry serves (after a Triton restart)."""
+    from scoring.registry.promotion import sync
+
     settings = _settings()
+    control = TritonControl(settings.triton)
     with _registry(settings) as registry:
-        promoter = _promoter(settings, registry, None, False)
         for name in TARGETS:
-            versions = promoter.sync(name)
+            versions = sync(registry, control, name)
             console.print(f"{name}: {sorted(versions) or 'no registry version; left as loaded'}")
 
 

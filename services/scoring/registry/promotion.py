@@ -88,6 +88,22 @@ def serving_versions(registry: Registry, target: str) -> set[int]:
     return {r.version for r in (routing.production, routing.canary, routing.shadow) if r}
 
 
+def sync(registry: Registry, control: TritonControl, target: str) -> set[int]:
+    """Loads exactly the registry's serving versions of `target` into Triton and warms them up
+    (after a Triton restart); returns them. A target with none is left as Triton has it."""
+    versions = serving_versions(registry, target)
+    if versions:
+        control.load(target, versions)
+        for v in sorted(versions):
+            control.warm_up(target, v)
+    return versions
+
+
+def artifact(model_repository: Path, target: str, version: int) -> Path:
+    """A version's TorchScript file in the model repository."""
+    return Path(model_repository) / target / str(version) / "model.pt"
+
+
 @dataclass
 class Promoter:
     """Drives the registry and Triton together; see the module docstring for the steps.
@@ -108,8 +124,7 @@ class Promoter:
     # --- gates ---------------------------------------------------------------------------
 
     def check_artifact(self, record: VersionRecord) -> None:
-        path = Path(self.settings.triton.model_repository) / record.target / str(record.version)
-        model = path / "model.pt"
+        model = artifact(self.settings.triton.model_repository, record.target, record.version)
         if not model.is_file():
             raise GateRefused(f"{record.target} v{record.version}: {model} is missing")
         if file_sha256(model) != record.checksum:
@@ -319,16 +334,6 @@ class Promoter:
             details={"rollback": True},
         )
 
-    def sync(self, target: str) -> set[int]:
-        """Loads exactly the registry's serving versions of `target` into Triton (after a Triton
-        restart); returns them. A target with none is left as Triton has it."""
-        versions = serving_versions(self.registry, target)
-        if versions and self.control is not None:
-            self.control.load(target, versions)
-            for v in sorted(versions):
-                self.control.warm_up(target, v)
-        return versions
-
 
 def register_version(
     registry: Registry,
@@ -346,12 +351,12 @@ def register_version(
     if not isinstance(contract, dict) or not isinstance(training, dict):
         raise RegistryError(f"{target} v{version}: manifest has no contract or training block")
     window = training.get("train_window") or [None, None]
-    artifact = Path(model_repository) / target / str(version) / "model.pt"
+    path = artifact(model_repository, target, version)
     return registry.register(
         target,
         version,
-        artifact_path=str(artifact),
-        checksum=file_sha256(artifact),
+        artifact_path=str(path),
+        checksum=file_sha256(path),
         feature_service=str(contract["feature_service"]),
         schema_hash=str(contract["schema_hash"]),
         train_start=window[0],

@@ -33,6 +33,9 @@ Profile = Literal["gpu", "cpu"]
 PARAM_FEATURE_SERVICE = "feature_service"
 PARAM_SCHEMA_HASH = "feature_schema_hash"
 PARAM_FEATURE_GROUPS = "feature_groups"
+# Batch sizes of the warm-up inferences a new version gets before traffic: TorchScript
+# optimises on its first runs, and a caller's deadline should not pay for that.
+WARMUP_ROWS = (1, 16, 128, 1, 16, 128)
 
 
 @dataclass(frozen=True, slots=True)

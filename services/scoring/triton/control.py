@@ -22,10 +22,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
 from scoring.core.settings import TritonSettings
-from scoring.triton.config import INPUT_NAME, OUTPUT_NAME, config_paths
+from scoring.triton.config import INPUT_NAME, OUTPUT_NAME, WARMUP_ROWS, config_paths
 
 logger = logging.getLogger(__name__)
-WARMUP_ROWS = (1, 16, 128, 1, 16, 128)
 
 
 class ModelControlError(RuntimeError):
