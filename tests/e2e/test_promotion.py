@@ -214,6 +214,7 @@ def test_promote_rollback_canary_shadow_under_load_without_a_failed_request(
             # Zero failed requests across two switches, a canary and a shadow.
             assert load.failures == [], load.failures[:5]
             assert sum(load.ok.values()) > 100
+            print(f"promotion under load: {dict(load.ok)}, {len(load.failures)} failed")
             # The shadow scored requests, and its version was never returned.
             assert set(served) == {("production", "1")}, served
     assert triton.process is None
