@@ -71,41 +71,47 @@ request_context = RequestSource(
 )
 def item_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     # Feast runs this from its source text: keep imports inside and call no module helpers.
+    # Inputs are read as float blocks (one conversion for many columns) and the output is built
+    # in one go: this runs on every request, where per-column pandas calls cost milliseconds.
     import numpy as np
     import pandas as pd
 
-    def num(name: str) -> np.ndarray:
-        return pd.to_numeric(inputs[name], errors="coerce").to_numpy(dtype="float64")
+    def block(names: list[str]) -> np.ndarray:
+        frame = inputs[names]
+        try:
+            return frame.to_numpy(dtype="float64", na_value=np.nan)
+        except (TypeError, ValueError):  # e.g. pd.NA in an object column
+            return frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
 
-    def lift(prefix: str, slot: np.ndarray) -> np.ndarray:
-        counts = np.stack([num(f"{prefix}_{s:02d}") for s in range(16)], axis=1)
-        share = (counts[rows, slot] + 0.25) / (counts.sum(axis=1) + 16 * 0.25)
-        return np.log(16 * share)
-
-    ts = num("request_ts")
+    slots = [f"{s:02d}" for s in range(16)]
+    scalars = ["request_ts", "category", "top_category", "price", "avg_order_value_30d"]
+    ts, category, top, price, aov, launch, signup = block([*scalars, "launch_ts", "signup_ts"]).T
     rows = np.arange(len(inputs))
-    category = num("category")
     slot = np.where(category >= 0, category % 16, 0).astype("int64")
-    table = np.stack([num(f"affinity_{s:02d}") for s in range(16)], axis=1)
-    affinity = np.where(category >= 0, table[rows, slot], np.nan)
-    top = num("top_category")
-    hour = (ts // 3600) % 24
-    out = pd.DataFrame(index=inputs.index)
-    out["user_category_affinity"] = affinity.astype("float32")
-    for name, prefix in (("view", "views_90d"), ("impression", "impressions_90d")):
-        value = np.where(category >= 0, lift(prefix, slot), np.nan)
-        out[f"category_{name}_affinity"] = value.astype("float32")
+
+    def lift(prefix: str) -> np.ndarray:
+        counts = block([f"{prefix}_{s}" for s in slots])
+        share = (counts[rows, slot] + 0.25) / (counts.sum(axis=1) + 16 * 0.25)
+        return np.where(category >= 0, np.log(16 * share), np.nan)
+
+    affinity = block([f"affinity_{s}" for s in slots])
     known = (category == category) & (top == top) & (top >= 0)
-    out["is_top_category"] = np.where(known, category == top, np.nan).astype("float32")
-    out["price_to_aov"] = (num("price") / num("avg_order_value_30d")).astype("float32")
-    out["item_age_days"] = ((ts - num("launch_ts")) / 86400.0).astype("float32")
-    out["tenure_days"] = ((ts - num("signup_ts")) / 86400.0).astype("float32")
-    out["hour_of_day"] = hour.astype("float32")
-    # The hour on a circle: 23:00 is next to 00:00.
-    out["hour_sin"] = np.sin(2 * np.pi * hour / 24).astype("float32")
-    out["hour_cos"] = np.cos(2 * np.pi * hour / 24).astype("float32")
-    out["day_of_week"] = ((ts // 86400 + 3) % 7).astype("float32")
-    return out
+    hour = (ts // 3600) % 24
+    out = {
+        "user_category_affinity": np.where(category >= 0, affinity[rows, slot], np.nan),
+        "category_view_affinity": lift("views_90d"),
+        "category_impression_affinity": lift("impressions_90d"),
+        "is_top_category": np.where(known, category == top, np.nan),
+        "price_to_aov": price / aov,
+        "item_age_days": (ts - launch) / 86400.0,
+        "tenure_days": (ts - signup) / 86400.0,
+        "hour_of_day": hour,
+        # The hour on a circle: 23:00 is next to 00:00.
+        "hour_sin": np.sin(2 * np.pi * hour / 24),
+        "hour_cos": np.cos(2 * np.pi * hour / 24),
+        "day_of_week": (ts // 86400 + 3) % 7,
+    }
+    return pd.DataFrame({k: v.astype("float32") for k, v in out.items()}, index=inputs.index)
 
 
 @on_demand_feature_view(
@@ -149,41 +155,46 @@ def activity_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
-    def num(name: str) -> np.ndarray:
-        return pd.to_numeric(inputs[name], errors="coerce").to_numpy(dtype="float64")
+    def block(names: list[str]) -> np.ndarray:
+        frame = inputs[names]
+        try:
+            return frame.to_numpy(dtype="float64", na_value=np.nan)
+        except (TypeError, ValueError):  # e.g. pd.NA in an object column
+            return frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
 
-    ts = num("request_ts")
-    first, second = num("target_category"), num("target_category_2")
-    table = np.stack([num(f"affinity_{s:02d}") for s in range(16)], axis=1)
+    slots = [f"{s:02d}" for s in range(16)]
+    scalars = ["request_ts", "target_category", "target_category_2", "start_ts", "end_ts"]
+    ts, first, second, start, end, signup = block([*scalars, "signup_ts"]).T
+    table = block([f"affinity_{s}" for s in slots])
     rows = np.arange(len(inputs))
 
+    def slot_of(category: np.ndarray) -> np.ndarray:
+        return np.where(category >= 0, category % 16, 0).astype("int64")
+
     def share(category: np.ndarray) -> np.ndarray:
-        slot = np.where(category >= 0, category % 16, 0).astype("int64")
-        return np.where(category >= 0, table[rows, slot], np.nan)
+        return np.where(category >= 0, table[rows, slot_of(category)], np.nan)
 
     def lift(prefix: str, category: np.ndarray) -> np.ndarray:
-        slot = np.where(category >= 0, category % 16, 0).astype("int64")
-        counts = np.stack([num(f"{prefix}_{s:02d}") for s in range(16)], axis=1)
-        value = (counts[rows, slot] + 0.25) / (counts.sum(axis=1) + 16 * 0.25)
+        counts = block([f"{prefix}_{s}" for s in slots])
+        value = (counts[rows, slot_of(category)] + 0.25) / (counts.sum(axis=1) + 16 * 0.25)
         return np.where(category >= 0, np.log(16 * value), np.nan)
 
     # The better of the two targets; a missing second target does not hide the first.
-    affinity = np.fmax(share(first), share(second))
-    out = pd.DataFrame(index=inputs.index)
-    out["target_affinity"] = affinity.astype("float32")
-    for name, prefix in (("view", "views_90d"), ("impression", "impressions_90d")):
-        value = np.fmax(lift(prefix, first), lift(prefix, second))
-        out[f"target_{name}_affinity"] = value.astype("float32")
-    hours_to_end = (num("end_ts") - ts) / 3600.0
-    out["hours_to_end"] = np.clip(hours_to_end, -24.0 * 7, 24.0 * 60).astype("float32")
+    hours_to_end = (end - ts) / 3600.0
     # The storefront's "ends soon" badge (the last two days): a step a network learns slowly
     # from a linear hours scale.
     ending = (hours_to_end >= 0) & (hours_to_end < 48.0)
-    out["ending_soon"] = np.where(hours_to_end == hours_to_end, ending, np.nan).astype("float32")
-    out["hours_since_start"] = np.clip(
-        (ts - num("start_ts")) / 3600.0, -24.0 * 7, 24.0 * 60
-    ).astype("float32")
-    out["tenure_days"] = ((ts - num("signup_ts")) / 86400.0).astype("float32")
-    out["hour_of_day"] = ((ts // 3600) % 24).astype("float32")
-    out["day_of_week"] = ((ts // 86400 + 3) % 7).astype("float32")
-    return out
+    out = {
+        "target_affinity": np.fmax(share(first), share(second)),
+        "target_view_affinity": np.fmax(lift("views_90d", first), lift("views_90d", second)),
+        "target_impression_affinity": np.fmax(
+            lift("impressions_90d", first), lift("impressions_90d", second)
+        ),
+        "hours_to_end": np.clip(hours_to_end, -24.0 * 7, 24.0 * 60),
+        "ending_soon": np.where(hours_to_end == hours_to_end, ending, np.nan),
+        "hours_since_start": np.clip((ts - start) / 3600.0, -24.0 * 7, 24.0 * 60),
+        "tenure_days": (ts - signup) / 86400.0,
+        "hour_of_day": (ts // 3600) % 24,
+        "day_of_week": (ts // 86400 + 3) % 7,
+    }
+    return pd.DataFrame({k: v.astype("float32") for k, v in out.items()}, index=inputs.index)

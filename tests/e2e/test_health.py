@@ -54,6 +54,10 @@ def test_not_serving_until_triton_is_up_then_serving_then_not(
         with TritonServer(triton_cfg, list(TARGETS)):
             assert wait_status(gateway.address, SERVING) == SERVING
         assert wait_status(gateway.address, NOT_SERVING) == NOT_SERVING
+        # Start-up's heap went out of the collector's reach once, when it first served.
+        log = gateway.log_path.read_text().splitlines()
+        frozen = [line for line in log if "gc_frozen" in line]
+        assert len(frozen) == 1 and int(frozen[0].rsplit("objects=", 1)[1]) > 100_000, frozen
     finally:
         assert gateway.stop() == 0, gateway.log_tail()
 

@@ -75,3 +75,31 @@ def test_campaign_uses_its_better_target_and_flags_its_last_two_days(store: Any)
     )
     assert out.loc[0, "target_impression_affinity"] == pytest.approx(0.0)  # no evidence: 0
     assert out["ending_soon"].tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("view", ["item_request_features", "activity_request_features"])
+def test_missing_values_read_the_same_in_every_pandas_form(store: Any, view: str) -> None:
+    """Missing inputs reach a UDF as NaN, None in an object column, or pd.NA in a nullable
+    integer column, depending on the path (online read, offline join): the outputs agree."""
+    rng = np.random.default_rng(0)
+    odfv = store.get_on_demand_feature_view(view)
+    names = [f.name for p in odfv.source_feature_view_projections.values() for f in p.features]
+    rows = 6
+    floats = {n: rng.integers(0, 20, rows).astype(float) for n in names}
+    for i, n in enumerate(names):
+        floats[n][i % rows] = np.nan  # every column has a hole, in varying rows
+    floats["request_ts"] = np.full(rows, 30 * 86400.0)
+    as_float = odfv.feature_transformation.transform(pd.DataFrame(floats))
+    as_none = pd.DataFrame(
+        {n: pd.Series([None if np.isnan(v) else v for v in col], dtype=object)
+         for n, col in floats.items()}
+    )  # fmt: skip
+    as_nullable = pd.DataFrame(
+        {n: pd.array([None if np.isnan(v) else int(v) for v in col], dtype="Int64")
+         for n, col in floats.items()}
+    )  # fmt: skip
+    as_na_object = as_nullable.astype(object)  # pd.NA inside object columns
+    for frame in (as_none, as_nullable, as_na_object):
+        got = odfv.feature_transformation.transform(frame)
+        pd.testing.assert_frame_equal(got, as_float)
+    assert as_float.isna().to_numpy().any()  # the holes propagate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -90,3 +91,32 @@ def test_row_cache_expires_and_stays_bounded() -> None:
 def test_non_redis_store_is_refused(feature_repo_ready: Any) -> None:
     with pytest.raises(ValueError, match="not redis"):
         RedisFeatureSource(feature_repo_ready.path)
+
+
+def test_contract_is_reread_when_the_registry_changes_and_kept_while_it_is_down(
+    production_repo: tuple[Path, Path, str],  # noqa: F811
+) -> None:
+    import sqlalchemy
+    from feast import FeatureService
+
+    repo, fs_yaml, _ = production_repo
+    feature_repo.apply(repo, fs_yaml)
+    fast = RedisFeatureSource(repo, fs_yaml)
+    service = TARGETS["item_ranker"].feature_service
+    first = fast.contract(service)
+    assert fast.contract(service) is first  # the registry did not change: not read again
+
+    time.sleep(1.1)  # the SQL registry's update time has a resolution of one second
+    view = fast.store.get_feature_view("item_stats")
+    fast.store.apply([FeatureService(name="scratch_service", features=[view])])
+    second = fast.contract(service)
+    assert second is not first and second == first  # read again; the same contract
+
+    # The registry's database goes away (a port nothing listens on): requests go on with the
+    # contract read last, and health (Redis) is unaffected; a contract never read cannot be.
+    dead = sqlalchemy.create_engine("postgresql+psycopg://postgres@127.0.0.1:9/test")
+    fast.store.registry.read_engine = dead
+    assert fast.contract(service) is second
+    fast.check()
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        fast.contract(TARGETS["activity_ranker"].feature_service)

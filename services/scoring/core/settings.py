@@ -72,6 +72,10 @@ class GatewaySettings(BaseModel):
     # Shadow scoring runs off the hot path; beyond this many in flight, shadow calls are skipped
     # (and counted) rather than queued behind live traffic.
     shadow_max_in_flight: int = Field(default=8, ge=1)
+    # Once serving, move what start-up allocated (Feast, pandas, torch metadata: ~350k objects)
+    # out of the garbage collector's reach (gc.freeze): a full collection then scans only what
+    # requests allocate, instead of pausing a request for up to 200 ms at N = 1000.
+    gc_freeze: bool = True
 
 
 class RegistrySettings(BaseModel):

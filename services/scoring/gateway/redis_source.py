@@ -136,7 +136,7 @@ class RedisFeatureSource(FeastFeatureSource):
         self.project: bytes = config.project.encode()
         self.key_version = config.entity_key_serialization_version
         self.cache = RowCache(cache_rows, cache_ttl_s)
-        self._layouts: dict[int, list[_ViewLayout]] = {}
+        self._layouts: dict[int, tuple[_ReadPlan, list[_ViewLayout]]] = {}
         self._keys: dict[tuple[str, str], bytes] = {}
         self._entities = {e.name: e.join_key for e in self.store.list_entities(allow_cache=True)}
 
@@ -153,10 +153,17 @@ class RedisFeatureSource(FeastFeatureSource):
         self._keys[memo] = out = bytes(encoded) + self.project
         return out
 
+    def check(self) -> None:
+        # What requests need: Redis answers. The Feast registry is read by `contract`, which
+        # serves on with the contract it read last while the registry is down. Not the SDK
+        # read of the base class either: its registry cache refresh costs ~15 ms of CPU each
+        # minute on the process that serves requests.
+        self.client.ping()
+
     def _layout(self, plan: _ReadPlan) -> list[_ViewLayout]:
         cached = self._layouts.get(id(plan))
-        if cached is not None:
-            return cached
+        if cached is not None and cached[0] is plan:  # the plan is kept: its id is not reused
+            return cached[1]
         layouts = []
         for view_name, (_, features) in plan.views.items():
             view = self.store.registry.get_feature_view(
@@ -164,7 +171,7 @@ class RedisFeatureSource(FeastFeatureSource):
             )
             fields = (*(_mmh3(f"{view_name}:{f}") for f in features), f"_ts:{view_name}")
             layouts.append(_ViewLayout(view_name, view.entities[0], features, fields))
-        self._layouts[id(plan)] = layouts
+        self._layouts[id(plan)] = (plan, layouts)
         return layouts
 
     def _online_dict(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -181,6 +182,7 @@ class Gateway:
         self.address = f"{settings.gateway.host}:{settings.gateway.port}"
         self.port = self.server.add_insecure_port(self.address)
         self._serving: bool | None = None
+        self._frozen = False
         self._health_task: asyncio.Task[None] | None = None
 
     async def check_once(self) -> bool:
@@ -194,6 +196,14 @@ class Gateway:
             features_ok = False
         targets_ok = await self.router.refresh() if triton_ok and features_ok else False
         serving = triton_ok and features_ok and targets_ok
+        if serving and not self._frozen and self.settings.gateway.gc_freeze:
+            # Start-up is done (stores open, contracts read, models warmed up): what it left
+            # on the heap lives as long as the process. Collect once, then keep it out of
+            # every later collection, which would otherwise rescan it.
+            gc.collect()
+            gc.freeze()
+            self._frozen = True
+            logger.info("gc_frozen objects=%s", gc.get_freeze_count())
         if serving != self._serving:
             logger.info(
                 "health serving=%s triton=%s features=%s targets=%s",
