@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,7 +61,47 @@ def test_redis_read_equals_the_feast_sdk_read(production_repo: tuple[Path, Path,
             same(got, expected)
             assert got.attrs["expired_rows"] == expected.attrs["expired_rows"]
             assert got.attrs["feature_age_s"].keys() == expected.attrs["feature_age_s"].keys()
+        # The gateway's path: the same read awaited on an event loop (uncached, then cached).
+        for _ in range(2):
+            online = asyncio.run(fast.read_async(contract, target, user, ids, {"request_ts": ts}))
+            same(online.frame, expected)
+            assert online.expired == expected.attrs["expired_rows"]
     assert fast.cache.hits > 0 and fast.cache.misses > 0
+
+
+def test_an_async_read_cut_off_by_its_budget_leaves_the_client_usable(
+    production_repo: tuple[Path, Path, str],  # noqa: F811
+) -> None:
+    import redis
+
+    repo, fs_yaml, _ = production_repo
+    log = tiny(datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5))
+    build_data_set(log, repo / "data", text_cache=TEXT_CACHE)
+    feature_repo.apply(repo, fs_yaml)
+    feature_repo.materialize(repo, fs_yaml=fs_yaml)
+    fast = RedisFeatureSource(repo, fs_yaml, cache_rows=0)
+    target = TARGETS["item_ranker"]
+    contract = fast.contract(target.feature_service)
+    ids = ("i_000001", "i_000002")
+
+    async def scenario() -> None:
+        def read() -> Any:
+            return fast.read_async(contract, target, "u_000003", ids, {"request_ts": 0})
+
+        expected = await read()
+        admin = redis.Redis(host="127.0.0.1", port=6379)
+        admin.execute_command("CLIENT", "PAUSE", 600, "ALL")  # a stuck store, for real
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(read(), 0.1)
+        assert time.monotonic() - started < 0.3  # the budget holds while Redis is stuck
+        await asyncio.sleep(0.7)  # the pause ends
+        after = await read()  # no reply of the cut-off read is mistaken for this one's
+        same(after.frame, expected.frame)
+        admin.close()
+        await fast.aclose()
+
+    asyncio.run(scenario())
 
 
 def test_decode_values_bulk_and_fallback() -> None:

@@ -329,8 +329,19 @@ class FeastFeatureSource:
                 `request_values["request_ts"]`, else the clock, by default.
         """
         plan = self._plan(contract)
-        n = len(candidate_ids)
         raw = self._online_dict(plan, target, user_id, candidate_ids)
+        return self._finish(contract, plan, raw, request_values, len(candidate_ids), now)
+
+    def _finish(
+        self,
+        contract: FeatureContract,
+        plan: _ReadPlan,
+        raw: dict[str, list[Any]],
+        request_values: dict[str, Any],
+        n: int,
+        now: float | None = None,
+    ) -> OnlineFeatures:
+        """TTL, age and on-demand features on top of the stored values of one read."""
         if now is None:
             now = float(request_values.get("request_ts") or time.time())
         columns: dict[str, Any] = {}

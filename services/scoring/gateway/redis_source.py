@@ -11,6 +11,7 @@ values (float, double, small ints) are decoded as numpy arrays, not one protobuf
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict
@@ -19,20 +20,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis.asyncio as aioredis
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from scoring.core.contract import FeatureContract
 from scoring.core.targets import USER_ENTITY, USER_JOIN_KEY, Target
-from scoring.gateway.features import FeastFeatureSource, _ReadPlan
+from scoring.gateway.features import FeastFeatureSource, OnlineFeatures, _ReadPlan
 
 # ValueProto wire tags (field number << 3 | wire type) of the fixed-width cases decoded in bulk.
 FLOAT_TAG, DOUBLE_TAG, INT64_TAG, INT32_TAG, BOOL_TAG = 0x35, 0x29, 0x20, 0x18, 0x38
 FIXED = {FLOAT_TAG: "<f4", DOUBLE_TAG: "<f8"}
 SMALL_VARINT = (INT64_TAG, INT32_TAG, BOOL_TAG)
 KEY_MEMO_SIZE = 500_000  # entity keys kept serialised (about 100 MB at most)
+# What the asyncio client takes over from the sync client Feast configured.
+ASYNC_CONNECTION_KWARGS = (
+    "host", "port", "db", "username", "password", "socket_timeout", "socket_connect_timeout",
+    "socket_keepalive", "client_name",
+)  # fmt: skip
+ASYNC_MAX_CONNECTIONS = 64
 
 
 def decode_values(raw: list[bytes | None]) -> list[Any]:
@@ -71,6 +80,18 @@ def decode_timestamps(raw: list[bytes | None]) -> np.ndarray:
             ts = Timestamp.FromString(data)
             out[i] = ts.seconds + ts.nanos / 1e9
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One read's plan against Redis: rows the cache had, and the HMGETs for the rest."""
+
+    user_views: list[_ViewLayout]
+    item_views: list[_ViewLayout]
+    rows: dict[tuple[str, str], tuple[float, list[Any]]]  # (view, id) -> (event ts, values)
+    missing: list[str]  # candidates read from Redis, in command order
+    commands: list[tuple[bytes, list[bytes | str]]]  # (key, fields): the user first, if any
+    now: float  # monotonic, for the cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +159,7 @@ class RedisFeatureSource(FeastFeatureSource):
         self.cache = RowCache(cache_rows, cache_ttl_s)
         self._layouts: dict[int, tuple[_ReadPlan, list[_ViewLayout]]] = {}
         self._keys: dict[tuple[str, str], bytes] = {}
+        self._aio: tuple[asyncio.AbstractEventLoop, aioredis.Redis] | None = None
         self._entities = {e.name: e.join_key for e in self.store.list_entities(allow_cache=True)}
 
     def _key(self, join_key: str, entity_id: str) -> bytes:
@@ -177,17 +199,56 @@ class RedisFeatureSource(FeastFeatureSource):
     def _online_dict(
         self, plan: _ReadPlan, target: Target, user_id: str, candidate_ids: tuple[str, ...]
     ) -> dict[str, list[Any]]:
+        batch = self._batch(plan, target, user_id, candidate_ids)
+        pipe = self.client.pipeline(transaction=False)
+        for key, fields in batch.commands:
+            pipe.hmget(key, fields)
+        return self._columns(batch, candidate_ids, pipe.execute())
+
+    async def read_async(
+        self,
+        contract: FeatureContract,
+        target: Target,
+        user_id: str,
+        candidate_ids: tuple[str, ...],
+        request_values: dict[str, Any],
+    ) -> OnlineFeatures:
+        """`read` on the event loop: the Redis round trip is awaited (and so cancelled with the
+        request's feature budget), the decoding and on-demand features run inline. No thread
+        hand-off: at 10 candidates that took the gateway's p99 from about 17 to 9-11 ms here,
+        since each hop between the loop and a worker thread waits for the GIL."""
+        plan = self._plan(contract)
+        batch = self._batch(plan, target, user_id, candidate_ids)
+        pipe = self._async_client().pipeline(transaction=False)
+        for key, fields in batch.commands:
+            pipe.hmget(key, fields)
+        raw = self._columns(batch, candidate_ids, await pipe.execute())
+        return self._finish(contract, plan, raw, request_values, len(candidate_ids))
+
+    def _async_client(self) -> aioredis.Redis:
+        """An asyncio client to the same server, made in (and bound to) the running loop."""
+        loop = asyncio.get_running_loop()
+        if self._aio is None or self._aio[0] is not loop:
+            kwargs = self.client.connection_pool.connection_kwargs
+            client = aioredis.Redis(
+                **{k: kwargs[k] for k in ASYNC_CONNECTION_KWARGS if k in kwargs},
+                max_connections=ASYNC_MAX_CONNECTIONS,
+            )
+            self._aio = (loop, client)
+        return self._aio[1]
+
+    def _batch(
+        self, plan: _ReadPlan, target: Target, user_id: str, candidate_ids: tuple[str, ...]
+    ) -> _Batch:
+        """Cached candidate rows, and one HMGET for the user and each uncached candidate. Views
+        of one entity share its Redis hash: one HMGET per entity reads all of them."""
         layouts = self._layout(plan)
         now = time.monotonic()
-        distinct = list(dict.fromkeys(candidate_ids))
         user_views = [v for v in layouts if v.entity == USER_ENTITY]
         item_views = [v for v in layouts if v.entity != USER_ENTITY]
-
-        # Cached candidate rows; one pipeline for the user and every uncached candidate. Views
-        # of one entity share its Redis hash: one HMGET per entity reads all of them.
         rows: dict[tuple[str, str], tuple[float, list[Any]]] = {}
         missing: list[str] = []
-        for cid in distinct:
+        for cid in dict.fromkeys(candidate_ids):
             complete = True
             for view in item_views:
                 hit = self.cache.get((view.view, cid), now)
@@ -197,19 +258,25 @@ class RedisFeatureSource(FeastFeatureSource):
                     rows[(view.view, cid)] = hit
             if not complete:
                 missing.append(cid)
-        pipe = self.client.pipeline(transaction=False)
+        commands: list[tuple[bytes, list[bytes | str]]] = []
         if user_views:
-            pipe.hmget(self._key(USER_JOIN_KEY, user_id), [f for v in user_views for f in v.fields])
+            user_fields = [f for v in user_views for f in v.fields]
+            commands.append((self._key(USER_JOIN_KEY, user_id), user_fields))
         item_fields = [f for v in item_views for f in v.fields]
-        for cid in missing:
-            pipe.hmget(self._key(target.join_key, cid), item_fields)
-        replies = pipe.execute()
+        commands.extend((self._key(target.join_key, cid), item_fields) for cid in missing)
+        return _Batch(user_views, item_views, rows, missing, commands, now)
 
+    def _columns(
+        self, batch: _Batch, candidate_ids: tuple[str, ...], replies: list[Any]
+    ) -> dict[str, list[Any]]:
+        """Stored values and event times per `<view>__<feature>`, one entry per candidate (what
+        the base class's `_online_dict` gives), from the replies to `batch.commands`."""
+        rows, missing, now = batch.rows, batch.missing, batch.now
         out: dict[str, list[Any]] = {}
         n = len(candidate_ids)
-        if user_views:
+        if batch.user_views:
             reply, start = replies[0], 0
-            for view in user_views:
+            for view in batch.user_views:
                 part = reply[start : start + len(view.fields)]
                 start += len(view.fields)
                 values = decode_values(list(part[:-1]))
@@ -217,9 +284,9 @@ class RedisFeatureSource(FeastFeatureSource):
                 for feature, value in zip(view.features, values, strict=True):
                     out[f"{view.view}__{feature}"] = [value] * n
                     out[f"{view.view}__{feature}__ts"] = [ts] * n
-        fetched = replies[1:] if user_views else replies
+        fetched = replies[1:] if batch.user_views else replies
         start = 0
-        for view in item_views:
+        for view in batch.item_views:
             stop = start + len(view.fields)
             if missing:
                 stamps = decode_timestamps([reply[stop - 1] for reply in fetched])
@@ -237,3 +304,8 @@ class RedisFeatureSource(FeastFeatureSource):
                 out[f"{view.view}__{feature}"] = [r[1][j] for r in per_candidate]
                 out[f"{view.view}__{feature}__ts"] = [r[0] for r in per_candidate]
         return out
+
+    async def aclose(self) -> None:
+        if self._aio is not None:
+            await self._aio[1].aclose()
+            self._aio = None

@@ -250,6 +250,8 @@ class Gateway:
         if self.feature_log is not None:
             await asyncio.to_thread(self.feature_log.close)
         await self.scorer.close()
+        if isinstance(self.features, RedisFeatureSource):
+            await self.features.aclose()
         self.servicer.pool.shutdown(wait=False, cancel_futures=True)
         logger.info(
             "gateway_stopped feature_log_rows=%s",

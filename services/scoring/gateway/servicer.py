@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,16 +148,15 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             self.settings.feature_timeout_ms / 1000.0, FEATURE_SHARE * deadline.remaining()
         )
         started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        fetch = loop.run_in_executor(
-            self.pool,
-            self.features.read,
-            contract,
-            query.target,
-            query.user_id,
-            query.candidate_ids,
-            {"request_ts": query.request_ts},
-        )
+        args = (contract, query.target, query.user_id, query.candidate_ids)
+        request_values = {"request_ts": query.request_ts}
+        fetch: Awaitable[OnlineFeatures]
+        read_async = getattr(self.features, "read_async", None)
+        if read_async is not None:  # Redis: awaited on the loop, no thread hand-off
+            fetch = read_async(*args, request_values)
+        else:  # a blocking store (the Feast SDK): in the feature thread pool
+            loop = asyncio.get_running_loop()
+            fetch = loop.run_in_executor(self.pool, self.features.read, *args, request_values)
         online: OnlineFeatures | None = None
         try:
             online = await asyncio.wait_for(fetch, budget)
