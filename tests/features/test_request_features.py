@@ -85,7 +85,7 @@ def test_missing_values_read_the_same_in_every_pandas_form(store: Any, view: str
     odfv = store.get_on_demand_feature_view(view)
     names = [f.name for p in odfv.source_feature_view_projections.values() for f in p.features]
     rows = 6
-    floats = {n: rng.integers(0, 20, rows).astype(float) for n in names}
+    floats = {n: rng.integers(1, 20, rows).astype(float) for n in names}  # no 0: a ratio input
     for i, n in enumerate(names):
         floats[n][i % rows] = np.nan  # every column has a hole, in varying rows
     floats["request_ts"] = np.full(rows, 30 * 86400.0)
