@@ -152,6 +152,7 @@ def item_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     ),
 )
 def activity_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
+    # Feast runs this from its source text: `block` is repeated here, not shared (see above).
     import numpy as np
     import pandas as pd
 

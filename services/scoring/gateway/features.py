@@ -41,7 +41,9 @@ logger = logging.getLogger(__name__)
 
 class FeatureSource(Protocol):
     """Where the gateway gets features from. Implementations are synchronous and thread-safe
-    per instance; the gateway calls them from a worker thread under the request deadline."""
+    per instance; the gateway calls `read` from a worker thread under the request deadline. A
+    source may also offer `async read_async(...)` with `read`'s arguments (RedisFeatureSource):
+    the gateway then awaits it on its event loop instead."""
 
     def contract(self, service: str) -> FeatureContract:
         """The live feature contract of a FeatureService."""
@@ -169,12 +171,11 @@ class OnDemand:
                 arrays.append(np.full(rows, np.nan if value is None else value, np.float64))
             else:
                 others[name] = [value] * rows
-        block = np.empty((rows, len(arrays)), dtype=np.float64)
-        for j, array in enumerate(arrays):
-            block[:, j] = array
-        full_block = block[:, : len(names)]
+        block = np.column_stack(arrays) if arrays else np.empty((rows, 0))
         frame = pd.DataFrame(
-            np.concatenate([full_block, block], axis=1), columns=[*names, *shorts], copy=False
+            np.concatenate([block[:, : len(names)], block], axis=1),
+            columns=[*names, *shorts],
+            copy=False,
         )
         for name, values in others.items():
             frame[name] = values
@@ -279,9 +280,13 @@ class FeastFeatureSource:
             return cached[2]
         contract = contract_from_store(self.store, service)
         if cached is not None and cached[0] != stamp:
-            self._plans.clear()  # views or on-demand UDFs may have changed under the same schema
+            self._forget_plans()  # views or on-demand UDFs may have changed under the same schema
         self._contracts[service] = (stamp, now, contract)
         return contract
+
+    def _forget_plans(self) -> None:
+        """Drops what was resolved from the registry per read plan (it changed)."""
+        self._plans.clear()
 
     def _plan(self, contract: FeatureContract) -> _ReadPlan:
         key = (contract.service, contract.schema_hash)

@@ -86,12 +86,19 @@ def decode_timestamps(raw: list[bytes | None]) -> np.ndarray:
 class _Batch:
     """One read's plan against Redis: rows the cache had, and the HMGETs for the rest."""
 
+    ids: tuple[str, ...]  # the candidates, as requested (duplicates included)
     user_views: list[_ViewLayout]
     item_views: list[_ViewLayout]
     rows: dict[tuple[str, str], tuple[float, list[Any]]]  # (view, id) -> (event ts, values)
     missing: list[str]  # candidates read from Redis, in command order
     commands: list[tuple[bytes, list[bytes | str]]]  # (key, fields): the user first, if any
     now: float  # monotonic, for the cache
+
+    def queue(self, pipe: Any) -> Any:
+        """Queues the HMGETs on a (sync or asyncio) Redis pipeline, and returns it."""
+        for key, fields in self.commands:
+            pipe.hmget(key, fields)
+        return pipe
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +189,10 @@ class RedisFeatureSource(FeastFeatureSource):
         # minute on the process that serves requests.
         self.client.ping()
 
+    def _forget_plans(self) -> None:
+        super()._forget_plans()
+        self._layouts.clear()
+
     def _layout(self, plan: _ReadPlan) -> list[_ViewLayout]:
         cached = self._layouts.get(id(plan))
         if cached is not None and cached[0] is plan:  # the plan is kept: its id is not reused
@@ -200,10 +211,7 @@ class RedisFeatureSource(FeastFeatureSource):
         self, plan: _ReadPlan, target: Target, user_id: str, candidate_ids: tuple[str, ...]
     ) -> dict[str, list[Any]]:
         batch = self._batch(plan, target, user_id, candidate_ids)
-        pipe = self.client.pipeline(transaction=False)
-        for key, fields in batch.commands:
-            pipe.hmget(key, fields)
-        return self._columns(batch, candidate_ids, pipe.execute())
+        return self._columns(batch, batch.queue(self.client.pipeline(transaction=False)).execute())
 
     async def read_async(
         self,
@@ -219,10 +227,8 @@ class RedisFeatureSource(FeastFeatureSource):
         since each hop between the loop and a worker thread waits for the GIL."""
         plan = self._plan(contract)
         batch = self._batch(plan, target, user_id, candidate_ids)
-        pipe = self._async_client().pipeline(transaction=False)
-        for key, fields in batch.commands:
-            pipe.hmget(key, fields)
-        raw = self._columns(batch, candidate_ids, await pipe.execute())
+        pipe = batch.queue(self._async_client().pipeline(transaction=False))
+        raw = self._columns(batch, await pipe.execute())
         return self._finish(contract, plan, raw, request_values, len(candidate_ids))
 
     def _async_client(self) -> aioredis.Redis:
@@ -264,14 +270,12 @@ class RedisFeatureSource(FeastFeatureSource):
             commands.append((self._key(USER_JOIN_KEY, user_id), user_fields))
         item_fields = [f for v in item_views for f in v.fields]
         commands.extend((self._key(target.join_key, cid), item_fields) for cid in missing)
-        return _Batch(user_views, item_views, rows, missing, commands, now)
+        return _Batch(candidate_ids, user_views, item_views, rows, missing, commands, now)
 
-    def _columns(
-        self, batch: _Batch, candidate_ids: tuple[str, ...], replies: list[Any]
-    ) -> dict[str, list[Any]]:
+    def _columns(self, batch: _Batch, replies: list[Any]) -> dict[str, list[Any]]:
         """Stored values and event times per `<view>__<feature>`, one entry per candidate (what
         the base class's `_online_dict` gives), from the replies to `batch.commands`."""
-        rows, missing, now = batch.rows, batch.missing, batch.now
+        rows, missing, now, candidate_ids = batch.rows, batch.missing, batch.now, batch.ids
         out: dict[str, list[Any]] = {}
         n = len(candidate_ids)
         if batch.user_views:

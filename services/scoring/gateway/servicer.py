@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,6 +93,10 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         self.events = events
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self.pool = ThreadPoolExecutor(settings.feature_workers, thread_name_prefix="features")
+        # The source's event-loop read, if it has one (see FeatureSource).
+        self._read_async: Callable[..., Awaitable[OnlineFeatures]] | None = getattr(
+            features, "read_async", None
+        )
 
     async def Rank(  # gRPC method name
         self,
@@ -151,9 +155,8 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         args = (contract, query.target, query.user_id, query.candidate_ids)
         request_values = {"request_ts": query.request_ts}
         fetch: Awaitable[OnlineFeatures]
-        read_async = getattr(self.features, "read_async", None)
-        if read_async is not None:  # Redis: awaited on the loop, no thread hand-off
-            fetch = read_async(*args, request_values)
+        if self._read_async is not None:  # Redis: awaited on the loop, no thread hand-off
+            fetch = self._read_async(*args, request_values)
         else:  # a blocking store (the Feast SDK): in the feature thread pool
             loop = asyncio.get_running_loop()
             fetch = loop.run_in_executor(self.pool, self.features.read, *args, request_values)
