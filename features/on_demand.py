@@ -71,8 +71,8 @@ request_context = RequestSource(
 )
 def item_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     # Feast runs this from its source text: keep imports inside and call no module helpers.
-    # Inputs are read as float blocks (one conversion for many columns) and the output is built
-    # in one go: this runs on every request, where per-column pandas calls cost milliseconds.
+    # Inputs are read as one float block (one selection and conversion for every column) and
+    # the output is built in one go: this runs on every request, where each pandas call costs.
     import numpy as np
     import pandas as pd
 
@@ -83,18 +83,24 @@ def item_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
         except (TypeError, ValueError):  # e.g. pd.NA in an object column
             return frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
 
-    slots = [f"{s:02d}" for s in range(16)]
+    # One float block for every input (one pandas selection), sliced into 7 scalars and 3
+    # per-category tables of 16 slots.
     scalars = ["request_ts", "category", "top_category", "price", "avg_order_value_30d"]
-    ts, category, top, price, aov, launch, signup = block([*scalars, "launch_ts", "signup_ts"]).T
+    tables = ["affinity", "views_90d", "impressions_90d"]
+    x = block(
+        [*scalars, "launch_ts", "signup_ts", *(f"{t}_{s:02d}" for t in tables for s in range(16))]
+    )
+    ts, category, top, price, aov, launch, signup = x[:, :7].T
+    table = {t: x[:, 7 + 16 * k : 23 + 16 * k] for k, t in enumerate(tables)}
     rows = np.arange(len(inputs))
     slot = np.where(category >= 0, category % 16, 0).astype("int64")
 
     def lift(prefix: str) -> np.ndarray:
-        counts = block([f"{prefix}_{s}" for s in slots])
+        counts = table[prefix]
         share = (counts[rows, slot] + 0.25) / (counts.sum(axis=1) + 16 * 0.25)
         return np.where(category >= 0, np.log(16 * share), np.nan)
 
-    affinity = block([f"affinity_{s}" for s in slots])
+    affinity = table["affinity"]
     known = (category == category) & (top == top) & (top >= 0)
     hour = (ts // 3600) % 24
     out = {
@@ -163,10 +169,12 @@ def activity_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
         except (TypeError, ValueError):  # e.g. pd.NA in an object column
             return frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
 
-    slots = [f"{s:02d}" for s in range(16)]
     scalars = ["request_ts", "target_category", "target_category_2", "start_ts", "end_ts"]
-    ts, first, second, start, end, signup = block([*scalars, "signup_ts"]).T
-    table = block([f"affinity_{s}" for s in slots])
+    tables = ["affinity", "views_90d", "impressions_90d"]
+    x = block([*scalars, "signup_ts", *(f"{t}_{s:02d}" for t in tables for s in range(16))])
+    ts, first, second, start, end, signup = x[:, :6].T
+    counts_of = {t: x[:, 6 + 16 * k : 22 + 16 * k] for k, t in enumerate(tables)}
+    table = counts_of["affinity"]
     rows = np.arange(len(inputs))
 
     def slot_of(category: np.ndarray) -> np.ndarray:
@@ -176,7 +184,7 @@ def activity_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
         return np.where(category >= 0, table[rows, slot_of(category)], np.nan)
 
     def lift(prefix: str, category: np.ndarray) -> np.ndarray:
-        counts = block([f"{prefix}_{s}" for s in slots])
+        counts = counts_of[prefix]
         value = (counts[rows, slot_of(category)] + 0.25) / (counts.sum(axis=1) + 16 * 0.25)
         return np.where(category >= 0, np.log(16 * value), np.nan)
 

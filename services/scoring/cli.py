@@ -365,7 +365,7 @@ def serve_gateway() -> None:
     from scoring.gateway.server import serve
 
     settings = Settings()
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.log_json, background=True)
     asyncio.run(serve(settings))
 
 

@@ -4,6 +4,7 @@ requests with feedback, and the shadow comparison."""
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,15 @@ def test_event_log_keeps_everything_across_close_and_skips_torn_lines(tmp_path: 
     with path.open("a") as f:
         f.write('{"i": 10')  # a writer crashed mid-line
     assert len(read_events(tmp_path, "feedback")) == 1000
+
+
+def test_event_log_writes_a_burst_as_one_batch_without_waiting_for_close(tmp_path: Path) -> None:
+    log = EventLog(tmp_path, "gw-1", linger_s=0.3)
+    for i in range(20):
+        log.append("request", {"i": i})
+    deadline = time.monotonic() + 10
+    while len(read_events(tmp_path, "request")) < 20 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [e["i"] for e in read_events(tmp_path, "request")] == list(range(20))
+    assert log.batches == 1  # one append for the burst, not one per event
+    log.close()

@@ -17,6 +17,7 @@ ref, dtype, default and vector length.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -95,6 +96,11 @@ class FeatureContract:
     features: tuple[FeatureSpec, ...]
     request_fields: tuple[str, ...]
     schema_hash: str
+    # The assembly layout, derived once from `features` (assemble runs on every request).
+    _layout: _Layout = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_layout", _Layout.of(self.features))
 
     @classmethod
     def build(
@@ -165,34 +171,40 @@ class FeatureContract:
         Raises:
             ContractMismatchError: a contract column is absent, or a vector has another length.
         """
+        layout = self._layout
         columns = frame if isinstance(frame, pd.DataFrame) else dict(frame)
-        absent = [ref for ref in self.refs if ref not in columns]
+        absent = [ref for ref in layout.refs if ref not in columns]
         if absent:
             raise ContractMismatchError(
                 f"feature service {self.service}: the store returned no column for {absent}"
             )
-        rows = len(frame) if isinstance(frame, pd.DataFrame) else _rows(columns, self.refs)
-        values = np.empty((rows, self.value_width), dtype=np.float64)
-        defaults = np.empty(self.value_width, dtype=np.float64)
-        start = 0
-        for f in self.features:
-            stop = start + f.length
-            defaults[start:stop] = f.default
-            column = columns[f.ref]
-            if f.is_vector:
-                values[:, start:stop] = self._vector(f, pd.Series(column, dtype=object))
-            else:
-                values[:, start] = _numeric(column)
-            start = stop
+        rows = len(frame) if isinstance(frame, pd.DataFrame) else _rows(columns, layout.refs)
+        values = np.empty((rows, layout.defaults.size), dtype=np.float64)
+        if layout.scalar_refs:
+            try:  # floats, ints, bools and None (-> NaN) of every scalar column in one C loop
+                block = np.array([columns[ref] for ref in layout.scalar_refs], dtype=np.float64)
+                if block.shape != (len(layout.scalar_refs), rows):
+                    raise ValueError("not one number per row")
+                values[:, layout.scalar_cols] = block.T
+            except (TypeError, ValueError):  # strings, decimals, pd.NA: column by column
+                for ref, col in zip(layout.scalar_refs, layout.scalar_cols, strict=True):
+                    values[:, col] = _numeric(columns[ref])
+        for spec, start in layout.vectors:
+            values[:, start : start + spec.length] = self._vector(
+                spec, pd.Series(columns[spec.ref], dtype=object)
+            )
         missing = np.isnan(values)
-        filled = np.where(missing, defaults, values)
-        indicators = np.empty((rows, len(self.features)), dtype=bool)
-        start = 0
-        for j, f in enumerate(self.features):
-            indicators[:, j] = missing[:, start : start + f.length].any(axis=1)
-            start += f.length
-        matrix = np.concatenate([filled, indicators], axis=1).astype(np.float32)
-        return Assembled(np.ascontiguousarray(matrix), missing, indicators)
+        filled = np.where(missing, layout.defaults, values)
+        # Per feature: any of its value columns missing.
+        indicators = (
+            np.logical_or.reduceat(missing, layout.starts, axis=1)
+            if layout.refs
+            else (np.zeros((rows, 0), dtype=bool))
+        )
+        matrix = np.empty((rows, filled.shape[1] + indicators.shape[1]), dtype=np.float32)
+        matrix[:, : filled.shape[1]] = filled
+        matrix[:, filled.shape[1] :] = indicators
+        return Assembled(matrix, missing, indicators)
 
     def _vector(self, spec: FeatureSpec, column: pd.Series) -> np.ndarray:
         out = np.full((len(column), spec.length), np.nan)
@@ -229,6 +241,38 @@ class FeatureContract:
                 for f in self.features
             ],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Where each feature of a contract lands in the value columns."""
+
+    refs: tuple[str, ...]
+    defaults: np.ndarray  # [value columns] float64
+    starts: np.ndarray  # each feature's first value column
+    scalar_refs: tuple[str, ...]
+    scalar_cols: np.ndarray  # their value columns
+    vectors: tuple[tuple[FeatureSpec, int], ...]  # (vector feature, first value column)
+
+    @classmethod
+    def of(cls, features: Sequence[FeatureSpec]) -> _Layout:
+        starts = np.cumsum([0, *(f.length for f in features)])[:-1].astype(np.intp)
+        scalars = [(f.ref, int(s)) for f, s in zip(features, starts, strict=True)]
+        scalars = [
+            (ref, s) for (ref, s), f in zip(scalars, features, strict=True) if not f.is_vector
+        ]
+        return cls(
+            refs=tuple(f.ref for f in features),
+            defaults=np.repeat([f.default for f in features], [f.length for f in features]).astype(
+                np.float64
+            ),
+            starts=starts,
+            scalar_refs=tuple(ref for ref, _ in scalars),
+            scalar_cols=np.array([s for _, s in scalars], dtype=np.intp),
+            vectors=tuple(
+                (f, int(s)) for f, s in zip(features, starts, strict=True) if f.is_vector
+            ),
+        )
 
 
 def _parse_default(raw: str | None, where: str) -> float:

@@ -9,7 +9,7 @@ from scoring.gateway.server import serve
 
 def main() -> None:
     settings = Settings()
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.log_json, background=True)
     asyncio.run(serve(settings))
 
 

@@ -189,7 +189,9 @@ class OnDemand:
             out = self.view.feature_transformation.transform(
                 self._frame(columns, request_values, rows)
             )
-            return {self.prefix + name: out[name].to_numpy() for name in out.columns}
+            # One conversion (the UDF's outputs are one float32 block), then column views.
+            values = out.to_numpy()
+            return {self.prefix + name: values[:, j] for j, name in enumerate(out.columns)}
         request = {name: [request_values.get(name)] * rows for name, _ in self.request_fields}
         table = pa.table(
             {
@@ -355,20 +357,25 @@ class FeastFeatureSource:
         for view, (ttl, features) in plan.views.items():
             refs = [f"{view}__{f}" for f in features]
             stamps = np.array(raw[refs[0] + TIMESTAMP_SUFFIX], dtype=np.float64)
+            # A row is present when it has a stamp and any value (stop at the first feature
+            # that shows every row: usually the first).
             present = np.zeros(n, dtype=bool)
             for ref in refs:
-                present |= np.array([v is not None for v in raw[ref]], dtype=bool)
+                present |= np.fromiter((v is not None for v in raw[ref]), bool, n)
+                if present.all():
+                    break
             present &= stamps > 0
             age = now - stamps
             expired = present & (age > ttl) if ttl > 0 else np.zeros(n, dtype=bool)
             if present.any():
                 age_s[view] = float(age[present].max())
-            expired_rows[view] = int(expired.sum())
+            gone = int(expired.sum())
+            expired_rows[view] = gone
             for ref in refs:
                 values = raw[ref]
                 columns[ref] = (
-                    [None if gone else v for v, gone in zip(values, expired, strict=True)]
-                    if expired.any()
+                    [None if old else v for v, old in zip(values, expired, strict=True)]
+                    if gone
                     else values
                 )
         for odfv in plan.on_demand:
