@@ -154,3 +154,34 @@ def test_manifest_json_describes_the_layout() -> None:
     assert doc["layout"] == "values+missing_indicators/v1"
     assert doc["width"] == 5
     assert doc["features"][1]["length"] == 2
+
+
+@pytest.mark.parametrize("as_frame", [False, True])
+def test_values_that_are_not_numbers_are_missing_and_the_rest_still_count(as_frame: bool) -> None:
+    # One odd column sends assembly column by column; the clean columns must not change.
+    contract = FeatureContract.build(
+        "s", [spec("a", 7.0), spec("odd", -1.0), FeatureSpec("v", "flag", "Bool", 0.0, "user")]
+    )
+    columns: dict[str, list[Any]] = {
+        "v__a": [1.5, None, float("nan")],
+        "v__odd": ["2.5", "not a number", pd.NA],
+        "v__flag": [True, False, None],
+    }
+    out = contract.assemble(pd.DataFrame(columns) if as_frame else columns)
+    np.testing.assert_array_equal(
+        out.matrix,
+        [
+            [1.5, 2.5, 1.0, 0, 0, 0],
+            [7.0, -1.0, 0.0, 1, 1, 0],
+            [7.0, -1.0, 0.0, 1, 1, 1],
+        ],
+    )
+    assert out.matrix.dtype == np.float32 and out.matrix.flags.c_contiguous
+    clean = contract.assemble({**columns, "v__odd": [2.5, None, None]})
+    np.testing.assert_array_equal(out.matrix, clean.matrix)
+
+
+def test_no_rows_assemble_to_an_empty_matrix_of_the_full_width() -> None:
+    contract = FeatureContract.build("s", [spec("a"), vec("x", 3)])
+    out = contract.assemble({"v__a": [], "e__x": []})
+    assert out.matrix.shape == (0, contract.width) and out.indicators.shape == (0, 2)
