@@ -199,7 +199,7 @@ class FeatureContract:
         indicators = (
             np.logical_or.reduceat(missing, layout.starts, axis=1)
             if layout.refs
-            else (np.zeros((rows, 0), dtype=bool))
+            else np.zeros((rows, 0), dtype=bool)
         )
         matrix = np.empty((rows, filled.shape[1] + indicators.shape[1]), dtype=np.float32)
         matrix[:, : filled.shape[1]] = filled
@@ -257,9 +257,8 @@ class _Layout:
     @classmethod
     def of(cls, features: Sequence[FeatureSpec]) -> _Layout:
         starts = np.cumsum([0, *(f.length for f in features)])[:-1].astype(np.intp)
-        scalars = [(f.ref, int(s)) for f, s in zip(features, starts, strict=True)]
         scalars = [
-            (ref, s) for (ref, s), f in zip(scalars, features, strict=True) if not f.is_vector
+            (f.ref, int(s)) for f, s in zip(features, starts, strict=True) if not f.is_vector
         ]
         return cls(
             refs=tuple(f.ref for f in features),
