@@ -85,7 +85,7 @@ def data_generate(
     items: int = 500,
     activities: int = 60,
     item_impressions: int = 40_000,
-    activity_impressions: int = 20_000,
+    activity_impressions: int = 40_000,
     days: int = 35,
     seed: int = 7,
     large: Annotated[
@@ -290,7 +290,7 @@ def train(
     target: Annotated[
         list[str] | None, typer.Option(help="Model target(s); all by default.")
     ] = None,
-    epochs: int = 8,
+    epochs: int = 20,
     device: Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1 ...")] = "cpu",
     seed: int = 7,
     report: Annotated[bool, typer.Option(help="Print each version's full report.")] = True,
@@ -430,7 +430,7 @@ def demo(
     users: Annotated[
         int, typer.Option(help="Data size: items, activities, impressions scale.")
     ] = 1000,
-    epochs: int = 8,
+    epochs: int = 20,
 ) -> None:
     """Everything, end to end: data, features, training, Triton, gateway, real requests."""
     from scoring.client import RankingClient
@@ -446,7 +446,7 @@ def demo(
         items=n_items,
         activities=n_activities,
         item_impressions=users * 40,
-        activity_impressions=users * 20,
+        activity_impressions=users * 40,
     )
     console.rule("2/6 features")
     features_apply()

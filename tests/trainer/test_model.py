@@ -58,7 +58,14 @@ def scripted(m: torch.nn.Module) -> torch.jit.ScriptModule:
 def test_preprocessing_is_fitted_on_training_rows() -> None:
     prep = fit_preprocessing(rows(), COLUMNS, GROUPS)
     assert list(prep.numeric) == [0, 1, 3] and list(prep.categorical) == [2, 4]
-    assert list(prep.log1p) == [False, True, True], "heavy-tailed, non-negative: log1p"
+    assert list(prep.log1p) == [True, True, True], "no negative values: log1p"
+    skewed = fit_preprocessing(rows(), COLUMNS, GROUPS, log_numeric="skewed")
+    assert list(skewed.log1p) == [False, True, True], "heavy-tailed, non-negative: log1p"
+    signed = rows()
+    signed[0, 1] = -1.0  # one negative value: left linear under either rule
+    assert not fit_preprocessing(signed, COLUMNS, GROUPS).log1p[1]
+    with pytest.raises(ValueError, match="log_numeric"):
+        fit_preprocessing(rows(), COLUMNS, GROUPS, log_numeric="always")
     assert [list(v) for v in prep.vocabs] == [list(range(12)), [0, 1, 2]]
     assert [GROUPS[g] for g in prep.categorical_group] == ["item_popularity", "user_profile"]
 
@@ -132,3 +139,12 @@ def test_runs_on_cuda() -> None:
     m = model().cuda()
     out = m(torch.from_numpy(rows(16)).cuda())
     assert out[0].is_cuda and out[1].shape == (16, len(GROUPS))
+
+
+def test_a_manifest_config_replays_its_preprocessing_rule() -> None:
+    from scoring.trainer.train import TrainConfig
+
+    raw = TrainConfig().to_dict()
+    assert TrainConfig.from_dict(raw) == TrainConfig()
+    del raw["model"]["log_numeric"]  # a version trained before the rule was recorded
+    assert TrainConfig.from_dict(raw).model.log_numeric == "skewed"

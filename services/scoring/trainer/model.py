@@ -30,11 +30,16 @@ class ModelConfig:
 
     embedding_dim: int = 8
     cross_layers: int = 2
-    cross_rank: int = 32
+    # A low-rank cross (4): fewer pairwise terms to overfit on tens of thousands of rows.
+    cross_rank: int = 4
     hidden: tuple[int, ...] = (64, 32)
     oov_buckets: int = 16
     oov_rate: float = 0.02
     clip: float = 8.0
+    # Which numeric columns get a signed log1p before normalisation: "nonnegative" (counts,
+    # prices, ratios: every column without negative values) or "skewed" (only those with a
+    # skewness above 2, the rule before stop 13).
+    log_numeric: str = "nonnegative"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +67,12 @@ def fit_preprocessing(
     groups: tuple[str, ...],
     max_vocab: int = 1000,
     min_count: int = 3,
+    log_numeric: str = "nonnegative",
 ) -> Preprocessing:
     """Fits numeric statistics and categorical vocabularies on training rows `x`.
 
-    Heavy-tailed non-negative numeric columns (skewness > 2) get a signed log1p first.
+    Numeric columns without negative values get a signed log1p first (`log_numeric` =
+    "nonnegative"), or only the heavy-tailed ones among them, skewness > 2 ("skewed").
     A categorical vocabulary keeps values seen at least `min_count` times (at most `max_vocab`,
     most frequent first); the rest go to hash buckets, as unseen values do at serving.
     """
@@ -75,7 +82,11 @@ def fit_preprocessing(
     xn = x[:, num].astype(np.float64)
     std = xn.std(axis=0)
     skew = ((xn - xn.mean(axis=0)) ** 3).mean(axis=0) / np.maximum(std, 1e-12) ** 3
-    log1p = (xn.min(axis=0, initial=0.0) >= 0) & (skew > 2.0)
+    if log_numeric not in ("nonnegative", "skewed"):
+        raise ValueError(f"log_numeric: {log_numeric!r} is not 'nonnegative' or 'skewed'")
+    log1p = xn.min(axis=0, initial=0.0) >= 0
+    if log_numeric == "skewed":
+        log1p &= skew > 2.0
     xn = np.where(log1p, _signed_log1p(xn), xn)
     vocabs = []
     for j in cat:

@@ -58,14 +58,16 @@ ProgressHook = Callable[[str, int, int, str], None]
 class TrainConfig:
     """Hyper-parameters; all of them are recorded in the manifest (`from_dict` reads them)."""
 
-    epochs: int = 8
+    # Regularised (weight decay 3e-3, a low-rank cross) and trained longer at a lower rate: on
+    # the default data this took AUC/oracle from 0.951 / 0.956 to 0.974 / 0.968 (README).
+    epochs: int = 20
     batch_size: int = 512
-    learning_rate: float = 3e-3
-    weight_decay: float = 1e-6
+    learning_rate: float = 1e-3
+    weight_decay: float = 3e-3
     purchase_weight: float = 1.0
     test_fraction: float = 0.2
     valid_fraction: float = 0.1
-    patience: int = 2
+    patience: int = 4
     seed: int = 7
     device: str = "cpu"
     model: ModelConfig = ModelConfig()
@@ -76,7 +78,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
         """The config a manifest recorded (lists back to tuples)."""
-        model: dict[str, Any] = {
+        # Manifests from before `log_numeric` existed were fitted with the "skewed" rule.
+        model: dict[str, Any] = {"log_numeric": "skewed"} | {
             k: tuple(v) if isinstance(v, list) else v for k, v in raw["model"].items()
         }
         return cls(**{**raw, "model": dataclasses.replace(ModelConfig(), **model)})
@@ -387,7 +390,8 @@ def train_target(
     groups = feature_groups(contract)
     columns = column_layout(contract, x_train.shape[1], vector_lengths(frame, contract))
     torch.manual_seed(cfg.seed)
-    model = build_model(fit_preprocessing(x_train, columns, groups), cfg.model, len(label_cols))
+    prep = fit_preprocessing(x_train, columns, groups, log_numeric=cfg.model.log_numeric)
+    model = build_model(prep, cfg.model, len(label_cols))
     model.set_reference(torch.from_numpy(x_train))
     y_train = train[label_cols].to_numpy(dtype=np.float32)
     # Early stopping on the latest part of the training window: the test window stays unseen.
