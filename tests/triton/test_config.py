@@ -56,6 +56,7 @@ def test_profiles_share_everything_but_runtime() -> None:
     assert gpu.input[0].name == INPUT_NAME and list(gpu.input[0].dims) == [19]
     assert gpu.output[0].name == OUTPUT_NAME
     assert gpu.parameters["feature_schema_hash"].string_value == "abc123"
+    assert gpu.parameters["INTRA_OP_THREAD_COUNT"].string_value == "1"  # both: one torch thread
 
 
 def test_outputs_and_feature_groups_come_from_one_spec() -> None:

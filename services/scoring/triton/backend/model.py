@@ -18,8 +18,13 @@ INPUT_NAME = "features__0"
 class TritonPythonModel:
     def initialize(self, args):
         path = os.path.join(args["model_repository"], args["model_version"], "model.pt")
+        config = json.loads(args["model_config"])
+        # The libtorch backend's parameter (scoring/triton/config.py): this process's threads.
+        threads = config.get("parameters", {}).get("INTRA_OP_THREAD_COUNT", {}).get("string_value")
+        if threads:
+            torch.set_num_threads(int(threads))
         self.model = torch.jit.load(path, map_location="cpu").eval()
-        self.outputs = [o["name"] for o in json.loads(args["model_config"])["output"]]
+        self.outputs = [o["name"] for o in config["output"]]
 
     def execute(self, requests):
         # Dynamic batching hands several requests at once: one forward pass, then split.
