@@ -76,31 +76,28 @@ def item_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
-    def block(names: list[str]) -> np.ndarray:
-        frame = inputs[names]
-        try:
-            return frame.to_numpy(dtype="float64", na_value=np.nan)
-        except (TypeError, ValueError):  # e.g. pd.NA in an object column
-            return frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
-
     # One float block for every input (one pandas selection), sliced into 7 scalars and 3
     # per-category tables of 16 slots.
     scalars = ["request_ts", "category", "top_category", "price", "avg_order_value_30d"]
     tables = ["affinity", "views_90d", "impressions_90d"]
-    x = block(
+    frame = inputs[
         [*scalars, "launch_ts", "signup_ts", *(f"{t}_{s:02d}" for t in tables for s in range(16))]
-    )
+    ]
+    try:
+        x = frame.to_numpy(dtype="float64", na_value=np.nan)
+    except (TypeError, ValueError):  # e.g. pd.NA in an object column
+        x = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
     ts, category, top, price, aov, launch, signup = x[:, :7].T
-    table = {t: x[:, 7 + 16 * k : 23 + 16 * k] for k, t in enumerate(tables)}
+    per_slot = {t: x[:, 7 + 16 * k : 23 + 16 * k] for k, t in enumerate(tables)}
     rows = np.arange(len(inputs))
     slot = np.where(category >= 0, category % 16, 0).astype("int64")
 
     def lift(prefix: str) -> np.ndarray:
-        counts = table[prefix]
+        counts = per_slot[prefix]
         share = (counts[rows, slot] + 0.25) / (counts.sum(axis=1) + 16 * 0.25)
         return np.where(category >= 0, np.log(16 * share), np.nan)
 
-    affinity = table["affinity"]
+    affinity = per_slot["affinity"]
     known = (category == category) & (top == top) & (top >= 0)
     hour = (ts // 3600) % 24
     out = {
@@ -158,23 +155,20 @@ def item_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     ),
 )
 def activity_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
-    # Feast runs this from its source text: `block` is repeated here, not shared (see above).
+    # Feast runs this from its source text: the block read is repeated here, not shared.
     import numpy as np
     import pandas as pd
 
-    def block(names: list[str]) -> np.ndarray:
-        frame = inputs[names]
-        try:
-            return frame.to_numpy(dtype="float64", na_value=np.nan)
-        except (TypeError, ValueError):  # e.g. pd.NA in an object column
-            return frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
-
     scalars = ["request_ts", "target_category", "target_category_2", "start_ts", "end_ts"]
     tables = ["affinity", "views_90d", "impressions_90d"]
-    x = block([*scalars, "signup_ts", *(f"{t}_{s:02d}" for t in tables for s in range(16))])
+    frame = inputs[[*scalars, "signup_ts", *(f"{t}_{s:02d}" for t in tables for s in range(16))]]
+    try:
+        x = frame.to_numpy(dtype="float64", na_value=np.nan)
+    except (TypeError, ValueError):  # e.g. pd.NA in an object column
+        x = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
     ts, first, second, start, end, signup = x[:, :6].T
-    counts_of = {t: x[:, 6 + 16 * k : 22 + 16 * k] for k, t in enumerate(tables)}
-    table = counts_of["affinity"]
+    per_slot = {t: x[:, 6 + 16 * k : 22 + 16 * k] for k, t in enumerate(tables)}
+    table = per_slot["affinity"]
     rows = np.arange(len(inputs))
 
     def slot_of(category: np.ndarray) -> np.ndarray:
@@ -184,7 +178,7 @@ def activity_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
         return np.where(category >= 0, table[rows, slot_of(category)], np.nan)
 
     def lift(prefix: str, category: np.ndarray) -> np.ndarray:
-        counts = counts_of[prefix]
+        counts = per_slot[prefix]
         value = (counts[rows, slot_of(category)] + 0.25) / (counts.sum(axis=1) + 16 * 0.25)
         return np.where(category >= 0, np.log(16 * value), np.nan)
 

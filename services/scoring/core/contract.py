@@ -119,7 +119,7 @@ class FeatureContract:
     @property
     def refs(self) -> list[str]:
         """Feature refs in contract order (one per feature, vectors not expanded)."""
-        return [f.ref for f in self.features]
+        return list(self._layout.refs)
 
     @property
     def value_columns(self) -> list[str]:
@@ -136,7 +136,7 @@ class FeatureContract:
 
     @property
     def value_width(self) -> int:
-        return sum(f.length for f in self.features)
+        return int(self._layout.defaults.size)
 
     @property
     def width(self) -> int:

@@ -23,6 +23,9 @@ from torch import nn
 
 from scoring.trainer.layout import Column
 
+# Which numeric columns get a signed log1p (ModelConfig.log_numeric); the first is the default.
+LOG_NUMERIC_RULES = ("nonnegative", "skewed")
+
 
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
@@ -39,7 +42,7 @@ class ModelConfig:
     # Which numeric columns get a signed log1p before normalisation: "nonnegative" (counts,
     # prices, ratios: every column without negative values) or "skewed" (only those with a
     # skewness above 2, the rule before stop 13).
-    log_numeric: str = "nonnegative"
+    log_numeric: str = LOG_NUMERIC_RULES[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,7 @@ def fit_preprocessing(
     groups: tuple[str, ...],
     max_vocab: int = 1000,
     min_count: int = 3,
-    log_numeric: str = "nonnegative",
+    log_numeric: str = LOG_NUMERIC_RULES[0],
 ) -> Preprocessing:
     """Fits numeric statistics and categorical vocabularies on training rows `x`.
 
@@ -79,13 +82,12 @@ def fit_preprocessing(
     index = {g: i for i, g in enumerate(groups)}
     num = np.array([i for i, c in enumerate(columns) if not c.categorical], dtype=np.int64)
     cat = np.array([i for i, c in enumerate(columns) if c.categorical], dtype=np.int64)
+    if log_numeric not in LOG_NUMERIC_RULES:
+        raise ValueError(f"log_numeric: {log_numeric!r} is not one of {LOG_NUMERIC_RULES}")
     xn = x[:, num].astype(np.float64)
-    std = xn.std(axis=0)
-    skew = ((xn - xn.mean(axis=0)) ** 3).mean(axis=0) / np.maximum(std, 1e-12) ** 3
-    if log_numeric not in ("nonnegative", "skewed"):
-        raise ValueError(f"log_numeric: {log_numeric!r} is not 'nonnegative' or 'skewed'")
     log1p = xn.min(axis=0, initial=0.0) >= 0
     if log_numeric == "skewed":
+        skew = ((xn - xn.mean(axis=0)) ** 3).mean(axis=0) / np.maximum(xn.std(axis=0), 1e-12) ** 3
         log1p &= skew > 2.0
     xn = np.where(log1p, _signed_log1p(xn), xn)
     vocabs = []

@@ -38,6 +38,7 @@ PARAM_FEATURE_GROUPS = "feature_groups"
 # given to another process makes the first one spin-wait (it took the floor's p99 at 10
 # candidates from 7.1 to 2.8 ms, the gateway's from 16.8 to 7.5 ms; bench/RESULTS.md).
 PARAM_INTRA_OP_THREADS = "INTRA_OP_THREAD_COUNT"
+INTRA_OP_THREADS = 1
 # Batch sizes of the warm-up inferences a new version gets before traffic: TorchScript
 # optimises on its first runs, and a caller's deadline should not pay for that.
 WARMUP_ROWS = (1, 16, 128, 1, 16, 128)
@@ -59,7 +60,6 @@ class ModelSpec:
     groups: tuple[str, ...] = ()
     purchase: bool = False
     max_batch_size: int = 1024
-    intra_op_threads: int = 1
 
     @property
     def outputs(self) -> tuple[tuple[str, int], ...]:
@@ -91,7 +91,7 @@ def build_config(spec: ModelSpec, profile: Profile) -> mc.ModelConfig:
     cfg.parameters[PARAM_SCHEMA_HASH].string_value = spec.schema_hash
     if spec.groups:
         cfg.parameters[PARAM_FEATURE_GROUPS].string_value = ",".join(spec.groups)
-    cfg.parameters[PARAM_INTRA_OP_THREADS].string_value = str(spec.intra_op_threads)
+    cfg.parameters[PARAM_INTRA_OP_THREADS].string_value = str(INTRA_OP_THREADS)
     return cfg
 
 
