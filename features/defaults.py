@@ -14,6 +14,7 @@ from feast.types import Array, FeastType, Float32
 
 DEFAULT_TAG = "default"
 LENGTH_TAG = "length"
+INPUTS_TAG = "inputs"  # scoring.gateway.features.INPUTS_TAG
 
 
 def feature(name: str, dtype: FeastType, default: float, description: str = "") -> Field:
@@ -36,3 +37,11 @@ def vector(name: str, length: int, default: float, description: str = "") -> Fie
 def view_defaults(**defaults: float) -> dict[str, str]:
     """View-level tags declaring the defaults of an on-demand view's output features."""
     return {f"{DEFAULT_TAG}:{name}": repr(float(value)) for name, value in defaults.items()}
+
+
+def array_inputs() -> dict[str, str]:
+    """The view tag of an on-demand UDF that, besides Feast's DataFrame, also takes a dict of
+    float64 numpy columns (its inputs by short name, and the request fields) and then returns a
+    dict of its output columns. The gateway then calls it that way: no pandas on the request
+    path. Both forms must give the same values (tests/features/test_request_features.py)."""
+    return {INPUTS_TAG: "arrays"}

@@ -16,7 +16,7 @@ from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float32, Int64
 
 from activity import activity_stats
-from defaults import view_defaults
+from defaults import array_inputs, view_defaults
 from item import item_stats
 from user import user_affinity, user_behavior, user_profile
 
@@ -55,7 +55,8 @@ request_context = RequestSource(
         Field(name="day_of_week", dtype=Float32),
     ],
     mode="pandas",
-    tags=view_defaults(
+    tags=array_inputs()
+    | view_defaults(
         user_category_affinity=1.0 / 16,
         category_view_affinity=0.0,
         category_impression_affinity=0.0,
@@ -70,26 +71,33 @@ request_context = RequestSource(
     ),
 )
 def item_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
+    # Feast checks these annotations; the gateway also passes a dict of columns (see below).
     # Feast runs this from its source text: keep imports inside and call no module helpers.
-    # Inputs are read as one float block (one selection and conversion for every column) and
-    # the output is built in one go: this runs on every request, where each pandas call costs.
+    # Inputs are read as one float block and the output is built in one go. Feast passes a
+    # DataFrame (training, the SDK) and gets one back; the gateway passes float64 columns by
+    # name and gets float32 columns back (the view's `inputs: arrays` tag): the same arithmetic
+    # on the same block, without pandas on the request path.
     import numpy as np
     import pandas as pd
 
-    # One float block for every input (one pandas selection), sliced into 7 scalars and 3
-    # per-category tables of 16 slots.
+    # One float block for every input, sliced into 7 scalars and 3 per-category tables of 16
+    # slots.
     scalars = ["request_ts", "category", "top_category", "price", "avg_order_value_30d"]
     tables = ["affinity", "views_90d", "impressions_90d"]
-    frame = inputs[
-        [*scalars, "launch_ts", "signup_ts", *(f"{t}_{s:02d}" for t in tables for s in range(16))]
-    ]
-    try:
-        x = frame.to_numpy(dtype="float64", na_value=np.nan)
-    except (TypeError, ValueError):  # e.g. pd.NA in an object column
-        x = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
+    names = [
+        *scalars, "launch_ts", "signup_ts", *(f"{t}_{s:02d}" for t in tables for s in range(16))
+    ]  # fmt: skip
+    if isinstance(inputs, pd.DataFrame):
+        frame = inputs[names]
+        try:
+            x = frame.to_numpy(dtype="float64", na_value=np.nan)
+        except (TypeError, ValueError):  # e.g. pd.NA in an object column
+            x = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
+    else:
+        x = np.column_stack([np.asarray(inputs[name], dtype="float64") for name in names])
     ts, category, top, price, aov, launch, signup = x[:, :7].T
     per_slot = {t: x[:, 7 + 16 * k : 23 + 16 * k] for k, t in enumerate(tables)}
-    rows = np.arange(len(inputs))
+    rows = np.arange(len(x))
     slot = np.where(category >= 0, category % 16, 0).astype("int64")
 
     def lift(prefix: str) -> np.ndarray:
@@ -114,7 +122,10 @@ def item_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
         "hour_cos": np.cos(2 * np.pi * hour / 24),
         "day_of_week": (ts // 86400 + 3) % 7,
     }
-    return pd.DataFrame({k: v.astype("float32") for k, v in out.items()}, index=inputs.index)
+    columns = {k: v.astype("float32") for k, v in out.items()}
+    if isinstance(inputs, pd.DataFrame):
+        return pd.DataFrame(columns, index=inputs.index)
+    return columns
 
 
 @on_demand_feature_view(
@@ -142,7 +153,8 @@ def item_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
         Field(name="day_of_week", dtype=Float32),
     ],
     mode="pandas",
-    tags=view_defaults(
+    tags=array_inputs()
+    | view_defaults(
         target_affinity=1.0 / 16,
         target_view_affinity=0.0,
         target_impression_affinity=0.0,
@@ -155,21 +167,27 @@ def item_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     ),
 )
 def activity_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
-    # Feast runs this from its source text: the block read is repeated here, not shared.
+    # Feast checks these annotations; the gateway also passes a dict of columns (see below).
+    # Feast runs this from its source text: the block read is repeated here, not shared. A
+    # DataFrame in, a DataFrame out; float64 columns in (the gateway), float32 columns out.
     import numpy as np
     import pandas as pd
 
     scalars = ["request_ts", "target_category", "target_category_2", "start_ts", "end_ts"]
     tables = ["affinity", "views_90d", "impressions_90d"]
-    frame = inputs[[*scalars, "signup_ts", *(f"{t}_{s:02d}" for t in tables for s in range(16))]]
-    try:
-        x = frame.to_numpy(dtype="float64", na_value=np.nan)
-    except (TypeError, ValueError):  # e.g. pd.NA in an object column
-        x = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
+    names = [*scalars, "signup_ts", *(f"{t}_{s:02d}" for t in tables for s in range(16))]
+    if isinstance(inputs, pd.DataFrame):
+        frame = inputs[names]
+        try:
+            x = frame.to_numpy(dtype="float64", na_value=np.nan)
+        except (TypeError, ValueError):  # e.g. pd.NA in an object column
+            x = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
+    else:
+        x = np.column_stack([np.asarray(inputs[name], dtype="float64") for name in names])
     ts, first, second, start, end, signup = x[:, :6].T
     per_slot = {t: x[:, 6 + 16 * k : 22 + 16 * k] for k, t in enumerate(tables)}
     table = per_slot["affinity"]
-    rows = np.arange(len(inputs))
+    rows = np.arange(len(x))
 
     def slot_of(category: np.ndarray) -> np.ndarray:
         return np.where(category >= 0, category % 16, 0).astype("int64")
@@ -200,4 +218,7 @@ def activity_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
         "hour_of_day": (ts // 3600) % 24,
         "day_of_week": (ts // 86400 + 3) % 7,
     }
-    return pd.DataFrame({k: v.astype("float32") for k, v in out.items()}, index=inputs.index)
+    columns = {k: v.astype("float32") for k, v in out.items()}
+    if isinstance(inputs, pd.DataFrame):
+        return pd.DataFrame(columns, index=inputs.index)
+    return columns

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -103,3 +104,42 @@ def test_missing_values_read_the_same_in_every_pandas_form(store: Any, view: str
         got = odfv.feature_transformation.transform(frame)
         pd.testing.assert_frame_equal(got, as_float)
     assert as_float.isna().to_numpy().any()  # the holes propagate
+
+
+@pytest.mark.parametrize("view", ["item_request_features", "activity_request_features"])
+def test_the_gateways_array_path_gives_the_dataframe_paths_values(store: Any, view: str) -> None:
+    """The gateway calls a view tagged `inputs: arrays` on numpy columns (no pandas on the
+    request path); Feast and the trainer call it on a DataFrame. Same values, bit for bit, and
+    the gateway takes the array path for both of the repo's views."""
+    from scoring.gateway.features import OnDemand
+
+    rng = np.random.default_rng(1)
+    odfv = store.get_on_demand_feature_view(view)
+    on_demand = OnDemand.of(odfv)
+    assert on_demand.arrays and on_demand.direct
+    rows = 9
+    columns: dict[str, Any] = {}
+    for i, (full, _) in enumerate(on_demand.inputs):
+        values: list[Any] = rng.integers(-2, 40, rows).astype(float).tolist()
+        values[i % rows] = None  # a hole in every column, in varying rows
+        columns[full] = values
+    request = {"request_ts": 1_700_000_000 + int(rng.integers(0, 86400))}
+    got = on_demand.compute(columns, request, rows)
+
+    frame = pd.DataFrame(
+        {short: np.asarray(columns[full], dtype=float) for full, short in on_demand.inputs}
+    )
+    frame["request_ts"] = float(request["request_ts"])
+    expected = odfv.feature_transformation.transform(frame)
+    assert list(got) == [f"{view}__{name}" for name in expected.columns]
+    for name in expected.columns:
+        values = np.asarray(got[f"{view}__{name}"])
+        assert values.dtype == np.float32
+        np.testing.assert_array_equal(values, expected[name].to_numpy(), err_msg=name)
+    assert np.isnan(expected.to_numpy()).any() and not np.isnan(expected.to_numpy()).all()
+
+    # Without the tag the same view goes through a DataFrame, with the same result.
+    plain = dataclasses.replace(on_demand, arrays=False)
+    again = plain.compute(columns, request, rows)
+    for name, values in got.items():
+        np.testing.assert_array_equal(np.asarray(again[name]), values, err_msg=name)

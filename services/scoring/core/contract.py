@@ -123,7 +123,12 @@ class FeatureContract:
 
     @property
     def value_columns(self) -> list[str]:
-        return [c for f in self.features for c in f.columns]
+        return list(self._layout.value_index)
+
+    @property
+    def value_index(self) -> Mapping[str, int]:
+        """Each value column's position (computed once per contract)."""
+        return self._layout.value_index
 
     @property
     def indicator_columns(self) -> list[str]:
@@ -144,14 +149,9 @@ class FeatureContract:
         return self.value_width + len(self.features)
 
     def columns_of(self, entity: str) -> np.ndarray:
-        """Indices of the value columns that belong to `entity`'s feature views."""
-        out: list[int] = []
-        start = 0
-        for f in self.features:
-            if f.entity == entity:
-                out.extend(range(start, start + f.length))
-            start += f.length
-        return np.array(out, dtype=int)
+        """Indices of the value columns that belong to `entity`'s feature views (read-only)."""
+        empty = np.empty(0, dtype=int)
+        return self._layout.entity_columns.get(entity, empty)
 
     def defaults(self, rows: int) -> Assembled:
         """`rows` rows of nothing but declared defaults (every value missing)."""
@@ -253,6 +253,8 @@ class _Layout:
     scalar_refs: tuple[str, ...]
     scalar_cols: np.ndarray  # their value columns
     vectors: tuple[tuple[FeatureSpec, int], ...]  # (vector feature, first value column)
+    value_index: Mapping[str, int]  # value column name -> its position
+    entity_columns: Mapping[str | None, np.ndarray]  # entity -> its value columns (read-only)
 
     @classmethod
     def of(cls, features: Sequence[FeatureSpec]) -> _Layout:
@@ -260,6 +262,12 @@ class _Layout:
         scalars = [
             (f.ref, int(s)) for f, s in zip(features, starts, strict=True) if not f.is_vector
         ]
+        by_entity: dict[str | None, list[int]] = {}
+        for f, s in zip(features, starts, strict=True):
+            by_entity.setdefault(f.entity, []).extend(range(int(s), int(s) + f.length))
+        entity_columns = {e: np.array(cols, dtype=int) for e, cols in by_entity.items()}
+        for cols in entity_columns.values():
+            cols.flags.writeable = False  # shared by every request
         return cls(
             refs=tuple(f.ref for f in features),
             defaults=np.repeat([f.default for f in features], [f.length for f in features]).astype(
@@ -271,6 +279,8 @@ class _Layout:
             vectors=tuple(
                 (f, int(s)) for f, s in zip(features, starts, strict=True) if f.is_vector
             ),
+            value_index={c: i for i, c in enumerate(c for f in features for c in f.columns)},
+            entity_columns=entity_columns,
         )
 
 

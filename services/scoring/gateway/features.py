@@ -29,6 +29,9 @@ from scoring.core.feature_repo import open_store
 from scoring.core.targets import USER_JOIN_KEY, Target
 
 TIMESTAMP_SUFFIX = "__ts"  # feast.online_response.TIMESTAMP_POSTFIX
+# An on-demand view tagged `inputs: arrays` (features/defaults.py `array_inputs`) has a UDF that
+# also takes float64 numpy columns by short name and returns its outputs as columns.
+INPUTS_TAG, ARRAY_INPUTS = "inputs", "arrays"
 # A contract is re-read from the Feast registry when the registry says it changed (its last
 # update time, or the registry file's mtime), and at least this often in any case: the update
 # time has a resolution of one second, and a store may not expose it.
@@ -117,8 +120,10 @@ class OnDemand:
     under its full and its short name, and the request fields) and its UDF runs on it, without
     the Arrow round trips. Numeric inputs come as one float64 block (NaN when missing, as Arrow
     gives integer columns with nulls): one array for the frame instead of a column-by-column
-    type inference, about 1 ms per request. Other modes, or short names that two sources share,
-    go through Feast's own `transform_arrow`.
+    type inference, about 1 ms per request. A view tagged `inputs: arrays` whose inputs are all
+    numeric gets no DataFrame at all: its UDF takes the float64 columns by short name and
+    returns its outputs as columns (about 0.5 ms less a request at 10 candidates). Other modes,
+    or short names that two sources share, go through Feast's own `transform_arrow`.
     """
 
     view: Any
@@ -127,6 +132,8 @@ class OnDemand:
     request_fields: tuple[tuple[str, bool], ...]  # (name, numeric)
     prefix: str  # of its outputs' full names
     direct: bool  # call the UDF on a DataFrame, not through Arrow
+    arrays: bool  # call it on numpy columns, not on a DataFrame (implies direct)
+    outputs: tuple[str, ...]  # the output features' short names, in schema order
 
     @classmethod
     def of(cls, odfv: Any) -> OnDemand:
@@ -136,18 +143,35 @@ class OnDemand:
             for feature in projection.features
         ]
         full, short = {f for f, _, _ in fields}, {s for _, s, _ in fields}
+        direct = odfv.mode == "pandas" and len(short) == len(fields) and not full & short
+        request_fields = tuple(
+            (field.name, _numeric(field.dtype))
+            for source in odfv.source_request_sources.values()
+            for field in source.schema
+        )
         return cls(
             view=odfv,
             inputs=tuple((f, s) for f, s, _ in fields),
             numeric=tuple(n for _, _, n in fields),
-            request_fields=tuple(
-                (field.name, _numeric(field.dtype))
-                for source in odfv.source_request_sources.values()
-                for field in source.schema
-            ),
+            request_fields=request_fields,
             prefix=f"{odfv.projection.name_to_use()}__",
-            direct=odfv.mode == "pandas" and len(short) == len(fields) and not full & short,
+            direct=direct,
+            arrays=direct
+            and odfv.tags.get(INPUTS_TAG) == ARRAY_INPUTS
+            and all(n for _, _, n in fields)
+            and all(n for _, n in request_fields),
+            outputs=tuple(f.name for f in odfv.features),
         )
+
+    def _arrays(
+        self, columns: dict[str, Any], request_values: dict[str, Any], rows: int
+    ) -> dict[str, np.ndarray]:
+        """The UDF's input as float64 columns by short name (NaN when missing)."""
+        arrays = {short: np.asarray(columns[full], dtype=np.float64) for full, short in self.inputs}
+        for name, _ in self.request_fields:
+            value = request_values.get(name)
+            arrays[name] = np.full(rows, np.nan if value is None else value, np.float64)
+        return arrays
 
     def _frame(
         self, columns: dict[str, Any], request_values: dict[str, Any], rows: int
@@ -185,6 +209,11 @@ class OnDemand:
         self, columns: dict[str, Any], request_values: dict[str, Any], rows: int
     ) -> dict[str, Any]:
         """The view's outputs by full name, computed from the stored columns."""
+        if self.arrays:
+            result = self.view.feature_transformation.udf(
+                self._arrays(columns, request_values, rows)
+            )
+            return {self.prefix + name: result[name] for name in self.outputs}
         if self.direct:
             out = self.view.feature_transformation.transform(
                 self._frame(columns, request_values, rows)

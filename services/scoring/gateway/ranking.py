@@ -27,7 +27,7 @@ class Columns:
         cls, target: Target, contract: FeatureContract, matrix: np.ndarray, missing: np.ndarray
     ) -> Columns:
         # Value-column positions (vectors expand into several columns; scalars are one).
-        index = {col: i for i, col in enumerate(contract.value_columns)}
+        index = contract.value_index
 
         def column(ref: str | None, known_only: bool) -> np.ndarray | None:
             if ref is None or ref not in index:
