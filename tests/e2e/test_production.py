@@ -31,7 +31,7 @@ from ..conftest import TEXT_CACHE, free_port, require, triton_installed, triton_
 from ..features.test_stores import REDIS, tiny
 from ..features.test_stores import production_repo as production_repo  # noqa: F401 (fixture)
 from ..registry import postgres_database
-from .test_rank import direct_scores
+from .test_rank import direct_outputs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton, pytest.mark.redis, pytest.mark.postgres]
 NOW = int(time.time())
@@ -101,7 +101,7 @@ def test_production_path(prod_stack: tuple[ProdRepo, Path, GatewayProcess]) -> N
     # 1. Parity: the Redis read path scores exactly what TorchScript gives on Feast's features.
     with RankingClient(gateway.address) as client:
         response = client.rank("u_000003", ids, timestamp_s=NOW, keep_unavailable=True)
-    expected, version = direct_scores(repo, models, "item_ranker", "u_000003", ids, NOW)
+    expected, _, version = direct_outputs(repo, models, "item_ranker", "u_000003", ids, NOW)
     got = {c.id: c.score for c in response.candidates}
     assert max(abs(got[i] - e) for i, e in zip(ids, expected, strict=True)) <= 1e-5
     assert response.model_version == version and not response.degraded

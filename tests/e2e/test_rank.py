@@ -17,17 +17,18 @@ from scoring.client import RankingClient
 from scoring.core.contract import contract_from_store
 from scoring.core.targets import TARGETS, CandidateKind
 from scoring.gateway.process import health_status
-from scoring.trainer.export import list_versions
+from scoring.trainer.export import list_versions, read_manifest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
 
 NOW = int(time.time())
 
 
-def direct_scores(
+def direct_outputs(
     repo: Any, model_repository: Any, target_name: str, user: str, ids: list[str], ts: int
-) -> tuple[np.ndarray, str]:
-    """Scores computed by the TorchScript file on features read straight from Feast."""
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Scores and per-group contributions computed by the TorchScript file on features read
+    straight from Feast."""
     target = TARGETS[target_name]
     store = repo.store()
     contract = contract_from_store(store, target.feature_service)
@@ -59,8 +60,8 @@ def direct_scores(
     with torch.no_grad():
         outputs = model(torch.from_numpy(matrix))
     # The model returns (score__0, contrib__1[, purchase__2]); the ranking score is the first.
-    score = outputs[0] if isinstance(outputs, tuple) else outputs
-    return score.numpy().ravel(), version
+    assert isinstance(outputs, tuple)
+    return outputs[0].numpy().ravel(), outputs[1].numpy(), version
 
 
 @pytest.mark.parametrize(
@@ -82,7 +83,9 @@ def test_scores_equal_torchscript_on_feast_features(
     with RankingClient(gateway.address) as client:
         response = client.rank(user, ids, kind, timestamp_s=NOW, keep_unavailable=True)
 
-    expected, version = direct_scores(feature_repo_ready, model_repository, target, user, ids, NOW)
+    expected, contributions, version = direct_outputs(
+        feature_repo_ready, model_repository, target, user, ids, NOW
+    )
     got = {c.id: c.score for c in response.candidates}
     assert sorted(got) == sorted(ids), "every candidate is answered exactly once"
     diff = np.abs(np.array([got[i] for i in ids]) - expected).max()
@@ -99,6 +102,20 @@ def test_scores_equal_torchscript_on_feast_features(
     assert "user_behavior" in response.feature_age_s
     assert all(0 <= age < 86400 * 400 for age in response.feature_age_s.values())
     assert len(set(scores)) > len(ids) // 2, "scores depend on the candidate"
+
+    # Reasons: each candidate's three feature groups of largest absolute contribution, with
+    # the model's own contributions, largest first.
+    groups = read_manifest(model_repository / target, int(version))["model"]["feature_groups"]
+    position = {cid: i for i, cid in enumerate(ids)}
+    for candidate in response.candidates:
+        row = contributions[position[candidate.id]]
+        assert len(candidate.reasons) == 3, candidate.id
+        assert len({r.group for r in candidate.reasons}) == 3
+        for reason in candidate.reasons:
+            assert reason.contribution == pytest.approx(row[groups.index(reason.group)], abs=1e-5)
+        magnitudes = [abs(r.contribution) for r in candidate.reasons]
+        assert magnitudes == sorted(magnitudes, reverse=True)
+        assert magnitudes[-1] >= np.sort(np.abs(row))[-3] - 1e-5, "no group left out is larger"
 
 
 def test_fifty_candidates_top_k(gateway: Any) -> None:

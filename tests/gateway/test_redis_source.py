@@ -118,6 +118,27 @@ def test_decode_values_bulk_and_fallback() -> None:
     assert decode_values([None, None]) == [None, None]
 
 
+def test_a_mixed_row_decodes_to_what_protobuf_parses() -> None:
+    """A user row mixes types, so it is decoded value by value, fixed-width ones without a
+    protobuf parse: same values and Python types as the parse, NaN and edge cases included."""
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    values = [
+        Value(float_val=1.5), Value(float_val=-3.25e-7), Value(float_val=float("nan")),
+        Value(double_val=2.0 / 3), Value(int64_val=0), Value(int64_val=127),
+        Value(int64_val=128), Value(int64_val=-1), Value(int32_val=3), Value(bool_val=True),
+        Value(bool_val=False), Value(string_val="x"), Value(double_list_val={"val": [1.0]}),
+    ]  # fmt: skip
+    got = decode_values([v.SerializeToString() for v in values] + [None])
+    assert got[-1] is None
+    for value, decoded in zip(values, got, strict=False):
+        kind = value.WhichOneof("val")
+        expected = getattr(value, kind)
+        expected = list(expected.val) if kind.endswith("_list_val") else expected
+        assert type(decoded) is type(expected), kind
+        assert decoded == expected or (decoded != decoded and expected != expected), kind
+
+
 def test_row_cache_expires_and_stays_bounded() -> None:
     cache = RowCache(max_rows=2, ttl_s=10)
     cache.put(("v", "a"), 1.0, [1], now=0)

@@ -95,7 +95,17 @@ def rank(
     return np.asarray(keep[np.argsort(-scores[keep], kind="stable")[:top_k]])
 
 
+def top_reasons(
+    contributions: np.ndarray, top: int = 3
+) -> tuple[list[list[int]], list[list[float]]]:
+    """Per row of [candidates, groups] contributions: the `top` groups by absolute contribution
+    (ties in group order) and their contributions, as Python lists (one numpy pass)."""
+    order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :top]
+    values = np.take_along_axis(contributions, order, axis=1).astype(np.float64)
+    return order.tolist(), values.tolist()
+
+
 def reasons(contributions: np.ndarray, groups: list[str], top: int = 3) -> list[tuple[str, float]]:
     """The feature groups that matter most for one candidate, by absolute contribution."""
-    order = np.argsort(-np.abs(contributions), kind="stable")[:top]
-    return [(groups[i], float(contributions[i])) for i in order]
+    order, values = top_reasons(np.asarray(contributions)[None, :], top)
+    return [(groups[i], v) for i, v in zip(order[0], values[0], strict=True)]

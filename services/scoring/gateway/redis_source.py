@@ -12,9 +12,11 @@ values (float, double, small ints) are decoded as numpy arrays, not one protobuf
 from __future__ import annotations
 
 import asyncio
+import struct
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +65,19 @@ def decode_values(raw: list[bytes | None]) -> list[Any]:
     return [next(it) if v else None for v in raw]
 
 
+_FLOAT32, _FLOAT64 = struct.Struct("<f"), struct.Struct("<d")
+
+
 def _decode_one(data: bytes) -> Any:
+    # The fixed-width cases without a protobuf parse (a user row mixes types, so it is decoded
+    # value by value): the same Python values the parse gives.
+    tag, size = data[0], len(data)
+    if tag == FLOAT_TAG and size == 5:
+        return _FLOAT32.unpack_from(data, 1)[0]
+    if tag == DOUBLE_TAG and size == 9:
+        return _FLOAT64.unpack_from(data, 1)[0]
+    if size == 2 and tag in SMALL_VARINT:  # varint < 128: one byte
+        return bool(data[1]) if tag == BOOL_TAG else data[1]
     value = Value.FromString(data)
     kind = value.WhichOneof("val")
     if kind is None or kind == "null_val":
@@ -89,7 +103,7 @@ class _Batch:
     ids: tuple[str, ...]  # the candidates, as requested (duplicates included)
     user_views: list[_ViewLayout]
     item_views: list[_ViewLayout]
-    rows: dict[tuple[str, str], tuple[float, list[Any]]]  # (view, id) -> (event ts, values)
+    rows: dict[tuple[str, str], tuple[float, Sequence[Any]]]  # (view, id) -> (event ts, values)
     missing: list[str]  # candidates read from Redis, in command order
     commands: list[tuple[bytes, list[bytes | str]]]  # (key, fields): the user first, if any
     now: float  # monotonic, for the cache
@@ -115,24 +129,35 @@ class RowCache:
     def __init__(self, max_rows: int, ttl_s: float) -> None:
         self.max_rows = max_rows
         self.ttl_s = ttl_s
-        self._rows: OrderedDict[tuple[str, str], tuple[float, float, list[Any]]] = OrderedDict()
+        self._rows: OrderedDict[tuple[str, str], tuple[float, float, Sequence[Any]]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: tuple[str, str], now: float) -> tuple[float, list[Any]] | None:
-        with self._lock:
-            entry = self._rows.get(key)
-            if entry is None or entry[0] < now:
-                if entry is not None:
-                    del self._rows[key]
-                self.misses += 1
-                return None
-            self._rows.move_to_end(key)
-            self.hits += 1
-            return entry[1], entry[2]
+    def get(self, key: tuple[str, str], now: float) -> tuple[float, Sequence[Any]] | None:
+        return self.get_many([key], now)[0]
 
-    def put(self, key: tuple[str, str], ts: float, values: list[Any], now: float) -> None:
+    def get_many(
+        self, keys: list[tuple[str, str]], now: float
+    ) -> list[tuple[float, Sequence[Any]] | None]:
+        """`get` of each key, under one acquisition of the lock."""
+        out: list[tuple[float, Sequence[Any]] | None] = []
+        with self._lock:
+            rows = self._rows
+            for key in keys:
+                entry = rows.get(key)
+                if entry is None or entry[0] < now:
+                    if entry is not None:
+                        del rows[key]
+                    self.misses += 1
+                    out.append(None)
+                else:
+                    rows.move_to_end(key)
+                    self.hits += 1
+                    out.append((entry[1], entry[2]))
+        return out
+
+    def put(self, key: tuple[str, str], ts: float, values: Sequence[Any], now: float) -> None:
         if self.ttl_s <= 0 or self.max_rows <= 0:
             return
         with self._lock:
@@ -252,12 +277,15 @@ class RedisFeatureSource(FeastFeatureSource):
         now = time.monotonic()
         user_views = [v for v in layouts if v.entity == USER_ENTITY]
         item_views = [v for v in layouts if v.entity != USER_ENTITY]
-        rows: dict[tuple[str, str], tuple[float, list[Any]]] = {}
+        rows: dict[tuple[str, str], tuple[float, Sequence[Any]]] = {}
         missing: list[str] = []
-        for cid in dict.fromkeys(candidate_ids):
+        distinct = list(dict.fromkeys(candidate_ids))
+        keys = [(view.view, cid) for cid in distinct for view in item_views]
+        hits = iter(self.cache.get_many(keys, now))
+        for cid in distinct:
             complete = True
             for view in item_views:
-                hit = self.cache.get((view.view, cid), now)
+                hit = next(hits)
                 if hit is None:
                     complete = False
                 else:
@@ -285,9 +313,10 @@ class RedisFeatureSource(FeastFeatureSource):
                 start += len(view.fields)
                 values = decode_values(list(part[:-1]))
                 ts = float(decode_timestamps([part[-1]])[0])
+                stamps_of_view = [ts] * n  # one list for every feature of the view (read-only)
                 for feature, value in zip(view.features, values, strict=True):
                     out[f"{view.view}__{feature}"] = [value] * n
-                    out[f"{view.view}__{feature}__ts"] = [ts] * n
+                    out[f"{view.view}__{feature}__ts"] = stamps_of_view
         fetched = replies[1:] if batch.user_views else replies
         start = 0
         for view in batch.item_views:
@@ -297,16 +326,24 @@ class RedisFeatureSource(FeastFeatureSource):
                 columns = [
                     decode_values([reply[j] for reply in fetched]) for j in range(start, stop - 1)
                 ]
-                for k, cid in enumerate(missing):
-                    entry = (float(stamps[k]), [col[k] for col in columns])
-                    rows[(view.view, cid)] = entry
-                    if stamps[k] > 0:  # cache what exists; unknown ids are read again
-                        self.cache.put((view.view, cid), entry[0], entry[1], now)
+                # Rows from columns by one transposition (zip), not an index per value.
+                for cid, stamp, row in zip(
+                    missing, stamps.tolist(), zip(*columns, strict=True), strict=True
+                ):
+                    rows[(view.view, cid)] = (stamp, row)
+                    if stamp > 0:  # cache what exists; unknown ids are read again
+                        self.cache.put((view.view, cid), stamp, row, now)
             start = stop
             per_candidate = [rows[(view.view, cid)] for cid in candidate_ids]
-            for j, feature in enumerate(view.features):
-                out[f"{view.view}__{feature}"] = [r[1][j] for r in per_candidate]
-                out[f"{view.view}__{feature}__ts"] = [r[0] for r in per_candidate]
+            stamps_of_view = [r[0] for r in per_candidate]  # shared by the view's features
+            by_feature = (
+                zip(*(r[1] for r in per_candidate), strict=True)
+                if n
+                else ([] for _ in view.features)
+            )
+            for feature, column in zip(view.features, by_feature, strict=True):
+                out[f"{view.view}__{feature}"] = list(column)
+                out[f"{view.view}__{feature}__ts"] = stamps_of_view
         return out
 
     async def aclose(self) -> None:

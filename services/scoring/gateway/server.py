@@ -46,6 +46,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics
+        # The guarded handler of each method, built on its first call (not on every call).
+        self._guarded: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -54,11 +56,23 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        guarded = self._guarded.get(handler_call_details.method)
+        if guarded is not None:
+            return guarded
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
+        self._guarded[handler_call_details.method] = guarded = self._guard(
+            handler, handler_call_details.method
+        )
+        return guarded
+
+    def _guard(
+        self, handler: grpc.RpcMethodHandler[Any, Any], full_method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         inner = handler.unary_unary
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        assert inner is not None
+        method = full_method.rsplit("/", 1)[-1]
         requests = self.metrics.requests
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:

@@ -30,7 +30,7 @@ from scoring.gateway.events import EventLog
 from scoring.gateway.feature_log import FeatureLog, ServedRequest
 from scoring.gateway.features import FeatureSource, OnlineFeatures
 from scoring.gateway.metrics import GatewayMetrics
-from scoring.gateway.ranking import Columns, rank, reasons, unavailable
+from scoring.gateway.ranking import Columns, rank, top_reasons, unavailable
 from scoring.gateway.request import TYPE_OF_KIND, RankQuery, parse_feedback, parse_rank_request
 from scoring.gateway.routing import ModelRouter, ServedModel
 from scoring.gateway.triton_client import Scored, TritonScorer
@@ -414,21 +414,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         )
         groups = list(served.groups) if served is not None else []
         cand_type = TYPE_OF_KIND[query.kind]
-        candidates = []
-        for position, i in enumerate(order, start=1):
-            scored_candidate = pb.ScoredCandidate(
-                id=query.candidate_ids[i],
-                type=cand_type,  # type: ignore[arg-type]
-                score=float(scored.scores[i]),
-                rank=position,
-                unknown=bool(unknown[i]),
-            )
-            if scored.contributions is not None and groups:
-                for group, value in reasons(scored.contributions[i], groups):
-                    scored_candidate.reasons.add(group=group, contribution=value)
-            candidates.append(scored_candidate)
-        return pb.RankResponse(
-            candidates=candidates,
+        response = pb.RankResponse(
             model_name=query.target.name,
             model_version=scored.version,
             request_id=query.request_id,
@@ -439,3 +425,24 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
                 for i, why in sorted(dropped.items())
             ],
         )
+        # Built in place, from Python lists made in one numpy pass each: at 100 candidates
+        # this is a third of building each message (and its reasons) on its own.
+        ids = query.candidate_ids
+        rows = order.tolist()
+        scores = scored.scores[order].astype(np.float64).tolist()
+        flags = unknown[order].tolist()
+        add = response.candidates.add
+        if scored.contributions is not None and groups and rows:
+            top, values = top_reasons(scored.contributions[order])
+            for position, (i, score, flag, picked, contributions) in enumerate(
+                zip(rows, scores, flags, top, values, strict=True), start=1
+            ):
+                add_reason = add(
+                    id=ids[i], type=cand_type, score=score, rank=position, unknown=flag
+                ).reasons.add
+                for g, value in zip(picked, contributions, strict=True):
+                    add_reason(group=groups[g], contribution=value)
+        else:
+            for position, (i, score, flag) in enumerate(zip(rows, scores, flags, strict=True), 1):
+                add(id=ids[i], type=cand_type, score=score, rank=position, unknown=flag)
+        return response
