@@ -148,3 +148,5 @@ def test_a_manifest_config_replays_its_preprocessing_rule() -> None:
     assert TrainConfig.from_dict(raw) == TrainConfig()
     del raw["model"]["log_numeric"]  # a version trained before the rule was recorded
     assert TrainConfig.from_dict(raw).model.log_numeric == "skewed"
+    del raw["refit"]  # and before the refit on every training row
+    assert TrainConfig.from_dict(raw).refit is False

@@ -127,6 +127,10 @@ def test_manifest_has_contract_data_metrics_and_provenance(model_repository: Pat
         assert training["train_window"][1] < training["test_window"][0]
         assert training["config"]["seed"] == 7 and training["data_digest"]
         assert "--seed 7" in training["reproduce"]
+        # Refitted on every training row for the epoch count the validation rows picked.
+        best = min(training["epochs"], key=lambda e: e["valid_logloss"])["epoch"]
+        assert training["refit_epochs"] == best
+        assert training["fit_rows"] == training["train_rows"] > training["valid_rows"] > 0
         assert manifest["model"]["outputs"][:2] == ["score__0", "contrib__1"]
         table = manifest["evaluation"]["table"]
         assert {"model", "oracle", "popularity", "user_top_category"} <= set(table)

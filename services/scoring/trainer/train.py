@@ -68,6 +68,10 @@ class TrainConfig:
     test_fraction: float = 0.2
     valid_fraction: float = 0.1
     patience: int = 4
+    # After early stopping has picked the epoch count on the validation rows (the latest part
+    # of the training window), fit again on every training row for that many epochs: the
+    # freshest rows are the ones a young campaign or item shows up in.
+    refit: bool = True
     seed: int = 7
     device: str = "cpu"
     model: ModelConfig = ModelConfig()
@@ -78,11 +82,12 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
         """The config a manifest recorded (lists back to tuples)."""
-        # Manifests from before `log_numeric` existed were fitted with the "skewed" rule.
+        # Manifests from before `log_numeric` existed were fitted with the "skewed" rule, and
+        # those from before `refit` without a refit.
         model: dict[str, Any] = {"log_numeric": "skewed"} | {
             k: tuple(v) if isinstance(v, list) else v for k, v in raw["model"].items()
         }
-        return cls(**{**raw, "model": dataclasses.replace(ModelConfig(), **model)})
+        return cls(**{"refit": False, **raw, "model": dataclasses.replace(ModelConfig(), **model)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,6 +403,15 @@ def train_target(
     n_fit = int(len(train) * (1.0 - cfg.valid_fraction))
     valid = (x_train[n_fit:], y_train[n_fit:]) if n_fit < len(train) else None
     model, history = fit(model, x_train[:n_fit], y_train[:n_fit], cfg, valid, on_progress)
+    refit_epochs = 0
+    if cfg.refit and valid is not None:
+        # The same model, fitted from scratch on every training row for the epochs picked.
+        refit_epochs = int(np.argmin([h["valid_logloss"] for h in history])) + 1
+        torch.manual_seed(cfg.seed)
+        model = build_model(prep, cfg.model, len(label_cols))
+        model.set_reference(torch.from_numpy(x_train))
+        refit_cfg = dataclasses.replace(cfg, epochs=refit_epochs)
+        model, _ = fit(model, x_train, y_train, refit_cfg, None, on_progress)
 
     progress("evaluate", 0, 1, "")
     report = evaluate(model, x_train, x_test, train, test, target, contract, cfg.seed)
@@ -444,6 +458,9 @@ def train_target(
             "train_positives": {c: int(train[c].sum()) for c in label_cols},
             "valid_rows": len(train) - n_fit,
             "epochs": history,
+            # 0: the early-stopped model itself; else its epoch count, refitted on every row.
+            "refit_epochs": refit_epochs,
+            "fit_rows": len(train) if refit_epochs else n_fit,
             "seconds": round(time.monotonic() - started, 2),
             "reproduce": (
                 f"scoring train --target {target.name} --epochs {cfg.epochs} "
