@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import os
 import platform
 import shutil
@@ -75,13 +76,24 @@ def pct(samples: list[float], q: float) -> float:
     return float(np.percentile(np.array(samples) * 1000, q))
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
-    fn()  # warm
-    out = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - started)
+def interleaved(
+    paths: dict[str, tuple[Callable[[], Any], int]], rounds: int
+) -> dict[str, list[float]]:
+    """Latency samples of each path, `count` requests each, in `rounds` alternating blocks
+    (the order rotating each round): on a shared machine whose speed drifts, every path sees
+    the same conditions, so the ratios between them are fair."""
+    for fn, _ in paths.values():
+        fn()  # warm
+    names = list(paths)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            fn, count = paths[name]
+            block = count // rounds + (1 if r < count % rounds else 0)
+            for _ in range(block):
+                started = time.perf_counter()
+                fn()
+                out[name].append(time.perf_counter() - started)
     return out
 
 
@@ -205,19 +217,20 @@ def run(quick: bool) -> int:
             return np.asarray(out.as_numpy(OUTPUT_NAME))
 
         for n in SIZES:
-            # Enough requests that p99 is a percentile, not the slowest one: 300 on every path
-            # but the naive one above N = 100 (100 there: it takes 0.2-0.6 s a request). It
-            # sees the first 100 of the same requests.
-            repeats = 12 if quick else 300
-            naive_repeats = repeats if quick or n <= 100 else 100
+            # Enough requests that p99 is a percentile, not the slowest one: 1000 a path up to
+            # N = 100 (10 samples above the p99), 300 above; the naive path 300, and 100 above
+            # N = 100 (it takes 0.2-0.6 s a request).
+            repeats = 12 if quick else (1000 if n <= 100 else 300)
+            naive_repeats = 12 if quick else (300 if n <= 100 else 100)
             requests = [
                 (users[int(rng.integers(len(users)))], tuple(rng.choice(items, n, replace=False)))
                 for _ in range(repeats + 1)
             ]
-            it = iter(range(10**9))
+            # Each path walks the same list of requests from its start, at its own pace.
+            cursors = {p: itertools.count() for p in ("gateway", "naive", "floor", "stages")}
 
-            def next_request() -> tuple[str, tuple[str, ...]]:
-                return requests[next(it) % len(requests)]
+            def next_request(path: str) -> tuple[str, tuple[str, ...]]:
+                return requests[next(cursors[path]) % len(requests)]
 
             def hop_call() -> None:
                 # The gateway's gRPC hop alone (health Check, same channel): no path that is a
@@ -225,7 +238,7 @@ def run(quick: bool) -> int:
                 health.Check(health_pb2.HealthCheckRequest(service=""), timeout=30)
 
             def gateway_call() -> None:
-                user, ids = next_request()
+                user, ids = next_request("gateway")
                 client.rank(
                     user,
                     ids,
@@ -240,7 +253,7 @@ def run(quick: bool) -> int:
             ).matrix
 
             def naive_call() -> None:
-                user, ids = next_request()
+                user, ids = next_request("naive")
                 rows_ = [{"user_id": user, "item_id": c, "request_ts": now} for c in ids]
                 frame = sdk.store.get_online_features(
                     features=sdk.store.get_feature_service(contract.service),
@@ -251,7 +264,7 @@ def run(quick: bool) -> int:
             plan = fast._layout(fast._plan(contract))
 
             def floor_call() -> None:
-                user, ids = next_request()
+                user, ids = next_request("floor")
                 pipe = redis_client.pipeline(transaction=False)
                 for view in plan:
                     if view.entity == "user":
@@ -267,7 +280,7 @@ def run(quick: bool) -> int:
             stage_inference: list[float] = []
 
             def stages_call() -> None:
-                user, ids = next_request()
+                user, ids = next_request("stages")
                 t0 = time.perf_counter()
                 online = fast.read(contract, target, user, ids, {"request_ts": now})
                 t1 = time.perf_counter()
@@ -279,14 +292,18 @@ def run(quick: bool) -> int:
                 stage_assembly.append(t2 - t1)
                 stage_inference.append(t3 - t2)
 
-            with console.status(f"N={n}: gateway, naive, floor ({repeats} requests each)"):
-                results = {
-                    "gateway": timed(gateway_call, repeats),
-                    "naive": timed(naive_call, naive_repeats),
-                    "floor": timed(floor_call, repeats),
-                    "hop": timed(hop_call, repeats),
-                }
-                timed(stages_call, repeats)
+            with console.status(f"N={n}: gateway, naive, floor, hop, stages (interleaved)"):
+                results = interleaved(
+                    {
+                        "gateway": (gateway_call, repeats),
+                        "naive": (naive_call, naive_repeats),
+                        "floor": (floor_call, repeats),
+                        "hop": (hop_call, repeats),
+                        "stages": (stages_call, repeats),
+                    },
+                    rounds=2 if quick else 10,
+                )
+                del results["stages"]  # timed stage by stage, below
             row: dict[str, Any] = {"n": n}
             for name, samples in results.items():
                 for q in (50, 90, 99):
@@ -357,9 +374,10 @@ def report(rows: list[dict[str, Any]], throughput: list[dict[str, Any]], quick: 
         "",
         "Production profile: Feast Redis online store + SQL registry on PostgreSQL, real Triton"
         " (CPU, python backend), item_ranker, about 50 scalar features plus a 16-d text"
-        " embedding and missing indicators per row. Each N uses the same 300 random requests"
-        " (distinct users and candidate sets) for every path; the naive path gets the first"
-        " 100 of them above N = 100.",
+        " embedding and missing indicators per row. Each N draws random requests (distinct"
+        " users and candidate sets) and every path sends the same ones: 1000 a path up to"
+        " N = 100 and 300 above (the naive path 300, and 100 above N = 100), in 10 alternating"
+        " blocks per path, so that every path sees the same machine conditions.",
         "",
         "| N | gateway p50/p90/p99 | naive p50/p90/p99 | floor p50/p90/p99 | gRPC hop p50/p90/p99 |"
         " gateway/naive p99 | gateway/floor p99 | target |",
