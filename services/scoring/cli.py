@@ -425,6 +425,21 @@ def _demo_promote(settings: Settings) -> None:
         registry.close()
 
 
+def _demo_activities(repo_path: Path, now: int, running: int = 10, ended: int = 2) -> list[str]:
+    """Campaigns to rank in the demo: some still running at `now`, and a couple that have ended
+    (the business filter drops and reports them)."""
+    import pandas as pd
+
+    stats = pd.read_parquet(
+        repo_path / "data" / "activity_stats.parquet", columns=["activity_id", "end_ts"]
+    ).drop_duplicates("activity_id", keep="last")
+    live = stats["end_ts"] > now
+    return (
+        sorted(stats.loc[live, "activity_id"])[:running]
+        + sorted(stats.loc[~live, "activity_id"])[:ended]
+    )
+
+
 @app.command()
 def demo(
     users: Annotated[
@@ -474,8 +489,7 @@ def demo(
         with RankingClient(gateway.address) as client:
             step = max(n_items // 20, 1)
             items = [f"i_{i:06d}" for i in range(0, step * 20, step)]
-            # The newest campaigns are the ones still running.
-            activities = [f"a_{i:06d}" for i in range(n_activities - 12, n_activities)]
+            activities = _demo_activities(settings.feast.repo_path, now)
             first = client.rank("u_000042", items, CandidateKind.ITEM, top_k=5, timestamp_s=now)
             _print_ranking("top 5 of 20 products for u_000042", first)
             accepted = client.feedback(first.request_id, first.candidates[0].id, "click")
@@ -484,7 +498,7 @@ def demo(
                 f"(arm {first.arm}); per-arm CTR: [bold]scoring experiments report[/]"
             )
             _print_ranking(
-                "top 5 of 12 activities for u_000042",
+                f"top 5 of {len(activities)} activities for u_000042",
                 client.rank(
                     "u_000042", activities, CandidateKind.ACTIVITY, top_k=5, timestamp_s=now
                 ),

@@ -120,3 +120,24 @@ def test_ctrl_c_during_the_demo_leaves_no_process(tmp_path: Path) -> None:
         ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True
     ).stdout.split()
     assert not leftovers, f"processes left running: {leftovers}"
+
+
+def test_the_demo_ranks_running_campaigns_and_shows_two_ended_ones(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from scoring.cli import _demo_activities
+
+    (tmp_path / "data").mkdir()
+    now = 1_000_000
+    pd.DataFrame(
+        {
+            "activity_id": [f"a_{i:06d}" for i in range(15)] + ["a_000001"],
+            "end_ts": [float(now + (100 if i % 3 == 0 else -100)) for i in range(15)]
+            + [float(now - 100)],  # a later row of a_000001 (ids repeat, one row per snapshot)
+        }
+    ).to_parquet(tmp_path / "data" / "activity_stats.parquet")
+    picked = _demo_activities(tmp_path, now)
+    assert picked == ["a_000000", "a_000003", "a_000006", "a_000009", "a_000012"] + [
+        "a_000001",
+        "a_000002",
+    ]

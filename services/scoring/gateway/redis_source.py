@@ -166,6 +166,10 @@ class RowCache:
             while len(self._rows) > self.max_rows:
                 self._rows.popitem(last=False)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+
     def __len__(self) -> int:
         return len(self._rows)
 
@@ -217,6 +221,9 @@ class RedisFeatureSource(FeastFeatureSource):
     def _forget_plans(self) -> None:
         super()._forget_plans()
         self._layouts.clear()
+        # Cached rows hold a view's features in the order of the layout they were read with:
+        # a registry change may add, drop or reorder them.
+        self.cache.clear()
 
     def _layout(self, plan: _ReadPlan) -> list[_ViewLayout]:
         cached = self._layouts.get(id(plan))
