@@ -301,7 +301,26 @@ def train(
     unknown = [n for n in names if n not in TARGETS]
     if unknown:
         raise typer.BadParameter(f"unknown target(s) {unknown}; known: {sorted(TARGETS)}")
+    _check_device(device)
     _train(settings, names, epochs, device, seed, report)
+
+
+def _check_device(device: str) -> None:
+    """Refuses a torch device this machine cannot train on, before any data is read."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError) as exc:
+        raise typer.BadParameter(
+            f"{device!r} is not a torch device ({exc})", param_hint="--device"
+        ) from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter(
+            f"{device!r}: no CUDA device here (torch {torch.__version__}, "
+            f"torch.cuda.is_available() is False); use --device cpu",
+            param_hint="--device",
+        )
 
 
 @app.command()

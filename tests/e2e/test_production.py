@@ -70,9 +70,9 @@ def prod_stack(
     # here): the trainer's versions registered and promoted; the gateway routes by it.
     registry_url = stack.enter_context(postgres_database())
     registry = Registry(registry_url)
-    for target in TARGETS:
-        register_version(registry, models, target, 1, read_manifest(models / target, 1), "test")
-        registry.set_stage(target, 1, Stage.PRODUCTION, actor="test", reason="production test")
+    for name in TARGETS:
+        register_version(registry, models, name, 1, read_manifest(models / name, 1), "test")
+        registry.set_stage(name, 1, Stage.PRODUCTION, actor="test", reason="production test")
     registry.close()
     settings = Settings(
         feast=FeastSettings(repo_path=repo, fs_yaml=fs_yaml),

@@ -44,7 +44,7 @@ class Load:
 
     def __init__(self, address: str, threads: int = 3) -> None:
         self.channel = grpc.insecure_channel(address)
-        self.stub = pb_grpc.RankingServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.stub = pb_grpc.RankingServiceStub(self.channel)
         self.ok: Counter[tuple[str, str]] = Counter()
         self.failures: list[str] = []
         # (sent at, user, arm, version, request id, first candidate) of every answer
@@ -231,9 +231,9 @@ def test_promote_rollback_canary_shadow_under_load_without_a_failed_request(
     salt = f"{TARGET}:v2"
     during = [a for a in load.answers if canary_on <= a[0] <= canary_off]
     assert len(during) >= 30
-    for _, user, arm, version, _, _ in during:
+    for _, user, arm, answered_by, _, _ in during:
         expected = "canary" if bucket(salt, user) < 40.0 else "production"
-        assert (arm, version) == (expected, "2" if expected == "canary" else "1"), user
+        assert (arm, answered_by) == (expected, "2" if expected == "canary" else "1"), user
     users = {f"u_{i:06d}" for i in range(200)}
     share = sum(bucket(salt, u) < 40.0 for u in users) / len(users)
     assert 0.30 <= share <= 0.50, share

@@ -44,7 +44,8 @@ def direct_outputs(
     def absent(v: Any) -> bool:  # None, or NaN stored for a null
         return v is None or (isinstance(v, float) and np.isnan(v))
 
-    columns, indicators = [], []
+    columns: list[np.ndarray] = []
+    indicators: list[np.ndarray] = []
     for f in contract.features:
         values = online[f.ref]
         if f.is_vector:
@@ -188,7 +189,7 @@ def test_bad_input_is_invalid_argument_naming_the_field(
 ) -> None:
     error = _rank_error(gateway.address, request_)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error.details().startswith(f"{field}:"), error.details()
+    assert (error.details() or "").startswith(f"{field}:"), error.details()
 
 
 def test_health_and_reflection(gateway: Any) -> None:

@@ -133,9 +133,9 @@ def test_the_gateways_array_path_gives_the_dataframe_paths_values(store: Any, vi
     expected = odfv.feature_transformation.transform(frame)
     assert list(got) == [f"{view}__{name}" for name in expected.columns]
     for name in expected.columns:
-        values = np.asarray(got[f"{view}__{name}"])
-        assert values.dtype == np.float32
-        np.testing.assert_array_equal(values, expected[name].to_numpy(), err_msg=name)
+        out = np.asarray(got[f"{view}__{name}"])
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, expected[name].to_numpy(), err_msg=name)
     assert np.isnan(expected.to_numpy()).any() and not np.isnan(expected.to_numpy()).all()
 
     # Without the tag the same view goes through a DataFrame, with the same result.

@@ -110,7 +110,7 @@ def test_an_async_read_cut_off_by_its_budget_leaves_the_client_usable(
 
 
 def test_decode_values_bulk_and_fallback() -> None:
-    from feast.protos.feast.types.Value_pb2 import Value
+    from feast.protos.feast.types.Value_pb2 import FloatList, Value
 
     floats = [Value(float_val=v).SerializeToString() for v in (0.5, 1.25)]
     assert decode_values([floats[0], None, floats[1]]) == [0.5, None, 1.25]
@@ -118,7 +118,7 @@ def test_decode_values_bulk_and_fallback() -> None:
     assert decode_values(ints) == [3, 127]
     mixed = [Value(int64_val=v).SerializeToString() for v in (3, -2, 100_000)]
     assert decode_values(mixed) == [3, -2, 100_000]
-    vectors = [Value(float_list_val={"val": [1.0, 2.0]}).SerializeToString()]
+    vectors = [Value(float_list_val=FloatList(val=[1.0, 2.0])).SerializeToString()]
     assert decode_values(vectors) == [[1.0, 2.0]]
     assert decode_values([None, None]) == [None, None]
 
@@ -126,19 +126,19 @@ def test_decode_values_bulk_and_fallback() -> None:
 def test_a_mixed_row_decodes_to_what_protobuf_parses() -> None:
     """A user row mixes types, so it is decoded value by value, fixed-width ones without a
     protobuf parse: same values and Python types as the parse, NaN and edge cases included."""
-    from feast.protos.feast.types.Value_pb2 import Value
+    from feast.protos.feast.types.Value_pb2 import DoubleList, Value
 
     values = [
         Value(float_val=1.5), Value(float_val=-3.25e-7), Value(float_val=float("nan")),
         Value(double_val=2.0 / 3), Value(int64_val=0), Value(int64_val=127),
         Value(int64_val=128), Value(int64_val=-1), Value(int32_val=3), Value(bool_val=True),
-        Value(bool_val=False), Value(string_val="x"), Value(double_list_val={"val": [1.0]}),
+        Value(bool_val=False), Value(string_val="x"), Value(double_list_val=DoubleList(val=[1.0])),
     ]  # fmt: skip
     got = decode_values([v.SerializeToString() for v in values] + [None])
     assert got[-1] is None
     for value, decoded in zip(values, got, strict=False):
-        kind = value.WhichOneof("val")
-        expected = getattr(value, kind)
+        kind = str(value.WhichOneof("val"))
+        expected: Any = getattr(value, kind)
         expected = list(expected.val) if kind.endswith("_list_val") else expected
         assert type(decoded) is type(expected), kind
         assert decoded == expected or (decoded != decoded and expected != expected), kind

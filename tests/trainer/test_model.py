@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -97,7 +98,7 @@ def test_contributions_sum_to_the_click_logit() -> None:
 def test_unchanged_groups_get_no_contribution_in_an_additive_case() -> None:
     m = model()
     with torch.no_grad():  # no cross/deep interaction: the head reads x0 linearly
-        for layer in m.cross:
+        for layer in cast(Any, m.cross):
             layer.up.weight.zero_()
             layer.up.bias.zero_()
         m.head.weight[:, len(m.num_mean) + 2 * 8 :] = 0.0
@@ -139,6 +140,31 @@ def test_runs_on_cuda() -> None:
     m = model().cuda()
     out = m(torch.from_numpy(rows(16)).cuda())
     assert out[0].is_cuda and out[1].shape == (16, len(GROUPS))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_fits_on_cuda_and_hands_back_a_cpu_model() -> None:
+    from scoring.trainer.train import TrainConfig, fit
+
+    x = rows(256, seed=11)
+    y = (np.random.default_rng(11).uniform(size=(256, 1)) < 0.3).astype(np.float32)
+    fitted, history = fit(model(), x, y, TrainConfig(epochs=2, device="cuda"), (x[:64], y[:64]))
+    assert all(np.isfinite(h["valid_logloss"]) for h in history)
+    assert all(p.device.type == "cpu" for p in fitted.parameters())
+    assert fitted(torch.from_numpy(x[:4]))[0].shape == (4, 1)
+
+
+def test_train_refuses_a_device_it_cannot_use_before_reading_data() -> None:
+    from typer.testing import CliRunner
+
+    from scoring.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["train", "--device", "gpu0"])
+    assert bad.exit_code == 2 and "--device" in bad.output and "gpu0" in bad.output
+    if not torch.cuda.is_available():
+        cuda = runner.invoke(app, ["train", "--device", "cuda"])
+        assert cuda.exit_code == 2 and "no CUDA device here" in " ".join(cuda.output.split())
 
 
 def test_a_manifest_config_replays_its_preprocessing_rule() -> None:

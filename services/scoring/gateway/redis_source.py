@@ -46,7 +46,7 @@ ASYNC_CONNECTION_KWARGS = (
 ASYNC_MAX_CONNECTIONS = 64
 
 
-def decode_values(raw: list[bytes | None]) -> list[Any]:
+def decode_values(raw: Sequence[bytes | None]) -> list[Any]:
     """Serialized ValueProtos -> Python values (None when absent), in bulk where possible."""
     present = [v for v in raw if v]
     if not present:
@@ -86,7 +86,7 @@ def _decode_one(data: bytes) -> Any:
     return list(out.val) if kind.endswith("_list_val") else out
 
 
-def decode_timestamps(raw: list[bytes | None]) -> np.ndarray:
+def decode_timestamps(raw: Sequence[bytes | None]) -> np.ndarray:
     """`_ts:<view>` fields -> Unix seconds (0 when absent)."""
     out = np.zeros(len(raw), dtype=np.float64)
     for i, data in enumerate(raw):
