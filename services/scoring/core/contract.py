@@ -150,8 +150,7 @@ class FeatureContract:
 
     def columns_of(self, entity: str) -> np.ndarray:
         """Indices of the value columns that belong to `entity`'s feature views (read-only)."""
-        empty = np.empty(0, dtype=int)
-        return self._layout.entity_columns.get(entity, empty)
+        return self._layout.entity_columns.get(entity, _NO_COLUMNS)
 
     def defaults(self, rows: int) -> Assembled:
         """`rows` rows of nothing but declared defaults (every value missing)."""
@@ -241,6 +240,10 @@ class FeatureContract:
                 for f in self.features
             ],
         }
+
+
+_NO_COLUMNS = np.empty(0, dtype=int)
+_NO_COLUMNS.flags.writeable = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -318,7 +318,7 @@ class RedisFeatureSource(FeastFeatureSource):
             for view in batch.user_views:
                 part = reply[start : start + len(view.fields)]
                 start += len(view.fields)
-                values = decode_values(list(part[:-1]))
+                values = decode_values(part[:-1])
                 ts = float(decode_timestamps([part[-1]])[0])
                 stamps_of_view = [ts] * n  # one list for every feature of the view (read-only)
                 for feature, value in zip(view.features, values, strict=True):

@@ -431,18 +431,19 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         rows = order.tolist()
         scores = scored.scores[order].astype(np.float64).tolist()
         flags = unknown[order].tolist()
+        # Reasons where the model explains itself; else none (empty groups per candidate).
+        top, values = (
+            top_reasons(scored.contributions[order])
+            if scored.contributions is not None and groups and rows
+            else ([[]] * len(rows), [[]] * len(rows))
+        )
         add = response.candidates.add
-        if scored.contributions is not None and groups and rows:
-            top, values = top_reasons(scored.contributions[order])
-            for position, (i, score, flag, picked, contributions) in enumerate(
-                zip(rows, scores, flags, top, values, strict=True), start=1
-            ):
-                add_reason = add(
-                    id=ids[i], type=cand_type, score=score, rank=position, unknown=flag
-                ).reasons.add
-                for g, value in zip(picked, contributions, strict=True):
-                    add_reason(group=groups[g], contribution=value)
-        else:
-            for position, (i, score, flag) in enumerate(zip(rows, scores, flags, strict=True), 1):
-                add(id=ids[i], type=cand_type, score=score, rank=position, unknown=flag)
+        for position, (i, score, flag, picked, contributions) in enumerate(
+            zip(rows, scores, flags, top, values, strict=True), start=1
+        ):
+            add_reason = add(
+                id=ids[i], type=cand_type, score=score, rank=position, unknown=flag
+            ).reasons.add
+            for g, value in zip(picked, contributions, strict=True):
+                add_reason(group=groups[g], contribution=value)
         return response

@@ -271,9 +271,13 @@ def _valid_logloss(
         return float(nn.functional.binary_cross_entropy_with_logits(logits, y))
 
 
+def _best_epoch(history: list[dict[str, float]]) -> int:
+    """The epoch (1-based) of the lowest validation loss."""
+    return int(np.argmin([h["valid_logloss"] for h in history])) + 1
+
+
 def _since_best(history: list[dict[str, float]]) -> int:
-    losses = [h["valid_logloss"] for h in history]
-    return len(losses) - 1 - int(np.argmin(losses))
+    return len(history) - _best_epoch(history)
 
 
 def predict(model: Ranker, x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -394,24 +398,26 @@ def train_target(
     label_cols = [LABEL, PURCHASE] if purchase else [LABEL]
     groups = feature_groups(contract)
     columns = column_layout(contract, x_train.shape[1], vector_lengths(frame, contract))
-    torch.manual_seed(cfg.seed)
     prep = fit_preprocessing(x_train, columns, groups, log_numeric=cfg.model.log_numeric)
-    model = build_model(prep, cfg.model, len(label_cols))
-    model.set_reference(torch.from_numpy(x_train))
+
+    def fresh_model() -> Ranker:
+        """The untrained model: the same initial weights every time (the seed)."""
+        torch.manual_seed(cfg.seed)
+        model = build_model(prep, cfg.model, len(label_cols))
+        model.set_reference(torch.from_numpy(x_train))
+        return model
+
     y_train = train[label_cols].to_numpy(dtype=np.float32)
     # Early stopping on the latest part of the training window: the test window stays unseen.
     n_fit = int(len(train) * (1.0 - cfg.valid_fraction))
     valid = (x_train[n_fit:], y_train[n_fit:]) if n_fit < len(train) else None
-    model, history = fit(model, x_train[:n_fit], y_train[:n_fit], cfg, valid, on_progress)
+    model, history = fit(fresh_model(), x_train[:n_fit], y_train[:n_fit], cfg, valid, on_progress)
     refit_epochs = 0
     if cfg.refit and valid is not None:
         # The same model, fitted from scratch on every training row for the epochs picked.
-        refit_epochs = int(np.argmin([h["valid_logloss"] for h in history])) + 1
-        torch.manual_seed(cfg.seed)
-        model = build_model(prep, cfg.model, len(label_cols))
-        model.set_reference(torch.from_numpy(x_train))
+        refit_epochs = _best_epoch(history)
         refit_cfg = dataclasses.replace(cfg, epochs=refit_epochs)
-        model, _ = fit(model, x_train, y_train, refit_cfg, None, on_progress)
+        model, _ = fit(fresh_model(), x_train, y_train, refit_cfg, None, on_progress)
 
     progress("evaluate", 0, 1, "")
     report = evaluate(model, x_train, x_test, train, test, target, contract, cfg.seed)
