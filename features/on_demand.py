@@ -94,7 +94,7 @@ def item_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
         except (TypeError, ValueError):  # e.g. pd.NA in an object column
             x = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
     else:
-        x = np.column_stack([np.asarray(inputs[name], dtype="float64") for name in names])
+        x = np.array([inputs[name] for name in names], dtype="float64").T
     ts, category, top, price, aov, launch, signup = x[:, :7].T
     per_slot = {t: x[:, 7 + 16 * k : 23 + 16 * k] for k, t in enumerate(tables)}
     rows = np.arange(len(x))
@@ -183,7 +183,7 @@ def activity_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
         except (TypeError, ValueError):  # e.g. pd.NA in an object column
             x = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
     else:
-        x = np.column_stack([np.asarray(inputs[name], dtype="float64") for name in names])
+        x = np.array([inputs[name] for name in names], dtype="float64").T
     ts, first, second, start, end, signup = x[:, :6].T
     per_slot = {t: x[:, 6 + 16 * k : 22 + 16 * k] for k, t in enumerate(tables)}
     table = per_slot["affinity"]

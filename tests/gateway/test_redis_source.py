@@ -16,7 +16,12 @@ from scoring.core import feature_repo
 from scoring.core.targets import TARGETS
 from scoring.datagen.dataset import build_data_set
 from scoring.gateway.features import FeastFeatureSource
-from scoring.gateway.redis_source import RedisFeatureSource, RowCache, decode_values
+from scoring.gateway.redis_source import (
+    HmgetWire,
+    RedisFeatureSource,
+    RowCache,
+    decode_values,
+)
 
 from ..conftest import TEXT_CACHE
 from ..features.test_stores import production_repo, tiny  # noqa: F401 (fixture)
@@ -103,10 +108,24 @@ def test_an_async_read_cut_off_by_its_budget_leaves_the_client_usable(
         await asyncio.sleep(0.7)  # the pause ends
         after = await read()  # no reply of the cut-off read is mistaken for this one's
         same(after.frame, expected.frame)
+        # The server drops every client connection (as on a restart or a failover): the next
+        # read goes out on a new connection, not to a closed socket.
+        assert admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") >= 1
+        again = await read()
+        same(again.frame, expected.frame)
         admin.close()
         await fast.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_prepacked_hmget_is_what_redis_py_sends() -> None:
+    from redis.asyncio.connection import Connection
+
+    fields: list[bytes | str] = [b"\x00\xffbinary\r\n", "_ts:user_profile", "é", b""]
+    key = b"\x02\x00\x00\x00user_id\x03scoring"
+    expected = b"".join(Connection().pack_command("HMGET", key, *fields))
+    assert HmgetWire.of(fields).pack(key) == expected
 
 
 def test_decode_values_bulk_and_fallback() -> None:

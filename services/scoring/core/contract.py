@@ -189,9 +189,7 @@ class FeatureContract:
                 for ref, col in zip(layout.scalar_refs, layout.scalar_cols, strict=True):
                     values[:, col] = _numeric(columns[ref])
         for spec, start in layout.vectors:
-            values[:, start : start + spec.length] = self._vector(
-                spec, pd.Series(columns[spec.ref], dtype=object)
-            )
+            values[:, start : start + spec.length] = self._vector(spec, columns[spec.ref], rows)
         missing = np.isnan(values)
         filled = np.where(missing, layout.defaults, values)
         # Per feature: any of its value columns missing.
@@ -205,9 +203,17 @@ class FeatureContract:
         matrix[:, filled.shape[1] :] = indicators
         return Assembled(matrix, missing, indicators)
 
-    def _vector(self, spec: FeatureSpec, column: pd.Series) -> np.ndarray:
-        out = np.full((len(column), spec.length), np.nan)
-        for row, value in enumerate(column.to_numpy(dtype=object)):
+    def _vector(self, spec: FeatureSpec, column: Any, rows: int) -> np.ndarray:
+        """[rows, length] values of a vector feature: NaN rows where it is missing."""
+        cells = column.tolist() if isinstance(column, pd.Series) else column
+        try:  # every row present and of one length: one C loop
+            block = np.array(cells, dtype=np.float64)
+            if block.shape == (rows, spec.length):
+                return block
+        except (TypeError, ValueError):  # None rows, ragged rows
+            pass
+        out = np.full((rows, spec.length), np.nan)
+        for row, value in enumerate(cells):
             if value is None:
                 continue
             vec = np.asarray(value, dtype=np.float64)

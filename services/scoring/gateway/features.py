@@ -134,6 +134,7 @@ class OnDemand:
     direct: bool  # call the UDF on a DataFrame, not through Arrow
     arrays: bool  # call it on numpy columns, not on a DataFrame (implies direct)
     outputs: tuple[str, ...]  # the output features' short names, in schema order
+    shorts: tuple[str, ...]  # the inputs' short names, in input order
 
     @classmethod
     def of(cls, odfv: Any) -> OnDemand:
@@ -161,13 +162,21 @@ class OnDemand:
             and all(n for _, _, n in fields)
             and all(n for _, n in request_fields),
             outputs=tuple(f.name for f in odfv.features),
+            shorts=tuple(s for _, s, _ in fields),
         )
 
     def _arrays(
         self, columns: dict[str, Any], request_values: dict[str, Any], rows: int
     ) -> dict[str, np.ndarray]:
         """The UDF's input as float64 columns by short name (NaN when missing)."""
-        arrays = {short: np.asarray(columns[full], dtype=np.float64) for full, short in self.inputs}
+        try:  # every input in one C loop (None -> NaN); each column a view of the block
+            block = np.array([columns[full] for full, _ in self.inputs], dtype=np.float64)
+        except (TypeError, ValueError):  # e.g. a value that is not a number
+            block = None
+        if block is not None and block.shape == (len(self.inputs), rows):
+            arrays = dict(zip(self.shorts, block, strict=True))
+        else:
+            arrays = {short: np.asarray(columns[full], np.float64) for full, short in self.inputs}
         for name, _ in self.request_fields:
             value = request_values.get(name)
             arrays[name] = np.full(rows, np.nan if value is None else value, np.float64)
@@ -241,6 +250,7 @@ class _ReadPlan:
     refs: tuple[str, ...]  # "view:feature" of stored views, incl. on-demand inputs
     views: dict[str, tuple[float, tuple[str, ...]]]  # view -> (ttl seconds, 0 = none; features)
     on_demand: tuple[OnDemand, ...]
+    columns: dict[str, tuple[str, ...]]  # view -> its features' full names, `<view>__<feature>`
 
 
 class FeastFeatureSource:
@@ -345,6 +355,7 @@ class FeastFeatureSource:
             refs=tuple(f"{v}:{f}" for v, (_, feats) in views.items() for f in feats),
             views={v: (ttl, tuple(feats)) for v, (ttl, feats) in views.items()},
             on_demand=tuple(OnDemand.of(v) for v in odfvs),
+            columns={v: tuple(f"{v}__{f}" for f in feats) for v, (_, feats) in views.items()},
         )
         self._plans[key] = plan
         return plan
@@ -383,8 +394,8 @@ class FeastFeatureSource:
         columns: dict[str, Any] = {}
         age_s: dict[str, float] = {}
         expired_rows: dict[str, int] = {}
-        for view, (ttl, features) in plan.views.items():
-            refs = [f"{view}__{f}" for f in features]
+        for view, (ttl, _) in plan.views.items():
+            refs = plan.columns[view]
             stamps = np.array(raw[refs[0] + TIMESTAMP_SUFFIX], dtype=np.float64)
             # A row is present when it has a stamp and any value (stop at the first feature
             # that shows every row: usually the first).

@@ -162,7 +162,9 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             fetch = loop.run_in_executor(self.pool, self.features.read, *args, request_values)
         online: OnlineFeatures | None = None
         try:
-            online = await asyncio.wait_for(fetch, budget)
+            # A timer on this task, not wait_for's extra task: two loop turns less a request.
+            async with asyncio.timeout(budget):
+                online = await fetch
         except TimeoutError:
             outcome.degradations.append(f"features_timeout: no answer in {budget * 1000:.0f} ms")
         except ScoringError:

@@ -116,6 +116,8 @@ class TritonScorer:
         """Scores every row with `version` ("" lets Triton pick), split into batches of at most
         `max_batch_size`, concurrently."""
         step = max_batch_size or len(matrix)
+        if len(matrix) <= step:  # one batch: awaited in this task, no task of its own
+            return await self._infer(model, matrix, timeout_s, contributions, version)
         parts = await asyncio.gather(
             *(
                 self._infer(model, matrix[i : i + step], timeout_s, contributions, version)
