@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
@@ -203,6 +204,8 @@ def run(quick: bool) -> int:
         client = RankingClient(stack.gateway.address)
         health = health_pb2_grpc.HealthStub(client.channel)
         redis_client = fast.client
+        assert stack.gateway.process is not None
+        gateway_process = psutil.Process(stack.gateway.process.pid)
         rng = np.random.default_rng(0)
         items = [f"i_{i:06d}" for i in range(stack.n_items)]
         users = [f"u_{i:06d}" for i in range(stack.n_users)]
@@ -305,6 +308,15 @@ def run(quick: bool) -> int:
                 )
                 del results["stages"]  # timed stage by stage, below
             row: dict[str, Any] = {"n": n}
+            # What the gateway process spends a request (every thread, user + system): a
+            # figure that machine-speed drift moves less than latency does.
+            cpu_repeats = 12 if quick else 300
+            spent = sum(gateway_process.cpu_times()[:2])
+            for _ in range(cpu_repeats):
+                gateway_call()
+            row["gateway_cpu_ms"] = (
+                (sum(gateway_process.cpu_times()[:2]) - spent) / cpu_repeats * 1000
+            )
             for name, samples in results.items():
                 for q in (50, 90, 99):
                     row[f"{name}_p{q}"] = pct(samples, q)
@@ -401,15 +413,18 @@ def report(rows: list[dict[str, Any]], throughput: list[dict[str, Any]], quick: 
     console.print(table)
 
     stages = Table(title="gateway stages in process, ms (p50 / p99), uncached feature reads")
-    for col in ("N", "features (Redis read + decode + TTL + on-demand)", "assembly", "inference"):
+    for col in ("N", "features (Redis read + decode + TTL + on-demand)", "assembly", "inference",
+                "gateway CPU / request"):  # fmt: skip
         stages.add_column(col, justify="right")
-    lines += ["", "Gateway stages (in process, cache off), ms p50 / p99:", "",
-              "| N | features | assembly | inference |", "|---|---|---|---|"]  # fmt: skip
+    lines += ["", "Gateway stages (in process, cache off), ms p50 / p99, and the serving gateway"
+              " process's CPU time per request (all threads, ms):", "",
+              "| N | features | assembly | inference | gateway CPU |",
+              "|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         cells = [
             f"{r[f'{s}_p50']:.1f} / {r[f'{s}_p99']:.1f}"
             for s in ("features", "assembly", "inference")
-        ]
+        ] + [f"{r['gateway_cpu_ms']:.2f}"]
         stages.add_row(str(r["n"]), *cells)
         lines.append(f"| {r['n']} | " + " | ".join(cells) + " |")
     console.print(stages)
