@@ -167,6 +167,7 @@ class Stack:
                 ),
                 # A private registry: the models trained above, served as Triton loaded them.
                 registry=RegistrySettings(url=f"sqlite:///{self.work / 'registry.db'}"),
+                log_json=True,  # as deployed (docker-compose, k8s): one JSON line a request
             )  # fmt: skip
             self.gateway = GatewayProcess(self.settings, log_path=self.work / "gateway.log")
             self.gateway.start()

@@ -113,7 +113,8 @@ def item_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
         "category_view_affinity": lift("views_90d"),
         "category_impression_affinity": lift("impressions_90d"),
         "is_top_category": np.where(known, category == top, np.nan),
-        "price_to_aov": price / aov,
+        # A spend of 0 (free orders) says nothing about price: missing, not a division by 0.
+        "price_to_aov": price / np.where(aov > 0, aov, np.nan),
         "item_age_days": (ts - launch) / 86400.0,
         "tenure_days": (ts - signup) / 86400.0,
         "hour_of_day": hour,

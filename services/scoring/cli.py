@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
 import time
@@ -381,11 +380,11 @@ def _sync_triton(settings: Settings) -> dict[str, list[int]]:
 def serve_gateway() -> None:
     """Run the gRPC gateway until Ctrl-C."""
     from scoring.core.logging import configure_logging
-    from scoring.gateway.server import serve
+    from scoring.gateway.server import run
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json, background=True)
-    asyncio.run(serve(settings))
+    run(settings)
 
 
 def _print_ranking(title: str, response: pb.RankResponse) -> None:

@@ -103,6 +103,12 @@ def test_bad_diversity_is_invalid_argument(gateway: Any) -> None:
     assert (info.value.details() or "").startswith("diversity:")
 
 
+def test_the_gateway_serves_on_uvloop(gateway: Any) -> None:
+    with RankingClient(gateway.address) as client:
+        assert client.rank("u_000001", ["i_000001"], CandidateKind.ITEM).candidates
+    assert "event_loop uvloop" in gateway.log_path.read_text()
+
+
 def test_metrics_endpoint_has_stage_latency_and_codes(gateway: Any) -> None:
     with RankingClient(gateway.address) as client:
         client.rank("u_000001", ["i_000001", "i_000002"], CandidateKind.ITEM)

@@ -143,3 +143,19 @@ def test_the_gateways_array_path_gives_the_dataframe_paths_values(store: Any, vi
     again = plain.compute(columns, request, rows)
     for name, values in got.items():
         np.testing.assert_array_equal(np.asarray(again[name]), values, err_msg=name)
+
+
+def test_price_to_aov_is_missing_for_a_zero_spend(store: Any) -> None:
+    with np.errstate(all="raise"):  # no division by zero on the way
+        out = transform(
+            store,
+            "item_request_features",
+            {
+                "price": [30.0, 30.0],
+                "avg_order_value_30d": [60.0, 0.0],  # a user whose orders were all free
+                "request_ts": [HOUR, HOUR],
+            },
+        )
+    got = out["price_to_aov"].to_numpy()
+    assert got[0] == pytest.approx(0.5)
+    assert np.isnan(got[1])  # missing (as for no spend): the declared default and indicator apply

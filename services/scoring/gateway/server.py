@@ -273,10 +273,26 @@ class Gateway:
         )
 
 
+def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop maker for GatewaySettings.event_loop (None: the standard library's)."""
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
+
+
+def run(settings: Settings) -> None:
+    """Runs `serve` until SIGINT/SIGTERM on the event loop the settings ask for."""
+    with asyncio.Runner(loop_factory=loop_factory(settings.gateway.event_loop)) as runner:
+        runner.run(serve(settings))
+
+
 async def serve(settings: Settings) -> None:
     """Runs the gateway until SIGINT/SIGTERM, then drains in-flight requests."""
     gateway = Gateway(settings)
     await gateway.start()
+    logger.info("event_loop %s", type(asyncio.get_running_loop()).__module__)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

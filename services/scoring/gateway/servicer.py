@@ -322,10 +322,30 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         response.degraded = bool(outcome.degradations)
         outcome.stages["postprocess"] = time.monotonic() - started
         outcome.stages["total"] = time.monotonic() - deadline.started
-        self._observe(query, contract, response, assembled, scored, order, outcome)
+        # Metrics, events, the feature log and the log line are bookkeeping the caller does not
+        # wait for: they run on the loop's next turn, after gRPC has written this response
+        # (the handler's return sends it without yielding to the loop first).
+        asyncio.get_running_loop().call_soon(
+            self._observe, query, contract, response, assembled, scored, order, outcome
+        )
         return response
 
     def _observe(
+        self,
+        query: RankQuery,
+        contract: FeatureContract,
+        response: pb.RankResponse,
+        assembled: Assembled,
+        scored: Scored,
+        order: np.ndarray,
+        outcome: Outcome,
+    ) -> None:
+        try:
+            self._record(query, contract, response, assembled, scored, order, outcome)
+        except Exception:  # a bookkeeping bug must not go unseen, nor reach the loop
+            logger.exception("observe_failed")
+
+    def _record(
         self,
         query: RankQuery,
         contract: FeatureContract,
