@@ -345,6 +345,71 @@ def report(
         console.print(table)
 
 
+@app.command("model-latency")
+def model_latency(
+    target: Annotated[str, typer.Option(help="Model target.")] = "item_ranker",
+    version: Annotated[int | None, typer.Option(help="Version; the latest by default.")] = None,
+    device: Annotated[
+        list[str] | None,
+        typer.Option(help="torch device(s); the CPU, and the GPU where there is one, by default."),
+    ] = None,
+    batch: Annotated[list[int] | None, typer.Option(help="Batch size(s).")] = None,
+    repeats: int = 200,
+    threads: Annotated[int, typer.Option(help="CPU intra-op threads (1: as served).")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Also write the table as Markdown.")] = None,
+) -> None:
+    """Time a trained version's TorchScript model by batch size, on the CPU and a GPU."""
+    import torch
+
+    from scoring.trainer.export import MODEL_FILE, list_versions, read_manifest
+    from scoring.trainer.latency import BATCHES, devices_here, measure
+
+    settings = _settings()
+    if target not in TARGETS:
+        raise typer.BadParameter(f"unknown target {target!r}; known: {sorted(TARGETS)}")
+    model_dir = settings.triton.model_repository / target
+    versions = list_versions(model_dir)
+    if not versions or (version is not None and version not in versions):
+        raise typer.BadParameter(
+            f"{model_dir}: no version {version or ''} (have {versions}); `scoring train` first"
+        )
+    chosen = version or versions[-1]
+    devices = device or devices_here()
+    for name in devices:
+        _check_device(name)
+    batches = batch or list(BATCHES)
+    if any(b < 1 for b in batches):
+        raise typer.BadParameter(f"{batches}: batch sizes must be at least 1", param_hint="--batch")
+    n_features = len(read_manifest(model_dir, chosen)["model"]["columns"])
+    rows = measure(
+        model_dir / str(chosen) / MODEL_FILE, n_features, devices, batches, repeats, 20, threads
+    )
+    cpu = {r.batch: r.compute_p50_ms for r in rows if r.device == "cpu"}
+    title = f"{target} v{chosen}: {n_features} inputs, {repeats} calls a cell, ms (p50 / p99)"
+    table = Table(title=title)
+    header = ("device", "batch", "model call", "with copies in/out", "rows/s", "vs CPU p50")
+    for col in header:
+        table.add_column(col, justify="right")
+    lines = [f"{title}, torch {torch.__version__}", "", "| " + " | ".join(header) + " |"]
+    lines.append("|" + "---|" * len(header))
+    for r in rows:
+        base = cpu.get(r.batch)
+        cells = (
+            r.device,
+            str(r.batch),
+            f"{r.compute_p50_ms:.3f} / {r.compute_p99_ms:.3f}",
+            f"{r.copy_p50_ms:.3f} / {r.copy_p99_ms:.3f}",
+            f"{r.rows_per_s:,.0f}",
+            f"{base / r.compute_p50_ms:.1f}x" if base else "-",
+        )
+        table.add_row(*cells)
+        lines.append("| " + " | ".join(cells) + " |")
+    console.print(table)
+    if out is not None:
+        out.write_text("\n".join(lines) + "\n")
+        console.print(f"wrote {out}")
+
+
 @serve_app.command("triton")
 def serve_triton() -> None:
     """Run the local Triton server (CPU, python backend) until Ctrl-C."""
