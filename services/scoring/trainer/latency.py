@@ -55,14 +55,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], object], sync: Callable[[], None], repeats: int) -> np.ndarray:
-    out = np.empty(repeats)
+def _timed(
+    calls: Sequence[Callable[[], object]], sync: Callable[[], None], repeats: int
+) -> np.ndarray:
+    """Milliseconds of each call (columns), `repeats` times (rows), the calls alternating so
+    that every one of them sees the same machine conditions."""
+    out = np.empty((repeats, len(calls)))
     for i in range(repeats):
-        sync()
-        started = time.perf_counter()
-        fn()
-        sync()
-        out[i] = time.perf_counter() - started
+        for j, fn in enumerate(calls):
+            sync()
+            started = time.perf_counter()
+            fn()
+            sync()
+            out[i, j] = time.perf_counter() - started
     return out * 1000.0
 
 
@@ -109,8 +114,8 @@ def measure(
                     for _ in range(warmup):
                         compute()
                         with_copies()
-                    plain = _timed(compute, sync, repeats)
-                    copied = _timed(with_copies, sync, repeats)
+                    timed = _timed((compute, with_copies), sync, repeats)
+                plain, copied = timed[:, 0], timed[:, 1]
                 rows.append(
                     LatencyRow(
                         device,
