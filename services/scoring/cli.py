@@ -354,8 +354,8 @@ def model_latency(
         typer.Option(help="torch device(s); the CPU, and the GPU where there is one, by default."),
     ] = None,
     batch: Annotated[list[int] | None, typer.Option(help="Batch size(s).")] = None,
-    repeats: int = 200,
-    threads: Annotated[int, typer.Option(help="CPU intra-op threads (1: as served).")] = 1,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed calls a cell.")] = 200,
+    threads: Annotated[int, typer.Option(min=1, help="CPU intra-op threads (1: as served).")] = 1,
     out: Annotated[Path | None, typer.Option(help="Also write the table as Markdown.")] = None,
 ) -> None:
     """Time a trained version's TorchScript model by batch size, on the CPU and a GPU."""
@@ -370,10 +370,9 @@ def model_latency(
     model_dir = settings.triton.model_repository / target
     versions = list_versions(model_dir)
     if not versions or (version is not None and version not in versions):
-        raise typer.BadParameter(
-            f"{model_dir}: no version {version or ''} (have {versions}); `scoring train` first"
-        )
-    chosen = version or versions[-1]
+        wanted = "no trained version" if version is None else f"no version {version}"
+        raise typer.BadParameter(f"{wanted} (have {versions}) in {model_dir}; `scoring train`")
+    chosen = versions[-1] if version is None else version
     devices = device or devices_here()
     for name in devices:
         _check_device(name)

@@ -42,7 +42,9 @@ def write_model(repository: Path, version: int = 1) -> Path:
 
 def test_measure_gives_one_row_per_device_and_batch_in_order(tmp_path: Path) -> None:
     path = write_model(tmp_path)
-    rows = measure(path, N_FEATURES, ["cpu"], batches=(1, 7), repeats=5, warmup=1)
+    threads = torch.get_num_threads()
+    rows = measure(path, N_FEATURES, ["cpu"], batches=(1, 7), repeats=5, warmup=1, threads=3)
+    assert torch.get_num_threads() == threads  # the caller's setting is given back
     assert [(r.device, r.batch) for r in rows] == [("cpu", 1), ("cpu", 7)]
     for r in rows:
         assert 0 < r.compute_p50_ms <= r.compute_p99_ms
@@ -76,6 +78,7 @@ def test_cli_prints_and_writes_the_table(tmp_path: Path) -> None:
         (["--target", "nope"], "unknown target"),
         (["--version", "9"], "no version 9"),
         (["--batch", "0"], "at least 1"),
+        (["--repeats", "0"], "--repeats"),
         (["--device", "gpu0"], "not a torch device"),
     ],
 )
@@ -86,6 +89,14 @@ def test_cli_refuses_bad_options_by_name(tmp_path: Path, args: list[str], says: 
     assert result.exit_code == 2
     # Typer boxes the message and wraps it at the terminal's width: read it as one line.
     assert says in " ".join(result.output.replace("│", " ").split())
+
+
+def test_cli_without_a_trained_version_says_to_train(tmp_path: Path) -> None:
+    env = {"SCORING_TRITON__MODEL_REPOSITORY": str(tmp_path)}
+    result = CliRunner().invoke(app, ["model-latency"], env=env)
+    assert result.exit_code == 2
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "no trained version" in text and "scoring train" in text
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")

@@ -94,7 +94,23 @@ def measure(
     Returns:
         One row per device and batch size, in that order.
     """
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _measure(model_path, n_features, devices, batches, repeats, warmup, seed)
+    finally:
+        torch.set_num_threads(before)  # a process-wide setting: the caller's, as it was
+
+
+def _measure(
+    model_path: Path,
+    n_features: int,
+    devices: Sequence[str],
+    batches: Sequence[int],
+    repeats: int,
+    warmup: int,
+    seed: int,
+) -> list[LatencyRow]:
     generator = torch.Generator().manual_seed(seed)
     rows: list[LatencyRow] = []
     with Progress(transient=True) as progress:
