@@ -322,23 +322,31 @@ def _check_device(device: str) -> None:
         )
 
 
+def _trained_version(target: str, version: int | None) -> tuple[Path, int]:
+    """A target's model folder and the trained version asked for (the latest by default)."""
+    from scoring.trainer.export import list_versions
+
+    if target not in TARGETS:
+        raise typer.BadParameter(f"unknown target {target!r}; known: {sorted(TARGETS)}")
+    model_dir = _settings().triton.model_repository / target
+    versions = list_versions(model_dir)
+    if not versions or (version is not None and version not in versions):
+        wanted = "no trained version" if version is None else f"no version {version}"
+        raise typer.BadParameter(f"{wanted} (have {versions}) in {model_dir}; `scoring train`")
+    return model_dir, versions[-1] if version is None else version
+
+
 @app.command()
 def report(
     target: str,
     version: Annotated[int | None, typer.Option(help="Version; the latest by default.")] = None,
 ) -> None:
     """Print a trained version's report: data, metrics vs baselines and oracle, feature groups."""
-    from scoring.trainer.export import list_versions, read_manifest
+    from scoring.trainer.export import read_manifest
     from scoring.trainer.report import report_tables
 
-    settings = _settings()
-    if target not in TARGETS:
-        raise typer.BadParameter(f"unknown target {target!r}; known: {sorted(TARGETS)}")
-    model_dir = settings.triton.model_repository / target
-    versions = list_versions(model_dir)
-    if not versions or (version is not None and version not in versions):
-        raise typer.BadParameter(f"{model_dir}: no version {version or ''} (have {versions})")
-    manifest = read_manifest(model_dir, version or versions[-1])
+    model_dir, chosen = _trained_version(target, version)
+    manifest = read_manifest(model_dir, chosen)
     if "evaluation" not in manifest:
         raise typer.BadParameter(f"{target} v{manifest['version']}: manifest has no evaluation")
     for table in report_tables(manifest):
@@ -361,18 +369,10 @@ def model_latency(
     """Time a trained version's TorchScript model by batch size, on the CPU and a GPU."""
     import torch
 
-    from scoring.trainer.export import MODEL_FILE, list_versions, read_manifest
+    from scoring.trainer.export import MODEL_FILE, read_manifest
     from scoring.trainer.latency import BATCHES, devices_here, measure
 
-    settings = _settings()
-    if target not in TARGETS:
-        raise typer.BadParameter(f"unknown target {target!r}; known: {sorted(TARGETS)}")
-    model_dir = settings.triton.model_repository / target
-    versions = list_versions(model_dir)
-    if not versions or (version is not None and version not in versions):
-        wanted = "no trained version" if version is None else f"no version {version}"
-        raise typer.BadParameter(f"{wanted} (have {versions}) in {model_dir}; `scoring train`")
-    chosen = versions[-1] if version is None else version
+    model_dir, chosen = _trained_version(target, version)
     devices = device or devices_here()
     for name in devices:
         _check_device(name)

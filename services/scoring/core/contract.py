@@ -189,7 +189,7 @@ class FeatureContract:
                 for ref, col in zip(layout.scalar_refs, layout.scalar_cols, strict=True):
                     values[:, col] = _numeric(columns[ref])
         for spec, start in layout.vectors:
-            values[:, start : start + spec.length] = self._vector(spec, columns[spec.ref], rows)
+            values[:, start : start + spec.length] = self._vector(spec, columns[spec.ref])
         missing = np.isnan(values)
         filled = np.where(missing, layout.defaults, values)
         # Per feature: any of its value columns missing.
@@ -203,9 +203,10 @@ class FeatureContract:
         matrix[:, filled.shape[1] :] = indicators
         return Assembled(matrix, missing, indicators)
 
-    def _vector(self, spec: FeatureSpec, column: Any, rows: int) -> np.ndarray:
+    def _vector(self, spec: FeatureSpec, column: Any) -> np.ndarray:
         """[rows, length] values of a vector feature: NaN rows where it is missing."""
         cells = column.tolist() if isinstance(column, pd.Series) else column
+        rows = len(cells)
         try:  # every row present and of one length: one C loop
             block = np.array(cells, dtype=np.float64)
             if block.shape == (rows, spec.length):

@@ -292,9 +292,9 @@ async def serve(settings: Settings) -> None:
     """Runs the gateway until SIGINT/SIGTERM, then drains in-flight requests."""
     gateway = Gateway(settings)
     await gateway.start()
-    logger.info("event_loop %s", type(asyncio.get_running_loop()).__module__)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    logger.info("event_loop %s", type(loop).__module__)
+    stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()

@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import grpc
@@ -69,6 +70,14 @@ class Deadline:
         if left <= 0:
             raise DeadlineExceededError("deadline exceeded")
         return left
+
+
+def _logged(bookkeeping: Callable[[], None]) -> None:
+    """Runs a request's deferred bookkeeping; a bug in it is logged, never raised to the loop."""
+    try:
+        bookkeeping()
+    except Exception:
+        logger.exception("observe_failed")
 
 
 class RankingServicer(pb_grpc.RankingServiceServicer):
@@ -325,27 +334,13 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         # Metrics, events, the feature log and the log line are bookkeeping the caller does not
         # wait for: they run on the loop's next turn, after gRPC has written this response
         # (the handler's return sends it without yielding to the loop first).
-        asyncio.get_running_loop().call_soon(
+        observe = partial(
             self._observe, query, contract, response, assembled, scored, order, outcome
         )
+        asyncio.get_running_loop().call_soon(_logged, observe)
         return response
 
     def _observe(
-        self,
-        query: RankQuery,
-        contract: FeatureContract,
-        response: pb.RankResponse,
-        assembled: Assembled,
-        scored: Scored,
-        order: np.ndarray,
-        outcome: Outcome,
-    ) -> None:
-        try:
-            self._record(query, contract, response, assembled, scored, order, outcome)
-        except Exception:  # a bookkeeping bug must not go unseen, nor reach the loop
-            logger.exception("observe_failed")
-
-    def _record(
         self,
         query: RankQuery,
         contract: FeatureContract,

@@ -4,7 +4,8 @@ is one: what Triton's libtorch backend pays per batch, without the server around
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -55,6 +56,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@contextmanager
+def _cpu_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op thread count, a process-wide setting, for a while; then the caller's."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _timed(
     calls: Sequence[Callable[[], object]], sync: Callable[[], None], repeats: int
 ) -> np.ndarray:
@@ -94,26 +106,9 @@ def measure(
     Returns:
         One row per device and batch size, in that order.
     """
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return _measure(model_path, n_features, devices, batches, repeats, warmup, seed)
-    finally:
-        torch.set_num_threads(before)  # a process-wide setting: the caller's, as it was
-
-
-def _measure(
-    model_path: Path,
-    n_features: int,
-    devices: Sequence[str],
-    batches: Sequence[int],
-    repeats: int,
-    warmup: int,
-    seed: int,
-) -> list[LatencyRow]:
     generator = torch.Generator().manual_seed(seed)
     rows: list[LatencyRow] = []
-    with Progress(transient=True) as progress:
+    with _cpu_threads(threads), Progress(transient=True) as progress:
         task = progress.add_task("model latency", total=len(devices) * len(batches))
         for device in devices:
             dev = torch.device(device)
