@@ -340,13 +340,16 @@ def run(quick: bool) -> int:
                 ("assembly", stage_assembly[-repeats:]),
                 ("inference", stage_inference[-repeats:]),
             ):
-                row[f"{name}_p50"] = pct(samples, 50)
-                row[f"{name}_p99"] = pct(samples, 99)
+                for q in (50, 90, 99):
+                    row[f"{name}_p{q}"] = pct(samples, q)
             rows.append(row)
 
-            for concurrency in CONCURRENCY if n in (100, 1000) else ():
-                duration = 2.0 if quick else 4.0
-                for name, fn in (("gateway", gateway_call), ("naive", naive_call)):
+            # Closed-loop throughput of each path at each concurrency, the floor included: how
+            # much of what the machine can serve the gateway keeps.
+            for concurrency in CONCURRENCY:
+                duration = 2.0 if quick else 3.0
+                paths = (("gateway", gateway_call), ("floor", floor_call), ("naive", naive_call))
+                for name, fn in paths:
                     done = [0]
                     lock = threading.Lock()
                     stop_at = time.monotonic() + duration
@@ -431,35 +434,48 @@ def report(rows: list[dict[str, Any]], throughput: list[dict[str, Any]], quick: 
         lines.append(f"| {r['n']} | " + " | ".join(cells) + f" | {ratios} | {verdict} |")
     console.print(table)
 
-    stages = Table(title="gateway stages in process, ms (p50 / p99), uncached feature reads")
+    stages = Table(title="gateway stages in process, ms (p50 / p90 / p99), uncached feature reads")
     for col in ("N", "features (Redis read + decode + TTL + on-demand)", "assembly", "inference",
                 "gateway CPU / request"):  # fmt: skip
         stages.add_column(col, justify="right")
-    lines += ["", "Gateway stages (in process, cache off), ms p50 / p99, and the serving gateway"
-              " process's CPU time per request (all threads, ms):", "",
+    lines += ["", "Gateway stages (in process, cache off), ms p50 / p90 / p99, and the serving"
+              " gateway process's CPU time per request (all threads, ms):", "",
               "| N | features | assembly | inference | gateway CPU |",
               "|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         cells = [
-            f"{r[f'{s}_p50']:.1f} / {r[f'{s}_p99']:.1f}"
+            f"{r[f'{s}_p50']:.1f} / {r[f'{s}_p90']:.1f} / {r[f'{s}_p99']:.1f}"
             for s in ("features", "assembly", "inference")
         ] + [f"{r['gateway_cpu_ms']:.2f}"]
         stages.add_row(str(r["n"]), *cells)
         lines.append(f"| {r['n']} | " + " | ".join(cells) + " |")
     console.print(stages)
 
-    tp = Table(title="throughput, requests/s (errors)")
-    for col in ("N", "path", "concurrency", "req/s", "errors"):
-        tp.add_column(col, justify="right")
-    lines += ["", "Throughput (closed loop, requests/s):", "",
-              "| N | path | concurrency | req/s | errors |", "|---|---|---|---|---|"]  # fmt: skip
+    # One row per N and path, one column per concurrency; the gateway's cells also give its
+    # share of the floor's throughput at the same concurrency.
+    rps = {(t["n"], t["path"], t["concurrency"]): t["rps"] for t in throughput}
+    failed: dict[tuple[int, str], int] = {}
     for t in throughput:
-        tp.add_row(
-            str(t["n"]), t["path"], str(t["concurrency"]), f"{t['rps']:.1f}", str(t["errors"])
-        )
-        lines.append(
-            f"| {t['n']} | {t['path']} | {t['concurrency']} | {t['rps']:.1f} | {t['errors']} |"
-        )
+        failed[(t["n"], t["path"])] = failed.get((t["n"], t["path"]), 0) + t["errors"]
+    heads = [f"c = {c}" for c in CONCURRENCY]
+    tp = Table(title="throughput, requests/s (closed loop); gateway: its share of the floor's")
+    for col in ("N", "path", *heads, "errors"):
+        tp.add_column(col, justify="right")
+    lines += ["", "Throughput (closed loop, requests/s; for the gateway, in brackets, its share"
+              " of the floor's at the same concurrency):", "",
+              "| N | path | " + " | ".join(heads) + " | errors |",
+              "|---|---|" + "---|" * len(heads) + "---|"]  # fmt: skip
+    for n, path in dict.fromkeys((t["n"], t["path"]) for t in throughput):
+        cells = []
+        for c in CONCURRENCY:
+            value = rps.get((n, path, c))
+            floor = rps.get((n, "floor", c))
+            cell = "-" if value is None else f"{value:.1f}"
+            if path == "gateway" and value is not None and floor:
+                cell += f" ({value / floor:.2f}x)"
+            cells.append(cell)
+        tp.add_row(str(n), path, *cells, str(failed[(n, path)]))
+        lines.append(f"| {n} | {path} | " + " | ".join(cells) + f" | {failed[(n, path)]} |")
     console.print(tp)
     lines += ["", f"Targets (p99 <= 0.5x naive and <= 1.5x floor at every N): "
               f"{'met' if ok_all else 'missed'}.", ""]  # fmt: skip
