@@ -47,7 +47,7 @@ bench: install ## Gateway latency and throughput vs the naive pipeline and the f
 	$(PY) bench/gateway_bench.py
 
 protos: install ## Regenerate the committed gRPC code from protos/
-	$(PY) -m scoring.core.codegen
+	$(PY) -m scoring.devtools.codegen
 
 clean: ## Remove generated data, model versions and run state (keeps .venv)
 	rm -rf features/data .triton .run model_repository/*/[0-9]*

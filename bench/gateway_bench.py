@@ -17,6 +17,7 @@ and drops it afterwards.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import itertools
 import os
@@ -38,8 +39,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
+from scoring import workflows
 from scoring.client import RankingClient
 from scoring.core import feature_repo
+from scoring.core.model_io import FEATURES_INPUT, SCORE_OUTPUT
 from scoring.core.settings import (
     FeastSettings,
     GatewaySettings,
@@ -50,11 +53,10 @@ from scoring.core.settings import (
 from scoring.core.targets import TARGETS, CandidateKind
 from scoring.datagen.dataset import build_data_set
 from scoring.datagen.synthetic import SyntheticConfig, generate
-from scoring.gateway.features import FeastFeatureSource
+from scoring.gateway.feature_source import FeastFeatureSource
 from scoring.gateway.process import GatewayProcess
 from scoring.gateway.redis_source import RedisFeatureSource
-from scoring.trainer.train import TrainConfig, train_target
-from scoring.triton.config import INPUT_NAME, OUTPUT_NAME
+from scoring.trainer.train import TrainConfig
 from scoring.triton.server import TritonServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,34 +159,34 @@ class Stack:
             build_data_set(generate(cfg), self.repo / "data", text_cache=cache)
             feature_repo.apply(self.repo, self.fs_yaml)
             feature_repo.materialize(self.repo, fs_yaml=self.fs_yaml)
-        with console.status("training (1 epoch: latency, not quality)"):
-            store = feature_repo.open_store(self.repo, self.fs_yaml)
-            self.models = self.work / "model_repository"
-            for target in TARGETS.values():  # the gateway serves when every target is ready
-                train_target(store, target, self.repo, self.models, TrainConfig(epochs=1))
+        self.models = self.work / "model_repository"
         triton_cfg = TritonSettings(
             url=f"127.0.0.1:{free_port()}", http_port=free_port(), metrics_port=free_port(),
             model_repository=self.models, work_dir=self.work / "triton",
         )  # fmt: skip
+        self.settings = Settings(
+            feast=FeastSettings(repo_path=self.repo, fs_yaml=self.fs_yaml),
+            triton=triton_cfg,
+            gateway=GatewaySettings(
+                port=free_port(), metrics_port=free_port(), feature_log_sample_rate=0.0,
+                default_timeout_ms=10_000, feature_timeout_ms=10_000, feature_read="redis",
+                events_dir=self.work / "events",
+            ),
+            # A private registry: the models trained below are registered there, and served as
+            # Triton loaded them (none is promoted).
+            registry=RegistrySettings(url=f"sqlite:///{self.work / 'registry.db'}"),
+            log_json=True,  # as deployed (docker-compose, k8s): one JSON line a request
+        )  # fmt: skip
+        with console.status("training (1 epoch: latency, not quality)"):
+            # Every target: the gateway serves when every target is ready.
+            workflows.train_and_register(self.settings, None, TrainConfig(epochs=1), actor="bench")
         with console.status("starting Triton and the gateway"):
             self.triton = TritonServer(triton_cfg, list(TARGETS))
             self.triton.start()
             self.triton.wait_ready()
-            self.settings = Settings(
-                feast=FeastSettings(repo_path=self.repo, fs_yaml=self.fs_yaml),
-                triton=triton_cfg,
-                gateway=GatewaySettings(
-                    port=free_port(), metrics_port=free_port(), feature_log_sample_rate=0.0,
-                    default_timeout_ms=10_000, feature_timeout_ms=10_000, feature_read="redis",
-                    events_dir=self.work / "events",
-                ),
-                # A private registry: the models trained above, served as Triton loaded them.
-                registry=RegistrySettings(url=f"sqlite:///{self.work / 'registry.db'}"),
-                log_json=True,  # as deployed (docker-compose, k8s): one JSON line a request
-            )  # fmt: skip
             self.gateway = GatewayProcess(self.settings, log_path=self.work / "gateway.log")
             self.gateway.start()
-            self.gateway.wait_serving(120)
+            self.gateway.wait_ready(120)
 
     def close(self) -> None:
         if self.gateway is not None:
@@ -218,6 +220,8 @@ def run(quick: bool) -> int:
         client = RankingClient(stack.gateway.address)
         health = health_pb2_grpc.HealthStub(client.channel)
         redis_client = fast.client
+        # The stage timings read features as the gateway does (awaited), on one loop.
+        stage_loop = asyncio.new_event_loop()
         assert stack.gateway.process is not None
         gateway_process = psutil.Process(stack.gateway.process.pid)
         rng = np.random.default_rng(0)
@@ -226,12 +230,12 @@ def run(quick: bool) -> int:
         now = int(time.time())
 
         def infer(matrix: np.ndarray) -> np.ndarray:
-            inp = grpcclient.InferInput(INPUT_NAME, list(matrix.shape), "FP32")
+            inp = grpcclient.InferInput(FEATURES_INPUT, list(matrix.shape), "FP32")
             inp.set_data_from_numpy(matrix)
             out = triton.infer(
-                "item_ranker", [inp], outputs=[grpcclient.InferRequestedOutput(OUTPUT_NAME)]
+                "item_ranker", [inp], outputs=[grpcclient.InferRequestedOutput(SCORE_OUTPUT)]
             )
-            return np.asarray(out.as_numpy(OUTPUT_NAME))
+            return np.asarray(out.as_numpy(SCORE_OUTPUT))
 
         for n in SIZES:
             # Enough requests that p99 is a percentile, not the slowest one: 1000 a path up to
@@ -266,7 +270,7 @@ def run(quick: bool) -> int:
                 )
 
             ready = contract.assemble(
-                sdk.fetch(contract, target, *requests[0], {"request_ts": now})
+                sdk.read_blocking(contract, target, *requests[0], {"request_ts": now}).columns
             ).matrix
 
             def naive_call() -> None:
@@ -278,17 +282,17 @@ def run(quick: bool) -> int:
                 ).to_df()  # fmt: skip
                 infer(contract.assemble(frame).matrix)
 
-            plan = fast._layout(fast._plan(contract))
+            plan = fast.layout(fast.catalog.plan(contract))
 
             def floor_call() -> None:
                 user, ids = next_request("floor")
                 pipe = redis_client.pipeline(transaction=False)
                 for view in plan:
                     if view.entity == "user":
-                        pipe.hmget(fast._key("user_id", user), list(view.fields))
+                        pipe.hmget(fast.entity_key("user_id", user), list(view.fields))
                     else:
                         for c in ids:
-                            pipe.hmget(fast._key("item_id", c), list(view.fields))
+                            pipe.hmget(fast.entity_key("item_id", c), list(view.fields))
                 pipe.execute()
                 infer(ready)
 
@@ -299,7 +303,8 @@ def run(quick: bool) -> int:
             def stages_call() -> None:
                 user, ids = next_request("stages")
                 t0 = time.perf_counter()
-                online = fast.read(contract, target, user, ids, {"request_ts": now})
+                read = fast.read(contract, target, user, ids, {"request_ts": now})
+                online = stage_loop.run_until_complete(read)
                 t1 = time.perf_counter()
                 matrix = contract.assemble(online.columns).matrix
                 t2 = time.perf_counter()
@@ -384,6 +389,8 @@ def run(quick: bool) -> int:
                     )  # fmt: skip
         client.close()
         triton.close()
+        stage_loop.run_until_complete(fast.aclose())
+        stage_loop.close()
     finally:
         stack.close()
         shutil.rmtree(work, ignore_errors=True)

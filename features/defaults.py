@@ -14,7 +14,7 @@ from feast.types import Array, FeastType, Float32
 
 DEFAULT_TAG = "default"
 LENGTH_TAG = "length"
-INPUTS_TAG = "inputs"  # scoring.gateway.features.INPUTS_TAG
+INPUTS_TAG = "inputs"  # scoring.gateway.read_plan.INPUTS_TAG
 
 
 def feature(name: str, dtype: FeastType, default: float, description: str = "") -> Field:

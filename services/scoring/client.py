@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from scoring.api.v1 import scoring_pb2 as pb
 from scoring.api.v1 import scoring_pb2_grpc as pb_grpc
+from scoring.core.closeable import Closeable
 from scoring.core.targets import CandidateKind
 
 CANDIDATE_TYPES = {
@@ -18,7 +18,7 @@ CANDIDATE_TYPES = {
 }
 
 
-class RankingClient:
+class RankingClient(Closeable):
     """A blocking client; one channel per instance. Use as a context manager."""
 
     def __init__(self, address: str) -> None:
@@ -88,14 +88,3 @@ class RankingClient:
 
     def close(self) -> None:
         self.channel.close()
-
-    def __enter__(self) -> RankingClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

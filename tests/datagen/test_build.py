@@ -14,7 +14,7 @@ from scoring.datagen.build import AFFINITY_SLOTS, DAY, Windows, snapshot_times
 from scoring.datagen.dataset import DataSet, build_data_set
 from scoring.datagen.events import EventLog
 from scoring.datagen.synthetic import SyntheticConfig, generate
-from scoring.trainer.metrics import auc
+from scoring.trainer.ranking_metrics import auc
 
 from ..conftest import TEXT_CACHE
 

@@ -147,15 +147,15 @@ def test_production_path(prod_stack: tuple[ProdRepo, Path, GatewayProcess]) -> N
     admin = redis.Redis.from_url("redis://" + REDIS)
     admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")
     try:
-        with RankingClient(gateway.address) as client:
-            t0 = time.monotonic()
+        with RankingClient(gateway.address) as client:  # over 2 s: DEADLINE_EXCEEDED raises
             paused = client.rank("u_000005", ids[:10], timestamp_s=NOW, timeout_s=2.0)
-            took = time.monotonic() - t0
     finally:
         admin.close()
-    assert took < 2.5
     assert paused.degraded and paused.unknown_user and paused.model_version
     assert any(d.startswith("features_timeout") for d in paused.degradations)
-    time.sleep(1.6)  # the pause ends; the store answers again
+    # The pause ends (Redis's clock, 1.5 s after it began); the store answers again.
+    deadline = time.monotonic() + 30
     with RankingClient(gateway.address) as client:
-        assert not client.rank("u_000005", ids[:10], timestamp_s=NOW).degraded
+        while client.rank("u_000005", ids[:10], timestamp_s=NOW).degraded:
+            assert time.monotonic() < deadline, "still degraded 30 s after Redis's pause"
+            time.sleep(0.1)

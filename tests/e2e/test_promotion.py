@@ -22,8 +22,8 @@ import pytest
 from scoring.api.v1 import scoring_pb2 as pb
 from scoring.api.v1 import scoring_pb2_grpc as pb_grpc
 from scoring.client import RankingClient
+from scoring.core.served_events import read_events
 from scoring.core.targets import TARGETS
-from scoring.gateway.events import read_events
 from scoring.gateway.process import GatewayProcess
 from scoring.gateway.routing import bucket
 from scoring.registry import Registry, Stage

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from scoring.core.targets import TARGETS
-from scoring.gateway.features import AGE_ATTR, FeastFeatureSource
+from scoring.gateway.feature_source import FeastFeatureSource
+
+from ..gateway.helpers import AGE_ATTR, fetch, frame
 
 ITEMS = ("i_000001", "i_000002", "i_000003")
 
@@ -22,8 +24,8 @@ def source(feature_repo_ready: Any) -> FeastFeatureSource:
 def read(source: FeastFeatureSource, user: str, ids: tuple[str, ...], now: float) -> Any:
     target = TARGETS["item_ranker"]
     contract = source.contract(target.feature_service)
-    got = source.read(contract, target, user, ids, {"request_ts": int(now)}, now=now)
-    return contract, got, contract.assemble(got.frame)
+    got = source.read_blocking(contract, target, user, ids, {"request_ts": int(now)}, now=now)
+    return contract, got, contract.assemble(frame(got))
 
 
 def test_fresh_values_are_served_with_their_age(source: FeastFeatureSource) -> None:
@@ -77,7 +79,7 @@ def test_fetch_reports_age_and_matches_feast_when_fresh(
     target = TARGETS["item_ranker"]
     contract = source.contract(target.feature_service)
     now = int(time.time())
-    frame = source.fetch(contract, target, "u_000007", ITEMS, {"request_ts": now})
+    frame = fetch(source, contract, target, "u_000007", ITEMS, {"request_ts": now})
     assert set(frame.attrs[AGE_ATTR]) >= {"user_behavior", "item_stats", "item_embedding"}
     store = feature_repo_ready.store()
     rows = [{"user_id": "u_000007", "item_id": i, "request_ts": now} for i in ITEMS]

@@ -111,7 +111,7 @@ def test_the_gateways_array_path_gives_the_dataframe_paths_values(store: Any, vi
     """The gateway calls a view tagged `inputs: arrays` on numpy columns (no pandas on the
     request path); Feast and the trainer call it on a DataFrame. Same values, bit for bit, and
     the gateway takes the array path for both of the repo's views."""
-    from scoring.gateway.features import OnDemand
+    from scoring.gateway.read_plan import OnDemand
 
     rng = np.random.default_rng(1)
     odfv = store.get_on_demand_feature_view(view)

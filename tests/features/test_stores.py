@@ -22,9 +22,10 @@ from scoring.core.targets import TARGETS
 from scoring.datagen.dataset import build_data_set
 from scoring.datagen.events import EventLog
 from scoring.datagen.synthetic import SyntheticConfig, generate
-from scoring.gateway.features import FeastFeatureSource
+from scoring.gateway.feature_source import FeastFeatureSource
 
 from ..conftest import TEXT_CACHE, copy_feature_repo, require
+from ..gateway.helpers import frame
 
 REDIS = "127.0.0.1:6379"
 REGISTRY = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -128,11 +129,11 @@ def test_production_profile_serves_from_redis_with_a_postgres_registry(
     assert store.config.registry.registry_type == "sql"
     target = TARGETS["item_ranker"]
     contract = source.contract(target.feature_service)
-    got = source.read(contract, target, USER, ("i_000001", "i_000002"), {"request_ts": 0})
+    got = source.read_blocking(contract, target, USER, ("i_000001", "i_000002"), {"request_ts": 0})
     behaviour = data.tables["user_behavior"]
     latest = behaviour[behaviour["user_id"] == USER].sort_values("event_timestamp").iloc[-1]
-    assert got.frame["user_behavior__views_30d"].tolist() == [latest["views_30d"]] * 2
-    assert contract.assemble(got.frame).matrix.shape == (2, contract.width)
+    assert frame(got)["user_behavior__views_30d"].tolist() == [latest["views_30d"]] * 2
+    assert contract.assemble(frame(got)).matrix.shape == (2, contract.width)
 
     client = redis.Redis.from_url("redis://" + REDIS)
     assert any(True for _ in client.scan_iter(match=f"*{project}", count=1000))

@@ -15,7 +15,7 @@ import pytest
 from scoring.core import feature_repo
 from scoring.core.targets import TARGETS
 from scoring.datagen.dataset import build_data_set
-from scoring.gateway.features import FeastFeatureSource
+from scoring.gateway.feature_source import FeastFeatureSource
 from scoring.gateway.redis_source import (
     HmgetWire,
     RedisFeatureSource,
@@ -25,6 +25,7 @@ from scoring.gateway.redis_source import (
 
 from ..conftest import TEXT_CACHE
 from ..features.test_stores import production_repo, tiny  # noqa: F401 (fixture)
+from .helpers import fetch, frame
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -60,22 +61,22 @@ def test_redis_read_equals_the_feast_sdk_read(production_repo: tuple[Path, Path,
     for target_name, user, ids, ts in cases:
         target = TARGETS[target_name]
         contract = sdk.contract(target.feature_service)
-        expected = sdk.fetch(contract, target, user, ids, {"request_ts": ts})
+        expected = fetch(sdk, contract, target, user, ids, {"request_ts": ts})
         for _ in range(2):  # the second read comes from the cache
-            got = fast.fetch(contract, target, user, ids, {"request_ts": ts})
+            got = fetch(fast, contract, target, user, ids, {"request_ts": ts})
             same(got, expected)
             assert got.attrs["expired_rows"] == expected.attrs["expired_rows"]
             assert got.attrs["feature_age_s"].keys() == expected.attrs["feature_age_s"].keys()
         # The gateway's path: the same read awaited on an event loop (uncached, then cached).
         for _ in range(2):
-            online = asyncio.run(fast.read_async(contract, target, user, ids, {"request_ts": ts}))
-            same(online.frame, expected)
+            online = asyncio.run(fast.read(contract, target, user, ids, {"request_ts": ts}))
+            same(frame(online), expected)
             assert online.expired == expected.attrs["expired_rows"]
     assert fast.cache.hits > 0 and fast.cache.misses > 0
     # A registry change drops the cached rows with the read plans: a view's features may have
     # been added, dropped or reordered since the rows were read.
     assert len(fast.cache) > 0
-    fast._forget_plans()
+    fast.catalog.forget()
     assert len(fast.cache) == 0
 
 
@@ -96,7 +97,7 @@ def test_an_async_read_cut_off_by_its_budget_leaves_the_client_usable(
 
     async def scenario() -> None:
         def read() -> Any:
-            return fast.read_async(contract, target, "u_000003", ids, {"request_ts": 0})
+            return fast.read(contract, target, "u_000003", ids, {"request_ts": 0})
 
         expected = await read()
         admin = redis.Redis(host="127.0.0.1", port=6379)
@@ -107,12 +108,12 @@ def test_an_async_read_cut_off_by_its_budget_leaves_the_client_usable(
         assert time.monotonic() - started < 0.3  # the budget holds while Redis is stuck
         await asyncio.sleep(0.7)  # the pause ends
         after = await read()  # no reply of the cut-off read is mistaken for this one's
-        same(after.frame, expected.frame)
+        same(frame(after), frame(expected))
         # The server drops every client connection (as on a restart or a failover): the next
         # read goes out on a new connection, not to a closed socket.
         assert admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") >= 1
         again = await read()
-        same(again.frame, expected.frame)
+        same(frame(again), frame(expected))
         admin.close()
         await fast.aclose()
 

@@ -58,7 +58,7 @@ def test_context_timestamp_and_request_id_are_kept() -> None:
         (request(types=[]), "candidates: at least one"),
         (
             request(types=[ITEM] * 11),
-            "candidates: 11 candidates exceed the configured maximum of 10",
+            "candidates: 11 candidates exceed the maximum of 10",
         ),
         (request(types=[ITEM, 7]), "candidates[1].type: unknown candidate type 7"),
         (

@@ -122,7 +122,7 @@ def test_within_tolerance_passes_and_logloss_is_lower_is_better(
 
 
 def test_metric_checks_directions() -> None:
-    from scoring.registry.store import VersionRecord
+    from scoring.registry.types import VersionRecord
 
     now = datetime.now(UTC)
 

@@ -12,10 +12,10 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from scoring.core.contract import contract_from_store
+from scoring.core.model_io import CONTRIB_OUTPUT, FEATURES_INPUT, SCORE_OUTPUT
 from scoring.core.targets import TARGETS
 from scoring.trainer.export import MODEL_FILE, list_versions, read_manifest
 from scoring.trainer.train import labels_path, training_frame
-from scoring.triton.config import CONTRIB_NAME, INPUT_NAME, OUTPUT_NAME
 
 pytestmark = [pytest.mark.triton]
 
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.triton]
 def infer(url: str, model: str, rows: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
     client = grpcclient.InferenceServerClient(url)
     try:
-        infer_input = grpcclient.InferInput(INPUT_NAME, list(rows.shape), "FP32")
+        infer_input = grpcclient.InferInput(FEATURES_INPUT, list(rows.shape), "FP32")
         infer_input.set_data_from_numpy(rows)
         result = client.infer(
             model, [infer_input], outputs=[grpcclient.InferRequestedOutput(o) for o in outputs]
@@ -70,8 +70,8 @@ def test_triton_returns_score_and_contributions_of_the_model(
         got = np.concatenate([a[name] for a in answers])
         assert got.shape == expected[name].shape
         np.testing.assert_allclose(got, expected[name], rtol=0, atol=1e-5, err_msg=name)
-    assert expected[CONTRIB_NAME].shape == (len(rows), len(groups))
+    assert expected[CONTRIB_OUTPUT].shape == (len(rows), len(groups))
     # The contributions explain the score: baseline logit + their sum = the click logit.
-    logit = np.log(expected[OUTPUT_NAME][:, 0]) - np.log1p(-expected[OUTPUT_NAME][:, 0])
-    explained = manifest["model"]["contrib_baseline_logit"] + expected[CONTRIB_NAME].sum(1)
+    logit = np.log(expected[SCORE_OUTPUT][:, 0]) - np.log1p(-expected[SCORE_OUTPUT][:, 0])
+    explained = manifest["model"]["contrib_baseline_logit"] + expected[CONTRIB_OUTPUT].sum(1)
     np.testing.assert_allclose(explained, logit, rtol=0, atol=1e-3)

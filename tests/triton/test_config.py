@@ -9,13 +9,16 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from scoring.core.contract import contract_from_store
+from scoring.core.model_io import (
+    CONTRIB_OUTPUT,
+    FEATURES_INPUT,
+    PARAM_INTRA_OP_THREADS,
+    PURCHASE_OUTPUT,
+    SCORE_OUTPUT,
+)
 from scoring.core.targets import TARGETS
 from scoring.trainer.train import has_purchase_label, labels_path, model_spec
 from scoring.triton.config import (
-    CONTRIB_NAME,
-    INPUT_NAME,
-    OUTPUT_NAME,
-    PURCHASE_NAME,
     ModelSpec,
     build_config,
     config_paths,
@@ -53,8 +56,8 @@ def test_profiles_share_everything_but_runtime() -> None:
         cfg.ClearField("backend")
         cfg.ClearField("instance_group")
     assert gpu == cpu
-    assert gpu.input[0].name == INPUT_NAME and list(gpu.input[0].dims) == [19]
-    assert gpu.output[0].name == OUTPUT_NAME
+    assert gpu.input[0].name == FEATURES_INPUT and list(gpu.input[0].dims) == [19]
+    assert gpu.output[0].name == SCORE_OUTPUT
     assert gpu.parameters["feature_schema_hash"].string_value == "abc123"
     assert gpu.parameters["INTRA_OP_THREAD_COUNT"].string_value == "1"  # both: one torch thread
 
@@ -62,12 +65,19 @@ def test_profiles_share_everything_but_runtime() -> None:
 def test_outputs_and_feature_groups_come_from_one_spec() -> None:
     cfg = build_config(SPEC, "cpu")
     assert [(o.name, list(o.dims)) for o in cfg.output] == [
-        (OUTPUT_NAME, [1]),
-        (CONTRIB_NAME, [len(GROUPS)]),
+        (SCORE_OUTPUT, [1]),
+        (CONTRIB_OUTPUT, [len(GROUPS)]),
     ]
     assert cfg.parameters["feature_groups"].string_value == "user_behavior,item_popularity,price"
     multi = build_config(ModelSpec("m", 4, "s", "h", groups=GROUPS, purchase=True), "gpu")
-    assert [o.name for o in multi.output] == [OUTPUT_NAME, CONTRIB_NAME, PURCHASE_NAME]
+    assert [o.name for o in multi.output] == [SCORE_OUTPUT, CONTRIB_OUTPUT, PURCHASE_OUTPUT]
+
+
+def test_the_cpu_backend_reads_the_model_interface_names() -> None:
+    # The backend runs inside Triton, so it spells the names out rather than importing them.
+    source = (ROOT / "services/scoring/triton/backend/model.py").read_text()
+    assert f'INPUT_NAME = "{FEATURES_INPUT}"' in source
+    assert f'.get("{PARAM_INTRA_OP_THREADS}", {{}})' in source
 
 
 def test_write_configs_is_idempotent(tmp_path: Path) -> None:

@@ -87,10 +87,12 @@ def drop_project(store: Any) -> None:
     project's Redis/SQLite rows (the provider's teardown, scoped to the project) and its
     registry rows only.
     """
+    from scoring.core.feast_compat import provider  # imports Feast: only when used
+
     project = store.project
     views = store.list_feature_views()
     entities = store.list_entities()
-    store._get_provider().teardown_infra(project, views, entities)
+    provider(store).teardown_infra(project, views, entities)
     try:
         store.registry.delete_project(project, commit=True)
     except Exception:  # a file registry has nothing to share; its folder goes with the repo

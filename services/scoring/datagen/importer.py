@@ -1,4 +1,4 @@
-"""Import a user's own event log (CSV or Parquet): validate every row, then build the tables.
+"""Reads a user's own event log (CSV or Parquet) and attribute tables, validating every row.
 
 The format is in scoring.datagen.events (and README, "Bring your own data"). Bad rows are
 reported all at once, each with its file and row number (`events.csv row 7 (line 8):
@@ -7,15 +7,13 @@ event_type 'clik' is not one of impression, click, ...`), and nothing is written
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from scoring.datagen.build import Progress
-from scoring.datagen.dataset import DataSet, build_data_set
 from scoring.datagen.events import (
     ACTIVITY_COLUMNS,
     ACTIVITY_TYPES,
@@ -123,6 +121,59 @@ def _read(path: Path, problems: list[str]) -> _Table:
     return _Table(path.name, frame.reset_index(drop=True), suffix == ".csv", problems)
 
 
+def _items(it: _Table, frame: pd.DataFrame) -> pd.DataFrame:
+    for col in ("category", "brand", "title", "description"):
+        if col in it.frame:
+            frame[col] = it.text(col).replace("", None)
+    for col, low, high in (("price", 0.0, np.inf), ("rating", 0.0, 5.0), ("in_stock", 0, 1)):
+        if col in it.frame:
+            frame[col] = it.number(col, low, high)
+    if "created_at" in it.frame:
+        frame["created_at"] = it.time("created_at", required=False)
+    return frame
+
+
+def _users(us: _Table, frame: pd.DataFrame) -> pd.DataFrame:
+    for col in ("segment", "region", "membership_level", "age_bucket"):
+        if col in us.frame:
+            raw = us.text(col)
+            numeric = pd.to_numeric(raw.where(raw != ""), errors="coerce")
+            all_numbers = numeric.notna().sum() == (raw != "").sum()
+            frame[col] = numeric if all_numbers else raw.replace("", None)
+    if "signup_at" in us.frame:
+        frame["signup_at"] = us.time("signup_at", required=False)
+    return frame
+
+
+def _activities(ac: _Table, frame: pd.DataFrame) -> pd.DataFrame:
+    act_type = ac.text("activity_type").str.lower()
+    ac.report(
+        ~act_type.isin(ACTIVITY_TYPES).to_numpy(),
+        f"is not one of {', '.join(ACTIVITY_TYPES)}",
+        "activity_type",
+    )
+    frame["activity_type"] = act_type
+    frame["start_at"] = ac.time("start_at", required=True)
+    frame["end_at"] = ac.time("end_at", required=True)
+    ac.report(
+        (frame["end_at"] <= frame["start_at"]).to_numpy(),
+        "must be after start_at",
+        "end_at",
+    )
+    frame["discount_pct"] = ac.number("discount_pct", 0.0, 1.0).fillna(0.0)
+    frame["target_categories"] = ac.text("target_categories")
+    return frame
+
+
+# Per attribute table: its required columns (the id first) and what builds its other columns.
+_Fill = Callable[[_Table, pd.DataFrame], pd.DataFrame]
+_ATTRIBUTE_TABLES: dict[str, tuple[Sequence[str], _Fill]] = {
+    "items": (ITEM_COLUMNS, _items),
+    "users": (USER_COLUMNS, _users),
+    "activities": (ACTIVITY_COLUMNS, _activities),
+}
+
+
 def read_event_log(
     events: Path,
     items: Path | None = None,
@@ -160,68 +211,27 @@ def read_event_log(
         "quantity",
     )
 
+    inputs = {"items": items, "users": users, "activities": activities}
     tables: dict[str, pd.DataFrame] = {}
-    if items is not None:
-        it = _read(items, problems)
-        if it.require_columns(ITEM_COLUMNS):
-            frame = pd.DataFrame({"item_id": it.unique_ids("item_id")})
-            for col in ("category", "brand", "title", "description"):
-                if col in it.frame:
-                    frame[col] = it.text(col).replace("", None)
-            for col, low, high in (
-                ("price", 0.0, np.inf),
-                ("rating", 0.0, 5.0),
-                ("in_stock", 0, 1),
-            ):
-                if col in it.frame:
-                    frame[col] = it.number(col, low, high)
-            if "created_at" in it.frame:
-                frame["created_at"] = it.time("created_at", required=False)
-            tables["items"] = frame
-    if users is not None:
-        us = _read(users, problems)
-        if us.require_columns(USER_COLUMNS):
-            frame = pd.DataFrame({"user_id": us.unique_ids("user_id")})
-            for col in ("segment", "region", "membership_level", "age_bucket"):
-                if col in us.frame:
-                    raw = us.text(col)
-                    numeric = pd.to_numeric(raw.where(raw != ""), errors="coerce")
-                    all_numbers = numeric.notna().sum() == (raw != "").sum()
-                    frame[col] = numeric if all_numbers else raw.replace("", None)
-            if "signup_at" in us.frame:
-                frame["signup_at"] = us.time("signup_at", required=False)
-            tables["users"] = frame
-    if activities is not None:
-        ac = _read(activities, problems)
-        if ac.require_columns(ACTIVITY_COLUMNS):
-            frame = pd.DataFrame({"activity_id": ac.unique_ids("activity_id")})
-            act_type = ac.text("activity_type").str.lower()
-            ac.report(
-                ~act_type.isin(ACTIVITY_TYPES).to_numpy(),
-                f"is not one of {', '.join(ACTIVITY_TYPES)}",
-                "activity_type",
-            )
-            frame["activity_type"] = act_type
-            frame["start_at"] = ac.time("start_at", required=True)
-            frame["end_at"] = ac.time("end_at", required=True)
-            ac.report(
-                (frame["end_at"] <= frame["start_at"]).to_numpy(),
-                "must be after start_at",
-                "end_at",
-            )
-            frame["discount_pct"] = ac.number("discount_pct", 0.0, 1.0).fillna(0.0)
-            frame["target_categories"] = ac.text("target_categories")
-            tables["activities"] = frame
-            known = set(frame["activity_id"])
-            ev.report(
-                ((activity_id != "") & ~activity_id.isin(known)).to_numpy(),
-                f"is not in {ac.name}",
-                "activity_id",
-            )
+    for name, path in inputs.items():
+        if path is None:
+            continue
+        required, fill = _ATTRIBUTE_TABLES[name]
+        table = _read(path, problems)
+        if table.require_columns(required):
+            id_column = required[0]
+            tables[name] = fill(table, pd.DataFrame({id_column: table.unique_ids(id_column)}))
     if activities is None:
         ev.report(
             ((activity_id != "") & (item_id == "")).to_numpy(),
             "is a campaign event, which needs an activities table (--activities)",
+            "activity_id",
+        )
+    elif "activities" in tables:
+        known = set(tables["activities"]["activity_id"])
+        ev.report(
+            ((activity_id != "") & ~activity_id.isin(known)).to_numpy(),
+            f"is not in {activities.name}",
             "activity_id",
         )
     if problems:
@@ -240,16 +250,3 @@ def read_event_log(
     if frame.empty:
         raise ImportValidationError([f"{ev.name}: no events"])
     return EventLog(frame, **tables)
-
-
-def import_data_set(
-    data_dir: Path,
-    events: Path,
-    items: Path | None = None,
-    users: Path | None = None,
-    activities: Path | None = None,
-    progress: Progress | None = None,
-) -> DataSet:
-    """Validates the files, then builds and writes every offline feature table into data_dir."""
-    log = read_event_log(events, items, users, activities)
-    return build_data_set(log, data_dir, progress=progress)

@@ -1,12 +1,13 @@
 """Online features straight from Feast's Redis layout: one pipelined round trip, vectorized
 decode, and a bounded in-process cache for slowly-changing candidate rows.
 
-Same answer as the Feast SDK path (`FeastFeatureSource`, which this extends): the keys, field
-names and value encoding are Feast's own (`serialize_entity_key` + project, murmur3 of
-`<view>:<feature>`, serialized ValueProto, `_ts:<view>`), and TTL, on-demand features and age
-are applied by the same code. What goes away is the SDK's per-row Python work: the user hash is
-read once, candidate hashes once per distinct id (and not at all when cached), and fixed-width
-values (float, double, small ints) are decoded as numpy arrays, not one protobuf at a time.
+Same answer as the Feast SDK path (`FeastFeatureSource`): the keys, field names and value
+encoding are Feast's own (`core/feast_compat.py`: the serialized entity key + project, murmur3
+of `<view>:<feature>`, serialized ValueProto, `_ts:<view>`), and the contracts, read plans, TTL,
+on-demand features and age come from the same code (`FeatureCatalog`, `ReadPlan.finish`).
+What goes away is the SDK's per-row Python work: the user hash is read once, candidate hashes
+once per distinct id (and not at all when cached), and fixed-width values (float, double, small
+ints) are decoded as numpy arrays, not one protobuf at a time.
 """
 
 from __future__ import annotations
@@ -23,20 +24,24 @@ from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.helpers import _mmh3
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-from feast.protos.feast.types.Value_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from scoring.core import feast_compat
 from scoring.core.contract import FeatureContract
+from scoring.core.feast_compat import (
+    BOOL_TAG,
+    DOUBLE_TAG,
+    FLOAT_TAG,
+    INT32_TAG,
+    INT64_TAG,
+    TIMESTAMP_SUFFIX,
+)
 from scoring.core.targets import USER_ENTITY, USER_JOIN_KEY, Target
-from scoring.gateway.features import FeastFeatureSource, OnlineFeatures, _ReadPlan
+from scoring.gateway.read_plan import FeatureCatalog, OnlineFeatures, ReadPlan
 
-# ValueProto wire tags (field number << 3 | wire type) of the fixed-width cases decoded in bulk.
-FLOAT_TAG, DOUBLE_TAG, INT64_TAG, INT32_TAG, BOOL_TAG = 0x35, 0x29, 0x20, 0x18, 0x38
+# The ValueProto cases decoded in bulk: fixed-width floats and one-byte varints.
 FIXED = {FLOAT_TAG: "<f4", DOUBLE_TAG: "<f8"}
 SMALL_VARINT = (INT64_TAG, INT32_TAG, BOOL_TAG)
 KEY_MEMO_SIZE = 500_000  # entity keys kept serialised (about 100 MB at most)
@@ -103,12 +108,7 @@ def _decode_one(data: bytes) -> Any:
         return _FLOAT64.unpack_from(data, 1)[0]
     if size == 2 and tag in SMALL_VARINT:  # varint < 128: one byte
         return bool(data[1]) if tag == BOOL_TAG else data[1]
-    value = Value.FromString(data)
-    kind = value.WhichOneof("val")
-    if kind is None or kind == "null_val":
-        return None
-    out = getattr(value, kind)
-    return list(out.val) if kind.endswith("_list_val") else out
+    return feast_compat.parse_value(data)
 
 
 def decode_timestamps(raw: Sequence[bytes | None]) -> np.ndarray:
@@ -126,23 +126,19 @@ class _Batch:
     """One read's plan against Redis: rows the cache had, and the HMGETs for the rest."""
 
     ids: tuple[str, ...]  # the candidates, as requested (duplicates included)
-    user_views: list[_ViewLayout]
-    item_views: list[_ViewLayout]
+    user_views: list[ViewLayout]
+    item_views: list[ViewLayout]
     rows: dict[tuple[str, str], tuple[float, Sequence[Any]]]  # (view, id) -> (event ts, values)
     missing: list[str]  # candidates read from Redis, in command order
     commands: list[tuple[bytes, list[bytes | str]]]  # (key, fields): the user first, if any
     now: float  # monotonic, for the cache
     wire: bytes  # the commands, packed for the server (RESP)
 
-    def queue(self, pipe: Any) -> Any:
-        """Queues the HMGETs on a (sync or asyncio) Redis pipeline, and returns it."""
-        for key, fields in self.commands:
-            pipe.hmget(key, fields)
-        return pipe
-
 
 @dataclass(frozen=True, slots=True)
-class _ViewLayout:
+class ViewLayout:
+    """One stored view of a read plan in Redis terms: whose hash holds it, and its fields."""
+
     view: str
     entity: str  # "user" or the candidate entity
     features: tuple[str, ...]
@@ -153,12 +149,12 @@ class _ViewLayout:
 class _EntityRead:
     """One entity's views of a read plan and the HMGET that reads them all from its hash."""
 
-    views: list[_ViewLayout]
+    views: list[ViewLayout]
     fields: list[bytes | str]  # every view's fields, in view order
     wire: HmgetWire
 
     @classmethod
-    def of(cls, views: list[_ViewLayout]) -> _EntityRead:
+    def of(cls, views: list[ViewLayout]) -> _EntityRead:
         fields = [f for v in views for f in v.fields]
         return cls(views, fields, HmgetWire.of(fields))
 
@@ -214,7 +210,7 @@ class RowCache:
         return len(self._rows)
 
 
-class RedisFeatureSource(FeastFeatureSource):
+class RedisFeatureSource:
     """Reads the Redis online store directly (the production profile); see the module doc."""
 
     def __init__(
@@ -224,55 +220,66 @@ class RedisFeatureSource(FeastFeatureSource):
         cache_rows: int = 100_000,
         cache_ttl_s: float = 30.0,
     ) -> None:
-        super().__init__(repo_path, fs_yaml)
+        """Opens the store of `repo_path` with the profile `fs_yaml` (see FeatureCatalog).
+
+        Args:
+            cache_rows: candidate rows kept decoded in process (0: no cache).
+            cache_ttl_s: how long a cached row is served before it is read again.
+
+        Raises:
+            ValueError: the profile's online store is not Redis.
+        """
+        self.cache = RowCache(cache_rows, cache_ttl_s)
+        # Per read plan: its views, then the user's and the candidate's part of a read.
+        self._layouts: dict[int, tuple[ReadPlan, list[ViewLayout], _EntityRead, _EntityRead]]
+        self._layouts = {}
+        self.catalog = FeatureCatalog(repo_path, fs_yaml, on_change=self._forget_layouts)
+        self.store = self.catalog.store
         config = self.store.config
         if config.online_store.type != "redis":
             raise ValueError(f"online store is {config.online_store.type!r}, not redis")
-        online_store = self.store._get_provider().online_store
-        self.client = online_store._get_client(config.online_store)
-        self.project: bytes = config.project.encode()
-        self.key_version = config.entity_key_serialization_version
-        self.cache = RowCache(cache_rows, cache_ttl_s)
-        # Per read plan: its views, then the user's and the candidate's part of a read.
-        self._layouts: dict[int, tuple[_ReadPlan, list[_ViewLayout], _EntityRead, _EntityRead]]
-        self._layouts = {}
+        self.client = feast_compat.redis_client(self.store)
+        self.project: str = config.project
+        self.key_version: int = config.entity_key_serialization_version
         self._keys: dict[tuple[str, str], bytes] = {}
         self._aio: tuple[asyncio.AbstractEventLoop, aioredis.Redis] | None = None
-        self._entities = {e.name: e.join_key for e in self.store.list_entities(allow_cache=True)}
 
-    def _key(self, join_key: str, entity_id: str) -> bytes:
+    def contract(self, service: str) -> FeatureContract:
+        return self.catalog.contract(service)
+
+    def entity_key(self, join_key: str, entity_id: str) -> bytes:
         """Feast's Redis key of one entity (memoised: serialising costs ~25 us a key)."""
         memo = (join_key, entity_id)
         cached = self._keys.get(memo)
         if cached is not None:
             return cached
-        key = EntityKey(join_keys=[join_key], entity_values=[Value(string_val=entity_id)])
-        encoded = serialize_entity_key(key, entity_key_serialization_version=self.key_version)
         if len(self._keys) >= KEY_MEMO_SIZE:
             self._keys.clear()
-        self._keys[memo] = out = bytes(encoded) + self.project
-        return out
+        key = feast_compat.redis_key(self.project, join_key, entity_id, self.key_version)
+        self._keys[memo] = key
+        return key
 
     def check(self) -> None:
         # What requests need: Redis answers. The Feast registry is read by `contract`, which
-        # serves on with the contract it read last while the registry is down. Not the SDK
-        # read of the base class either: its registry cache refresh costs ~15 ms of CPU each
-        # minute on the process that serves requests.
+        # serves on with the contract it read last while the registry is down. Not an SDK
+        # read either (as FeastFeatureSource.check): its registry cache refresh costs ~15 ms
+        # of CPU each minute on the process that serves requests.
         self.client.ping()
 
-    def _forget_plans(self) -> None:
-        super()._forget_plans()
+    def _forget_layouts(self) -> None:
+        """The registry changed (FeatureCatalog.forget): drop what was derived from the plans."""
         self._layouts.clear()
         # Cached rows hold a view's features in the order of the layout they were read with:
         # a registry change may add, drop or reorder them.
         self.cache.clear()
 
-    def _layout(self, plan: _ReadPlan) -> list[_ViewLayout]:
+    def layout(self, plan: ReadPlan) -> list[ViewLayout]:
+        """The plan's stored views in Redis terms (whose hash, which fields), in plan order."""
         return self._read_layout(plan)[1]
 
     def _read_layout(
-        self, plan: _ReadPlan
-    ) -> tuple[_ReadPlan, list[_ViewLayout], _EntityRead, _EntityRead]:
+        self, plan: ReadPlan
+    ) -> tuple[ReadPlan, list[ViewLayout], _EntityRead, _EntityRead]:
         """The plan's views in Redis terms, and the user's and the candidate's HMGET."""
         cached = self._layouts.get(id(plan))
         if cached is not None and cached[0] is plan:  # the plan is kept: its id is not reused
@@ -282,20 +289,17 @@ class RedisFeatureSource(FeastFeatureSource):
             view = self.store.registry.get_feature_view(
                 view_name, self.store.project, allow_cache=True
             )
-            fields = (*(_mmh3(f"{view_name}:{f}") for f in features), f"_ts:{view_name}")
-            layouts.append(_ViewLayout(view_name, view.entities[0], features, fields))
+            fields: tuple[bytes | str, ...] = (
+                *(feast_compat.redis_field(view_name, f) for f in features),
+                feast_compat.redis_timestamp_field(view_name),
+            )
+            layouts.append(ViewLayout(view_name, view.entities[0], features, fields))
         user = _EntityRead.of([v for v in layouts if v.entity == USER_ENTITY])
         item = _EntityRead.of([v for v in layouts if v.entity != USER_ENTITY])
         self._layouts[id(plan)] = entry = (plan, layouts, user, item)
         return entry
 
-    def _online_dict(
-        self, plan: _ReadPlan, target: Target, user_id: str, candidate_ids: tuple[str, ...]
-    ) -> dict[str, list[Any]]:
-        batch = self._batch(plan, target, user_id, candidate_ids)
-        return self._columns(batch, batch.queue(self.client.pipeline(transaction=False)).execute())
-
-    async def read_async(
+    async def read(
         self,
         contract: FeatureContract,
         target: Target,
@@ -303,15 +307,15 @@ class RedisFeatureSource(FeastFeatureSource):
         candidate_ids: tuple[str, ...],
         request_values: dict[str, Any],
     ) -> OnlineFeatures:
-        """`read` on the event loop: the Redis round trip is awaited (and so cancelled with the
-        request's feature budget), the decoding and on-demand features run inline. No thread
-        hand-off: at 10 candidates that took the gateway's p99 from about 17 to 9-11 ms here,
-        since each hop between the loop and a worker thread waits for the GIL."""
-        plan = self._plan(contract)
+        """The read on the event loop: the Redis round trip is awaited (and so cancelled with
+        the request's feature budget), the decoding and on-demand features run inline. No
+        thread hand-off: at 10 candidates that took the gateway's p99 from about 17 to 9-11 ms
+        here, since each hop between the loop and a worker thread waits for the GIL."""
+        plan = self.catalog.plan(contract)
         batch = self._batch(plan, target, user_id, candidate_ids)
         replies = await self._send(batch.wire, len(batch.commands)) if batch.commands else []
         raw = self._columns(batch, replies)
-        return self._finish(contract, plan, raw, request_values, len(candidate_ids))
+        return plan.finish(contract, raw, request_values, len(candidate_ids))
 
     async def _send(self, wire: bytes, count: int) -> list[Any]:
         """Sends packed commands on one pooled connection and reads their `count` replies.
@@ -350,7 +354,7 @@ class RedisFeatureSource(FeastFeatureSource):
         return self._aio[1]
 
     def _batch(
-        self, plan: _ReadPlan, target: Target, user_id: str, candidate_ids: tuple[str, ...]
+        self, plan: ReadPlan, target: Target, user_id: str, candidate_ids: tuple[str, ...]
     ) -> _Batch:
         """Cached candidate rows, and one HMGET for the user and each uncached candidate. Views
         of one entity share its Redis hash: one HMGET per entity reads all of them."""
@@ -375,11 +379,11 @@ class RedisFeatureSource(FeastFeatureSource):
         commands: list[tuple[bytes, list[bytes | str]]] = []
         packed: list[bytes] = []
         if user_views:
-            key = self._key(USER_JOIN_KEY, user_id)
+            key = self.entity_key(USER_JOIN_KEY, user_id)
             commands.append((key, user.fields))
             packed.append(user.wire.pack(key))
         for cid in missing:
-            key = self._key(target.join_key, cid)
+            key = self.entity_key(target.join_key, cid)
             commands.append((key, item.fields))
             packed.append(item.wire.pack(key))
         wire = b"".join(packed)
@@ -387,7 +391,7 @@ class RedisFeatureSource(FeastFeatureSource):
 
     def _columns(self, batch: _Batch, replies: list[Any]) -> dict[str, list[Any]]:
         """Stored values and event times per `<view>__<feature>`, one entry per candidate (what
-        the base class's `_online_dict` gives), from the replies to `batch.commands`."""
+        `ReadPlan.finish` takes), from the replies to `batch.commands`."""
         rows, missing, now, candidate_ids = batch.rows, batch.missing, batch.now, batch.ids
         out: dict[str, list[Any]] = {}
         n = len(candidate_ids)
@@ -401,7 +405,7 @@ class RedisFeatureSource(FeastFeatureSource):
                 stamps_of_view = [ts] * n  # one list for every feature of the view (read-only)
                 for feature, value in zip(view.features, values, strict=True):
                     out[f"{view.view}__{feature}"] = [value] * n
-                    out[f"{view.view}__{feature}__ts"] = stamps_of_view
+                    out[f"{view.view}__{feature}{TIMESTAMP_SUFFIX}"] = stamps_of_view
         fetched = replies[1:] if batch.user_views else replies
         start = 0
         for view in batch.item_views:
@@ -428,10 +432,11 @@ class RedisFeatureSource(FeastFeatureSource):
             )
             for feature, column in zip(view.features, by_feature, strict=True):
                 out[f"{view.view}__{feature}"] = list(column)
-                out[f"{view.view}__{feature}__ts"] = stamps_of_view
+                out[f"{view.view}__{feature}{TIMESTAMP_SUFFIX}"] = stamps_of_view
         return out
 
     async def aclose(self) -> None:
+        """Closes the asyncio client (the sync one is Feast's)."""
         if self._aio is not None:
             await self._aio[1].aclose()
             self._aio = None

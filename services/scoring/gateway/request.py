@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from scoring.api.v1 import scoring_pb2 as pb
 from scoring.core.errors import InvalidRequestError
+from scoring.core.served_events import FeedbackEvent, FeedbackType
 from scoring.core.targets import DEFAULT_TARGET, TARGETS, CandidateKind, Target
 
 MAX_ID_LENGTH = 256
@@ -42,6 +43,14 @@ def _type_name(value: int) -> str:
         return str(value)
 
 
+def check_count(n: int, field: str, maximum: int) -> None:
+    """Checks that the repeated field `field` (a plural: "candidates") holds 1 to `maximum`."""
+    if n == 0:
+        raise InvalidRequestError(f"{field}: at least one {field.removesuffix('s')} is required")
+    if n > maximum:
+        raise InvalidRequestError(f"{field}: {n} {field} exceed the maximum of {maximum}")
+
+
 def _check_id(value: str, field: str) -> None:
     if not value or not value.strip():
         raise InvalidRequestError(f"{field}: must not be empty")
@@ -64,12 +73,7 @@ def parse_rank_request(request: pb.RankRequest, max_candidates: int, now_s: floa
     if len(request.request_id) > MAX_ID_LENGTH:
         raise InvalidRequestError(f"request_id: longer than {MAX_ID_LENGTH} characters")
     n = len(request.candidates)
-    if n == 0:
-        raise InvalidRequestError("candidates: at least one candidate is required")
-    if n > max_candidates:
-        raise InvalidRequestError(
-            f"candidates: {n} candidates exceed the configured maximum of {max_candidates}"
-        )
+    check_count(n, "candidates", max_candidates)
     first_type = request.candidates[0].type
     seen: dict[str, int] = {}
     for i, candidate in enumerate(request.candidates):
@@ -133,27 +137,21 @@ def parse_rank_request(request: pb.RankRequest, max_candidates: int, now_s: floa
 
 
 MAX_FEEDBACK_EVENTS = 10_000
-FEEDBACK_TYPES: dict[int, str] = {
+FEEDBACK_TYPES: dict[int, FeedbackType] = {
     pb.FEEDBACK_TYPE_CLICK: "click",
     pb.FEEDBACK_TYPE_PURCHASE: "purchase",
 }
 
 
-def parse_feedback(request: pb.FeedbackRequest, now_s: float) -> list[dict[str, object]]:
-    """Validates a Feedback call; returns its events as JSON-ready dicts.
+def parse_feedback(request: pb.FeedbackRequest, now_s: float) -> list[FeedbackEvent]:
+    """Validates a Feedback call; returns its events as the served-event log records them.
 
     Raises:
         InvalidRequestError: naming the first offending field (`events[2].type: ...`); then no
             event of the call is kept, so a caller can fix and resend the whole call.
     """
-    n = len(request.events)
-    if n == 0:
-        raise InvalidRequestError("events: at least one event is required")
-    if n > MAX_FEEDBACK_EVENTS:
-        raise InvalidRequestError(
-            f"events: {n} events exceed the maximum of {MAX_FEEDBACK_EVENTS} per call"
-        )
-    events: list[dict[str, object]] = []
+    check_count(len(request.events), "events", MAX_FEEDBACK_EVENTS)
+    events: list[FeedbackEvent] = []
     for i, event in enumerate(request.events):
         _check_id(event.request_id, f"events[{i}].request_id")
         _check_id(event.candidate_id, f"events[{i}].candidate_id")

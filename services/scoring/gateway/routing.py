@@ -22,21 +22,20 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 from scoring.core.contract import FeatureContract
 from scoring.core.errors import BackendUnavailableError, ContractMismatchError, ScoringError
-from scoring.core.targets import Target
-from scoring.gateway.features import FeatureSource
-from scoring.gateway.triton_client import TritonScorer
-from scoring.registry import Routing, VersionRecord
-from scoring.triton.config import CONTRIB_NAME as CONTRIB_OUTPUT
-from scoring.triton.config import (
+from scoring.core.model_io import (
+    CONTRIB_OUTPUT,
     PARAM_FEATURE_GROUPS,
     PARAM_FEATURE_SERVICE,
     PARAM_SCHEMA_HASH,
     WARMUP_ROWS,
 )
+from scoring.core.targets import Target
+from scoring.gateway.feature_source import FeatureSource
+from scoring.gateway.triton_client import TritonScorer
+from scoring.registry.types import Routing, RoutingSource, VersionRecord
 
 logger = logging.getLogger(__name__)
 PRODUCTION, CANARY, SHADOW, UNMANAGED = "production", "canary", "shadow", "unmanaged"
@@ -45,16 +44,6 @@ PRODUCTION, CANARY, SHADOW, UNMANAGED = "production", "canary", "shadow", "unman
 class TritonSilentError(BackendUnavailableError):
     """Triton did not answer a readiness check in time: keep routing as before (a busy server
     is not a missing model; requests have their own deadline and fallback)."""
-
-
-class RoutingSource(Protocol):
-    """What the router reads from the model registry (scoring.registry.Registry)."""
-
-    def revision(self) -> int: ...
-
-    def routing(self) -> Routing: ...
-
-    def heartbeat(self, instance_id: str, revision: int, detail: dict[str, object]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

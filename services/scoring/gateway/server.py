@@ -21,15 +21,15 @@ from scoring.api.v1 import scoring_pb2_grpc as pb_grpc
 from scoring.core.errors import ScoringError
 from scoring.core.settings import Settings
 from scoring.core.targets import TARGETS
-from scoring.gateway.events import EventLog
+from scoring.gateway.event_writer import ServedEventWriter
 from scoring.gateway.feature_log import FeatureLog
-from scoring.gateway.features import FeastFeatureSource, FeatureSource
-from scoring.gateway.metrics import GatewayMetrics
+from scoring.gateway.feature_source import FeastFeatureSource, FeatureSource
+from scoring.gateway.prometheus import GatewayMetrics
 from scoring.gateway.redis_source import RedisFeatureSource
 from scoring.gateway.routing import ModelRouter
 from scoring.gateway.servicer import REQUEST_ID, RankingServicer
 from scoring.gateway.triton_client import TritonScorer
-from scoring.registry import Registry, Routing
+from scoring.registry.types import RoutingSource
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 def feature_source(settings: Settings) -> FeatureSource:
     """The online read path the settings ask for (see GatewaySettings.feature_read)."""
     mode = settings.gateway.feature_read
-    sdk = FeastFeatureSource(settings.feast.repo_path, settings.feast.fs_yaml)
+    sdk = FeastFeatureSource(
+        settings.feast.repo_path, settings.feast.fs_yaml, settings.gateway.feature_workers
+    )
     is_redis = sdk.store.config.online_store.type == "redis"
     if mode == "sdk" or (mode == "auto" and not is_redis):
         return sdk
@@ -117,46 +119,21 @@ def feature_source(settings: Settings) -> FeatureSource:
     )
 
 
-class LazyRegistry:
-    """The model registry, connected (and migrated) on first use: a gateway starts even while
-    the registry's database is down, and reports NOT_SERVING until it could read it once."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._registry: Registry | None = None
-
-    def _get(self) -> Registry:
-        if self._registry is None:
-            self._registry = Registry(self.url)
-        return self._registry
-
-    def revision(self) -> int:
-        return self._get().revision()
-
-    def routing(self) -> Routing:
-        return self._get().routing()
-
-    def heartbeat(self, instance_id: str, revision: int, detail: dict[str, object]) -> None:
-        self._get().heartbeat(instance_id, revision, detail)
-
-    def forget_instance(self, instance_id: str) -> None:
-        if self._registry is not None:
-            self._registry.forget_instance(instance_id)
-
-    def close(self) -> None:
-        if self._registry is not None:
-            self._registry.close()
-
-
 class Gateway:
-    """Owns the server, its clients and the health loop."""
+    """Owns the server, its clients and the health loop.
 
-    def __init__(self, settings: Settings, features: FeatureSource | None = None) -> None:
+    Args:
+        registry: where the routing comes from; its owner (the entrypoint) closes it.
+    """
+
+    def __init__(
+        self, settings: Settings, registry: RoutingSource, features: FeatureSource | None = None
+    ) -> None:
         self.settings = settings
         self.features = features or feature_source(settings)
         self.scorer = TritonScorer(settings.triton.url)
         self.instance_id = f"gateway-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.registry = LazyRegistry(settings.registry.url)
+        self.registry = registry
         self.router = ModelRouter(
             list(TARGETS.values()), self.features, self.scorer, self.registry, self.instance_id
         )
@@ -174,7 +151,7 @@ class Gateway:
             if gw.feature_log_sample_rate > 0
             else None
         )
-        self.events = EventLog(gw.events_dir, self.instance_id)
+        self.events = ServedEventWriter(gw.events_dir, self.instance_id)
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(interceptors=[ErrorInterceptor(self.metrics)])
         self.servicer = RankingServicer(
@@ -260,13 +237,10 @@ class Gateway:
             await asyncio.to_thread(self.registry.forget_instance, self.instance_id)
         except Exception as exc:
             logger.warning("registry_forget_failed error=%s", exc)
-        self.registry.close()
         if self.feature_log is not None:
             await asyncio.to_thread(self.feature_log.close)
         await self.scorer.close()
-        if isinstance(self.features, RedisFeatureSource):
-            await self.features.aclose()
-        self.servicer.pool.shutdown(wait=False, cancel_futures=True)
+        await self.features.aclose()
         logger.info(
             "gateway_stopped feature_log_rows=%s",
             self.feature_log.rows_written if self.feature_log else 0,
@@ -282,15 +256,15 @@ def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return None
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, registry: RoutingSource) -> None:
     """Runs `serve` until SIGINT/SIGTERM on the event loop the settings ask for."""
     with asyncio.Runner(loop_factory=loop_factory(settings.gateway.event_loop)) as runner:
-        runner.run(serve(settings))
+        runner.run(serve(settings, registry))
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, registry: RoutingSource) -> None:
     """Runs the gateway until SIGINT/SIGTERM, then drains in-flight requests."""
-    gateway = Gateway(settings)
+    gateway = Gateway(settings, registry)
     await gateway.start()
     loop = asyncio.get_running_loop()
     logger.info("event_loop %s", type(loop).__module__)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -27,12 +26,18 @@ from scoring.core.errors import (
 from scoring.core.logging import hash_id
 from scoring.core.settings import GatewaySettings
 from scoring.core.targets import USER_ENTITY
-from scoring.gateway.events import EventLog
+from scoring.gateway.event_writer import ServedEventWriter
 from scoring.gateway.feature_log import FeatureLog, ServedRequest
-from scoring.gateway.features import FeatureSource, OnlineFeatures
-from scoring.gateway.metrics import GatewayMetrics
+from scoring.gateway.feature_source import FeatureSource, OnlineFeatures
+from scoring.gateway.prometheus import GatewayMetrics
 from scoring.gateway.ranking import Columns, rank, top_reasons, unavailable
-from scoring.gateway.request import TYPE_OF_KIND, RankQuery, parse_feedback, parse_rank_request
+from scoring.gateway.request import (
+    TYPE_OF_KIND,
+    RankQuery,
+    check_count,
+    parse_feedback,
+    parse_rank_request,
+)
 from scoring.gateway.routing import ModelRouter, ServedModel
 from scoring.gateway.triton_client import Scored, TritonScorer
 
@@ -91,7 +96,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         router: ModelRouter,
         metrics: GatewayMetrics,
         feature_log: FeatureLog | None = None,
-        events: EventLog | None = None,
+        events: ServedEventWriter | None = None,
     ) -> None:
         self.settings = settings
         self.features = features
@@ -101,11 +106,6 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         self.feature_log = feature_log
         self.events = events
         self._shadow_tasks: set[asyncio.Task[None]] = set()
-        self.pool = ThreadPoolExecutor(settings.feature_workers, thread_name_prefix="features")
-        # The source's event-loop read, if it has one (see FeatureSource).
-        self._read_async: Callable[..., Awaitable[OnlineFeatures]] | None = getattr(
-            features, "read_async", None
-        )
 
     async def Rank(  # gRPC method name
         self,
@@ -122,14 +122,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         context: Context[pb.RankBatchRequest, pb.RankBatchResponse],
     ) -> pb.RankBatchResponse:
         deadline = Deadline(context, self.settings.default_timeout_ms / 1000.0)
-        n = len(request.requests)
-        if n == 0:
-            raise InvalidRequestError("requests: at least one request is required")
-        if n > self.settings.max_batch_requests:
-            raise InvalidRequestError(
-                f"requests: {n} requests exceed the configured maximum of "
-                f"{self.settings.max_batch_requests}"
-            )
+        check_count(len(request.requests), "requests", self.settings.max_batch_requests)
         queries = []
         now = time.time()
         for i, item in enumerate(request.requests):
@@ -161,14 +154,10 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             self.settings.feature_timeout_ms / 1000.0, FEATURE_SHARE * deadline.remaining()
         )
         started = time.monotonic()
-        args = (contract, query.target, query.user_id, query.candidate_ids)
         request_values = {"request_ts": query.request_ts}
-        fetch: Awaitable[OnlineFeatures]
-        if self._read_async is not None:  # Redis: awaited on the loop, no thread hand-off
-            fetch = self._read_async(*args, request_values)
-        else:  # a blocking store (the Feast SDK): in the feature thread pool
-            loop = asyncio.get_running_loop()
-            fetch = loop.run_in_executor(self.pool, self.features.read, *args, request_values)
+        fetch = self.features.read(
+            contract, query.target, query.user_id, query.candidate_ids, request_values
+        )
         online: OnlineFeatures | None = None
         try:
             # A timer on this task, not wait_for's extra task: two loop turns less a request.

@@ -11,8 +11,7 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from scoring.core.errors import BackendUnavailableError, DeadlineExceededError, ScoringError
-from scoring.triton.config import CONTRIB_NAME as CONTRIB_OUTPUT
-from scoring.triton.config import INPUT_NAME, OUTPUT_NAME
+from scoring.core.model_io import CONTRIB_OUTPUT, FEATURES_INPUT, SCORE_OUTPUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +82,9 @@ class TritonScorer:
     async def _infer(
         self, model: str, rows: np.ndarray, timeout_s: float, contributions: bool, version: str
     ) -> Scored:
-        infer_input = InferInput(INPUT_NAME, list(rows.shape), "FP32")
+        infer_input = InferInput(FEATURES_INPUT, list(rows.shape), "FP32")
         infer_input.set_data_from_numpy(rows)
-        outputs = [InferRequestedOutput(OUTPUT_NAME)]
+        outputs = [InferRequestedOutput(SCORE_OUTPUT)]
         if contributions:
             outputs.append(InferRequestedOutput(CONTRIB_OUTPUT))
         try:
@@ -98,7 +97,7 @@ class TritonScorer:
             )
         except InferenceServerException as exc:
             raise _to_scoring_error(exc, model) from exc
-        scores = result.as_numpy(OUTPUT_NAME)
+        scores = result.as_numpy(SCORE_OUTPUT)
         if scores is None or scores.shape[0] != rows.shape[0]:
             raise ScoringError(f"triton ({model}): expected {rows.shape[0]} scores")
         contrib = result.as_numpy(CONTRIB_OUTPUT) if contributions else None

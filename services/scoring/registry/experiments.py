@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scoring.gateway.events import read_events
+from scoring.core.served_events import ShadowEvent, read_events
 
 Z95 = 1.959963984540054
 
@@ -177,11 +177,11 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 def shadow_report(events_dir: Path, target: str | None = None) -> list[ShadowStats]:
     """Per shadow version: score differences and ranking agreement with the served version."""
     rows = read_events(events_dir, "shadow")
-    by_key: dict[tuple[str, str, str], list[dict[str, object]]] = {}
+    by_key: dict[tuple[str, str, str], list[ShadowEvent]] = {}
     for row in rows:
-        if target is not None and row.get("target") != target:
+        if target is not None and row["target"] != target:
             continue
-        key = (str(row["target"]), str(row["version"]), str(row["primary_version"]))
+        key = (row["target"], row["version"], row["primary_version"])
         by_key.setdefault(key, []).append(row)
     out = []
     for (tgt, version, primary), group in sorted(by_key.items()):
@@ -192,7 +192,7 @@ def shadow_report(events_dir: Path, target: str | None = None) -> list[ShadowSta
             diffs.append(float(np.abs(s - p).mean()))
             rhos.append(_spearman(s, p))
             agree.append(float(s.argmax() == p.argmax()))
-            latency.append(float(row["latency_ms"]))  # type: ignore[arg-type]
+            latency.append(float(row["latency_ms"]))
         out.append(
             ShadowStats(
                 tgt,

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scoring.core.settings import Settings
-from scoring.registry.store import AuditEvent, Registry, RegistryError, Stage, VersionRecord
+from scoring.registry.store import Registry
+from scoring.registry.types import AuditEvent, RegistryError, Stage, VersionRecord
 from scoring.triton.control import TritonControl
 
 LOWER_IS_BETTER = frozenset({"logloss"})

@@ -15,11 +15,10 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -29,22 +28,25 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from scoring.core.closeable import Closeable
 from scoring.registry.models import ModelVersion, ServingInstance, StageEvent
+from scoring.registry.types import (
+    AuditEvent,
+    Instance,
+    RegistryError,
+    Routing,
+    Stage,
+    TargetRouting,
+    VersionConflict,
+    VersionNotFound,
+    VersionRecord,
+)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 STAGE_LOCK = 0x5C0_2E62  # pg_advisory_xact_lock key of registry writes that append events
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MIGRATING = threading.Lock()
-
-
-class Stage(StrEnum):
-    """Lifecycle stage of a model version."""
-
-    REGISTERED = "registered"
-    SHADOW = "shadow"
-    CANARY = "canary"
-    PRODUCTION = "production"
-    ARCHIVED = "archived"
+_Record = TypeVar("_Record", VersionRecord, AuditEvent, Instance)
 
 
 # A target has at most one version in each of these; the holder is demoted to the value.
@@ -53,84 +55,6 @@ _DEMOTED_TO = {
     Stage.CANARY: Stage.REGISTERED,
     Stage.SHADOW: Stage.REGISTERED,
 }
-
-
-class RegistryError(Exception):
-    """A registry operation was refused; the message names the target and version."""
-
-
-class VersionNotFound(RegistryError):
-    """The (target, version) is not registered."""
-
-
-class VersionConflict(RegistryError):
-    """The (target, version) is registered already, with another checksum."""
-
-
-@dataclass(frozen=True, slots=True)
-class VersionRecord:
-    """A registered model version (plain values, detached from the database)."""
-
-    target: str
-    version: int
-    stage: Stage
-    artifact_path: str
-    checksum: str
-    feature_service: str
-    schema_hash: str
-    train_start: str | None
-    train_end: str | None
-    metrics: dict[str, float]
-    traffic_percent: float | None
-    experiment_salt: str | None
-    created_at: datetime
-    created_by: str
-    stage_changed_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEvent:
-    """One stage change; `from_stage` is None for the registration."""
-
-    id: int
-    target: str
-    version: int
-    from_stage: Stage | None
-    to_stage: Stage
-    traffic_percent: float | None
-    actor: str
-    reason: str
-    forced: bool
-    at: datetime
-    details: dict[str, Any] | None
-
-
-@dataclass(frozen=True, slots=True)
-class TargetRouting:
-    """The versions a target serves: production answers, canary takes a share, shadow mirrors."""
-
-    target: str
-    production: VersionRecord | None
-    canary: VersionRecord | None
-    shadow: VersionRecord | None
-
-
-@dataclass(frozen=True, slots=True)
-class Routing:
-    """Every registered target's routing at one revision (the last stage event id, 0 if none)."""
-
-    revision: int
-    targets: dict[str, TargetRouting]
-
-
-@dataclass(frozen=True, slots=True)
-class Instance:
-    """A serving instance and the routing revision it reported with its last heartbeat."""
-
-    instance_id: str
-    revision: int
-    detail: dict[str, Any] | None
-    heartbeat_at: datetime
 
 
 def _now() -> datetime:
@@ -238,40 +162,21 @@ def current_revision(url: str) -> str | None:
         engine.dispose()
 
 
+def _plain(kind: type[_Record], row: object, **converted: Any) -> _Record:
+    """A plain record of `kind` from the row's columns of the same names, detached from the
+    session; `converted` gives the fields whose column needs a conversion."""
+    columns = {f.name: getattr(row, f.name) for f in fields(kind) if f.name not in converted}
+    return kind(**columns, **converted)
+
+
 def _version_record(row: ModelVersion) -> VersionRecord:
-    return VersionRecord(
-        target=row.target,
-        version=row.version,
-        stage=Stage(row.stage),
-        artifact_path=row.artifact_path,
-        checksum=row.checksum,
-        feature_service=row.feature_service,
-        schema_hash=row.schema_hash,
-        train_start=row.train_start,
-        train_end=row.train_end,
-        metrics={k: float(v) for k, v in row.metrics.items()},
-        traffic_percent=row.traffic_percent,
-        experiment_salt=row.experiment_salt,
-        created_at=row.created_at,
-        created_by=row.created_by,
-        stage_changed_at=row.stage_changed_at,
-    )
+    metrics = {k: float(v) for k, v in row.metrics.items()}
+    return _plain(VersionRecord, row, stage=Stage(row.stage), metrics=metrics)
 
 
 def _audit_event(row: StageEvent) -> AuditEvent:
-    return AuditEvent(
-        id=row.id,
-        target=row.target,
-        version=row.version,
-        from_stage=None if row.from_stage is None else Stage(row.from_stage),
-        to_stage=Stage(row.to_stage),
-        traffic_percent=row.traffic_percent,
-        actor=row.actor,
-        reason=row.reason,
-        forced=row.forced,
-        at=row.at,
-        details=row.details,
-    )
+    from_stage = None if row.from_stage is None else Stage(row.from_stage)
+    return _plain(AuditEvent, row, from_stage=from_stage, to_stage=Stage(row.to_stage))
 
 
 def _json_safe(value: Any) -> Any:
@@ -289,7 +194,7 @@ def _name(target: str, version: int) -> str:
     return f"{target} v{version}"
 
 
-class Registry:
+class Registry(Closeable):
     """The model registry on one database URL (SQLite file or PostgreSQL).
 
     Args:
@@ -320,12 +225,6 @@ class Registry:
     def close(self) -> None:
         """Closes every pooled connection."""
         self._engine.dispose()
-
-    def __enter__(self) -> Registry:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
     @contextmanager
     def _writing(self, *, appends_events: bool = True) -> Iterator[Session]:
@@ -404,29 +303,12 @@ class Registry:
                 # NaN / infinity in the manifest are stored as null.
                 metrics={k: float(v) for k, v in metrics.items() if math.isfinite(float(v))},
                 manifest=_json_safe(dict(manifest)),
-                stage=Stage.REGISTERED.value,
-                traffic_percent=None,
-                experiment_salt=None,
                 created_at=now,
                 created_by=actor,
-                stage_changed_at=now,
             )
             session.add(row)
-            session.add(
-                StageEvent(
-                    target=target,
-                    version=version,
-                    from_stage=None,
-                    to_stage=Stage.REGISTERED.value,
-                    traffic_percent=None,
-                    actor=actor,
-                    reason="",
-                    forced=False,
-                    at=now,
-                    details=None,
-                )
-            )
-            session.flush()
+            # The registration is the version's first stage change, from no stage.
+            _move(session, row, _Change(Stage.REGISTERED, actor, "", False, now, None))
             return _version_record(row)
 
     def get(self, target: str, version: int) -> VersionRecord:
@@ -645,10 +527,7 @@ class Registry:
             .order_by(ServingInstance.instance_id)
         )
         with self._reading() as session:
-            return [
-                Instance(row.instance_id, row.revision, row.detail, row.heartbeat_at)
-                for row in session.scalars(query)
-            ]
+            return [_plain(Instance, row) for row in session.scalars(query)]
 
     def forget_instance(self, instance_id: str) -> None:
         """Removes an instance (a gateway shutting down cleanly)."""
@@ -671,7 +550,8 @@ class _Change:
 
 
 def _move(session: Session, row: ModelVersion, change: _Change) -> StageEvent:
-    """Moves one version and appends its event, flushed now so event ids follow the order."""
+    """Moves one version (a new one: from no stage) and appends its event, flushed now so
+    event ids follow the order."""
     canary = change.to is Stage.CANARY
     event = StageEvent(
         target=row.target,

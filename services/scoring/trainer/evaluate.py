@@ -17,7 +17,7 @@ import pandas as pd
 
 from scoring.core.contract import FeatureContract
 from scoring.trainer.layout import CATEGORICAL_DTYPES
-from scoring.trainer.metrics import (
+from scoring.trainer.ranking_metrics import (
     auc,
     gauc,
     logloss,

@@ -36,8 +36,8 @@ from scoring.trainer.export import (
     write_version,
 )
 from scoring.trainer.layout import column_layout, feature_groups
-from scoring.trainer.metrics import auc, best_f1_threshold
 from scoring.trainer.model import ModelConfig, Ranker, build_model, fit_preprocessing
+from scoring.trainer.ranking_metrics import auc, best_f1_threshold
 from scoring.triton.config import ModelSpec, write_configs
 
 logger = logging.getLogger(__name__)

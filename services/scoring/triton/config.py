@@ -3,12 +3,8 @@
 - "gpu" (production, config.pbtxt): `platform: "pytorch_libtorch"` on a GPU instance group.
 - "cpu" (local, configs/cpu.pbtxt): the same model.pt through the python-based `torchscript`
   backend shipped in scoring/triton/backend/, selected with `--model-config-name=cpu`.
-Both share name, inputs, outputs, batching and the feature-contract parameters.
-
-Outputs, by index as libtorch names them: `score__0` [N, 1] click probability (the ranking
-score), `contrib__1` [N, G] click-logit contributions of the G feature groups listed, in order,
-in the `feature_groups` parameter (logit = baseline logit + their sum), and `purchase__2`
-[N, 1] purchase probability when the model has a purchase head.
+Both share name, inputs, outputs, batching and the feature-contract parameters; the tensor and
+parameter names are the model's interface, in scoring.core.model_io.
 """
 
 from __future__ import annotations
@@ -21,27 +17,25 @@ from typing import Literal
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-# libtorch names tensors `<name>__<index>`; the CPU profile uses the same names.
-INPUT_NAME = "features__0"
-OUTPUT_NAME = "score__0"
-CONTRIB_NAME = "contrib__1"
-PURCHASE_NAME = "purchase__2"
+from scoring.core.model_io import (
+    CONTRIB_OUTPUT,
+    FEATURES_INPUT,
+    PARAM_FEATURE_GROUPS,
+    PARAM_FEATURE_SERVICE,
+    PARAM_INTRA_OP_THREADS,
+    PARAM_SCHEMA_HASH,
+    PURCHASE_OUTPUT,
+    SCORE_OUTPUT,
+)
+
 CPU_BACKEND = "torchscript"
 CPU_CONFIG_NAME = "cpu"
 Profile = Literal["gpu", "cpu"]
-
-PARAM_FEATURE_SERVICE = "feature_service"
-PARAM_SCHEMA_HASH = "feature_schema_hash"
-PARAM_FEATURE_GROUPS = "feature_groups"
-# Torch intra-op threads per model instance: the libtorch backend's own parameter, read by the
-# CPU backend too. One thread: a ranking batch is small, and a second thread that the host has
-# given to another process makes the first one spin-wait (it took the floor's p99 at 10
-# candidates from 7.1 to 2.8 ms, the gateway's from 16.8 to 7.5 ms; bench/RESULTS.md).
-PARAM_INTRA_OP_THREADS = "INTRA_OP_THREAD_COUNT"
+# Torch intra-op threads per model instance. One thread: a ranking batch is small, and a second
+# thread that the host has given to another process makes the first one spin-wait (it took the
+# floor's p99 at 10 candidates from 7.1 to 2.8 ms, the gateway's from 16.8 to 7.5 ms;
+# bench/RESULTS.md).
 INTRA_OP_THREADS = 1
-# Batch sizes of the warm-up inferences a new version gets before traffic: TorchScript
-# optimises on its first runs, and a caller's deadline should not pay for that.
-WARMUP_ROWS = (1, 16, 128, 1, 16, 128)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +58,11 @@ class ModelSpec:
     @property
     def outputs(self) -> tuple[tuple[str, int], ...]:
         """(name, width) of each output, in the order the model returns them."""
-        out = [(OUTPUT_NAME, 1)]
+        out = [(SCORE_OUTPUT, 1)]
         if self.groups:
-            out.append((CONTRIB_NAME, len(self.groups)))
+            out.append((CONTRIB_OUTPUT, len(self.groups)))
         if self.purchase:
-            out.append((PURCHASE_NAME, 1))
+            out.append((PURCHASE_OUTPUT, 1))
         return tuple(out)
 
 
@@ -82,7 +76,7 @@ def build_config(spec: ModelSpec, profile: Profile) -> mc.ModelConfig:
         cfg.backend = CPU_BACKEND
         group = mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
     cfg.instance_group.append(group)
-    cfg.input.append(mc.ModelInput(name=INPUT_NAME, data_type=mc.TYPE_FP32, dims=[spec.width]))
+    cfg.input.append(mc.ModelInput(name=FEATURES_INPUT, data_type=mc.TYPE_FP32, dims=[spec.width]))
     for name, width in spec.outputs:
         cfg.output.append(mc.ModelOutput(name=name, data_type=mc.TYPE_FP32, dims=[width]))
     cfg.version_policy.latest.num_versions = 1

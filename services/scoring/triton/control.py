@@ -21,8 +21,9 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
+from scoring.core.model_io import FEATURES_INPUT, SCORE_OUTPUT, WARMUP_ROWS
 from scoring.core.settings import TritonSettings
-from scoring.triton.config import INPUT_NAME, OUTPUT_NAME, WARMUP_ROWS, config_paths
+from scoring.triton.config import config_paths
 
 logger = logging.getLogger(__name__)
 
@@ -114,13 +115,13 @@ class TritonControl:
         try:
             for rows in WARMUP_ROWS:
                 data = np.zeros((rows, width), dtype=np.float32)
-                infer_input = grpcclient.InferInput(INPUT_NAME, list(data.shape), "FP32")
+                infer_input = grpcclient.InferInput(FEATURES_INPUT, list(data.shape), "FP32")
                 infer_input.set_data_from_numpy(data)
                 client.infer(
                     target,
                     [infer_input],
                     model_version=str(version),
-                    outputs=[grpcclient.InferRequestedOutput(OUTPUT_NAME)],
+                    outputs=[grpcclient.InferRequestedOutput(SCORE_OUTPUT)],
                     client_timeout=30.0,
                 )
         except InferenceServerException as exc:

@@ -6,18 +6,16 @@ import importlib.util
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import sysconfig
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO
 
 import tritonclient.grpc as grpcclient
 
-from scoring.core.process import log_tail, stop_group
+from scoring.core.process import ManagedProcess, ProcessStartError
 from scoring.core.settings import TritonSettings
 from scoring.triton.config import CPU_BACKEND
 
@@ -26,7 +24,7 @@ logger = logging.getLogger(__name__)
 BACKEND_SOURCE = Path(__file__).parent / "backend" / "model.py"
 
 
-class TritonStartError(RuntimeError):
+class TritonStartError(ProcessStartError):
     """Triton exited or did not become ready in time; the message holds its log tail."""
 
 
@@ -90,21 +88,28 @@ def server_env(install: TritonInstall) -> dict[str, str]:
 
 
 @dataclass
-class TritonServer:
-    """A local Triton process in explicit model-control mode, bound to 127.0.0.1.
+class TritonServer(ManagedProcess):
+    """A local Triton process in explicit model-control mode, bound to 127.0.0.1; ready when
+    the server is live and every model in `models` is ready.
 
     Use as a context manager, or call `start()` / `wait_ready()` / `stop()`.
     """
 
+    name = "triton"
+    start_error = TritonStartError
+    stop_timeout_s = 30.0
+
     settings: TritonSettings
     models: list[str]
     log_path: Path | None = None
-    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
-    _log: IO[bytes] | None = field(default=None, init=False)
 
     @property
     def grpc_port(self) -> int:
         return int(self.settings.url.rsplit(":", 1)[1])
+
+    @property
+    def startup_timeout_s(self) -> float:
+        return self.settings.startup_timeout_s
 
     def command(self, backends: Path, install: TritonInstall) -> list[str]:
         host = self.settings.url.rsplit(":", 1)[0]
@@ -131,69 +136,24 @@ class TritonServer:
     def start(self) -> None:
         install = TritonInstall.locate()
         backends = prepare_backends(install, self.settings.work_dir)
-        log_path = self.log_path or self.settings.work_dir / "triton.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = log_path.open("wb")
-        self.log_path = log_path
+        self.log_path = self.log_path or self.settings.work_dir / "triton.log"
         cmd = self.command(backends, install)
         logger.info("starting triton: %s", " ".join(cmd))
-        # Own session: stopping it (and its python stubs) never touches the caller's group.
-        self.process = subprocess.Popen(
-            cmd,
-            env=server_env(install),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self._spawn(cmd, server_env(install), self.log_path)
 
-    def log_tail(self, lines: int = 30) -> str:
-        return log_tail(self.log_path, lines)
-
-    def wait_ready(self, timeout_s: float | None = None) -> None:
-        """Polls until the server and every model are ready; fails fast if the process dies."""
-        assert self.process is not None, "start() first"
-        deadline = time.monotonic() + (timeout_s or self.settings.startup_timeout_s)
+    @contextmanager
+    def _readiness(self) -> Iterator[Callable[[], bool]]:
         client = grpcclient.InferenceServerClient(self.settings.url)
+
+        def ready() -> bool:
+            try:
+                return bool(
+                    client.is_server_live() and all(client.is_model_ready(m) for m in self.models)
+                )
+            except Exception:  # not up yet
+                return False
+
         try:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise TritonStartError(
-                        f"triton exited with {self.process.returncode}:\n{self.log_tail()}"
-                    )
-                try:
-                    if client.is_server_live() and all(
-                        client.is_model_ready(m) for m in self.models
-                    ):
-                        return
-                except Exception:  # not up yet
-                    pass
-                time.sleep(0.1)
+            yield ready
         finally:
             client.close()
-        raise TritonStartError(f"triton not ready after {timeout_s}s:\n{self.log_tail()}")
-
-    def stop(self, timeout_s: float = 30.0) -> int | None:
-        """SIGTERM, then SIGKILL of its process group (stubs included); returns the exit code."""
-        proc, self.process = self.process, None
-        rc = stop_group(proc, timeout_s)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return rc
-
-    def __enter__(self) -> TritonServer:
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -12,6 +12,7 @@ import torch
 import torch.utils.dlpack
 import triton_python_backend_utils as pb_utils
 
+# The model's interface (scoring/core/model_io.py), spelled out: this file runs inside Triton.
 INPUT_NAME = "features__0"
 
 
@@ -19,7 +20,7 @@ class TritonPythonModel:
     def initialize(self, args):
         path = os.path.join(args["model_repository"], args["model_version"], "model.pt")
         config = json.loads(args["model_config"])
-        # The libtorch backend's parameter (scoring/triton/config.py): this process's threads.
+        # The libtorch backend's parameter (PARAM_INTRA_OP_THREADS): this process's threads.
         threads = config.get("parameters", {}).get("INTRA_OP_THREAD_COUNT", {}).get("string_value")
         if threads:
             torch.set_num_threads(int(threads))

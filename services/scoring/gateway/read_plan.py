@@ -1,13 +1,15 @@
-"""Online feature reads for the gateway, behind one small interface.
+"""What one online read needs from the Feast registry, and what turns stored values into the
+contract's features: the part every feature source shares (see feature_source.py).
 
-The Feast implementation enforces each view's TTL at read time (not every online store does,
-e.g. Redis and SQLite return whatever was last materialized): a stored value older than its
-view's ttl, measured from the request time, counts as missing, so the contract fills its
-default and sets its missing indicator, as Feast's point-in-time join does in training.
-Request-time (on-demand) features are computed after that, from the TTL-checked inputs.
-Feature age (seconds since the newest value's event time, per view, the maximum over the rows
-read) is reported with every read: `OnlineFeatures.age_s`, and `frame.attrs["feature_age_s"]`
-on the DataFrame that `fetch` returns.
+A `ReadPlan` lists, for one FeatureService, the stored views to read (with their TTL) and the
+on-demand views to compute. `ReadPlan.finish` enforces each view's TTL at read time (not every
+online store does, e.g. Redis and SQLite return whatever was last materialized): a stored value
+older than its view's ttl, measured from the request time, counts as missing, so the contract
+fills its default and sets its missing indicator, as Feast's point-in-time join does in
+training. Request-time (on-demand) features are computed after that, from the TTL-checked
+inputs. Feature age (seconds since the newest value's event time, per view, the maximum over
+the rows read) is reported with every read: `OnlineFeatures.age_s`.
+`FeatureCatalog` keeps the contracts and plans of one store, re-read when its registry changes.
 """
 
 from __future__ import annotations
@@ -15,20 +17,20 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from feast.errors import FeatureViewNotFoundException
 
+from scoring.core import feast_compat
 from scoring.core.contract import FeatureContract, contract_from_store
 from scoring.core.feature_repo import open_store
-from scoring.core.targets import USER_JOIN_KEY, Target
 
-TIMESTAMP_SUFFIX = "__ts"  # feast.online_response.TIMESTAMP_POSTFIX
 # An on-demand view tagged `inputs: arrays` (features/defaults.py `array_inputs`) has a UDF that
 # also takes float64 numpy columns by short name and returns its outputs as columns.
 INPUTS_TAG, ARRAY_INPUTS = "inputs", "arrays"
@@ -36,51 +38,8 @@ INPUTS_TAG, ARRAY_INPUTS = "inputs", "arrays"
 # update time, or the registry file's mtime), and at least this often in any case: the update
 # time has a resolution of one second, and a store may not expose it.
 CONTRACT_MAX_AGE_S = 60.0
-AGE_ATTR = "feature_age_s"
-EXPIRED_ATTR = "expired_rows"
 FS_YAML_ENV = "SCORING_FEAST__FS_YAML"
 logger = logging.getLogger(__name__)
-
-
-class FeatureSource(Protocol):
-    """Where the gateway gets features from. Implementations are synchronous and thread-safe
-    per instance; the gateway calls `read` from a worker thread under the request deadline. A
-    source may also offer `async read_async(...)` with `read`'s arguments (RedisFeatureSource):
-    the gateway then awaits it on its event loop instead."""
-
-    def contract(self, service: str) -> FeatureContract:
-        """The live feature contract of a FeatureService."""
-        ...
-
-    def read(
-        self,
-        contract: FeatureContract,
-        target: Target,
-        user_id: str,
-        candidate_ids: tuple[str, ...],
-        request_values: dict[str, Any],
-    ) -> OnlineFeatures:
-        """The contract's features of one user and their candidates, column by column (the
-        gateway's path: no DataFrame)."""
-        ...
-
-    def fetch(
-        self,
-        contract: FeatureContract,
-        target: Target,
-        user_id: str,
-        candidate_ids: tuple[str, ...],
-        request_values: dict[str, Any],
-    ) -> pd.DataFrame:
-        """One row per candidate, columns named by full feature name; None/NaN when missing.
-
-        `frame.attrs["feature_age_s"]` maps each view read to its feature age in seconds.
-        """
-        ...
-
-    def check(self) -> None:
-        """Raises if the store cannot be read."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +57,6 @@ class OnlineFeatures:
     columns: dict[str, Any]
     age_s: dict[str, float]
     expired: dict[str, int]
-
-    @property
-    def frame(self) -> pd.DataFrame:
-        """The columns as a DataFrame (one row per candidate)."""
-        return pd.DataFrame(self.columns)
 
 
 NUMERIC_TYPES = frozenset({"Float32", "Float64", "Int32", "Int64"})
@@ -244,30 +198,130 @@ class OnDemand:
 
 
 @dataclass(frozen=True, slots=True)
-class _ReadPlan:
-    """What one FeatureService needs from the online store."""
+class ReadPlan:
+    """What one FeatureService needs from the online store, resolved from the registry once.
 
-    refs: tuple[str, ...]  # "view:feature" of stored views, incl. on-demand inputs
-    views: dict[str, tuple[float, tuple[str, ...]]]  # view -> (ttl seconds, 0 = none; features)
+    Attributes:
+        refs: `view:feature` of every stored feature to read, on-demand inputs included.
+        views: per stored view, its ttl in seconds (0: none) and its features, in read order.
+        on_demand: the on-demand views to compute after the stored ones are read.
+        columns: per stored view, its features' full names (`<view>__<feature>`).
+    """
+
+    refs: tuple[str, ...]
+    views: dict[str, tuple[float, tuple[str, ...]]]
     on_demand: tuple[OnDemand, ...]
-    columns: dict[str, tuple[str, ...]]  # view -> its features' full names, `<view>__<feature>`
+    columns: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def of(cls, store: Any, service_name: str) -> ReadPlan:
+        """The plan of the FeatureService `service_name` of a `feast.FeatureStore`."""
+        service = store.get_feature_service(service_name)
+        views: dict[str, tuple[float, list[str]]] = {}
+        odfvs: list[Any] = []
+
+        def need(view_name: str, features: list[str]) -> None:
+            view = store.get_feature_view(view_name)
+            ttl = view.ttl.total_seconds() if view.ttl else 0.0
+            known = views.setdefault(view_name, (ttl, []))[1]
+            known.extend(f for f in features if f not in known)
+
+        for projection in service.feature_view_projections:
+            try:
+                need(projection.name, [f.name for f in projection.features])
+            except FeatureViewNotFoundException:
+                odfv = store.get_on_demand_feature_view(projection.name)
+                odfvs.append(odfv)
+                for source in odfv.source_feature_view_projections.values():
+                    need(source.name, [f.name for f in source.features])
+        return cls(
+            refs=tuple(f"{v}:{f}" for v, (_, feats) in views.items() for f in feats),
+            views={v: (ttl, tuple(feats)) for v, (ttl, feats) in views.items()},
+            on_demand=tuple(OnDemand.of(v) for v in odfvs),
+            columns={v: tuple(f"{v}__{f}" for f in feats) for v, (_, feats) in views.items()},
+        )
+
+    def finish(
+        self,
+        contract: FeatureContract,
+        raw: dict[str, list[Any]],
+        request_values: dict[str, Any],
+        n: int,
+        now: float | None = None,
+    ) -> OnlineFeatures:
+        """TTL, age and on-demand features on top of the stored values of one read.
+
+        Args:
+            contract: the contract read; its refs give the columns' order.
+            raw: stored values by `<view>__<feature>` and event times (Unix s) by
+                `<view>__<feature>__ts`, one entry per candidate: what Feast's
+                `to_dict(include_event_timestamps=True)` gives.
+            request_values: request-time inputs of the on-demand views (`request_ts`).
+            n: the number of candidates.
+            now: the request time in Unix seconds (TTL and age are measured from it);
+                `request_values["request_ts"]`, else the clock, by default.
+        """
+        if now is None:
+            now = float(request_values.get("request_ts") or time.time())
+        columns: dict[str, Any] = {}
+        age_s: dict[str, float] = {}
+        expired_rows: dict[str, int] = {}
+        for view, (ttl, _) in self.views.items():
+            refs = self.columns[view]
+            stamps = np.array(raw[refs[0] + feast_compat.TIMESTAMP_SUFFIX], dtype=np.float64)
+            # A row is present when it has a stamp and any value (stop at the first feature
+            # that shows every row: usually the first).
+            present = np.zeros(n, dtype=bool)
+            for ref in refs:
+                present |= np.fromiter((v is not None for v in raw[ref]), bool, n)
+                if present.all():
+                    break
+            present &= stamps > 0
+            age = now - stamps
+            expired = present & (age > ttl) if ttl > 0 else np.zeros(n, dtype=bool)
+            if present.any():
+                age_s[view] = float(age[present].max())
+            gone = int(expired.sum())
+            expired_rows[view] = gone
+            for ref in refs:
+                values = raw[ref]
+                columns[ref] = (
+                    [None if old else v for v, old in zip(values, expired, strict=True)]
+                    if gone
+                    else values
+                )
+        for odfv in self.on_demand:
+            columns.update(odfv.compute(columns, request_values, n))
+        ordered = {ref: columns[ref] for ref in contract.refs if ref in columns}
+        return OnlineFeatures(ordered, age_s, expired_rows)
 
 
-class FeastFeatureSource:
-    """Reads stored features through the Feast SDK; TTL, on-demand features and age on top."""
+class FeatureCatalog:
+    """The live contracts and read plans of one Feast store, re-read when its registry changes.
 
-    def __init__(self, repo_path: Path, fs_yaml: Path | None = None) -> None:
+    Every feature source holds one; a source that keeps something derived from the plans (the
+    Redis layout, its row cache) passes `on_change`, called whenever the plans are dropped.
+    """
+
+    def __init__(
+        self,
+        repo_path: Path,
+        fs_yaml: Path | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         """Opens the store of `repo_path` with the profile `fs_yaml`.
 
         Args:
             repo_path: the Feast repo (settings.feast.repo_path).
             fs_yaml: the store profile (settings.feast.fs_yaml); when None, the gateway
                 process's SCORING_FEAST__FS_YAML applies, else the repo's feature_store.yaml.
+            on_change: called after the read plans were dropped (the registry changed).
         """
         if fs_yaml is None and os.environ.get(FS_YAML_ENV):
             fs_yaml = Path(os.environ[FS_YAML_ENV])
         self.store = open_store(repo_path, fs_yaml)
-        self._plans: dict[tuple[str, str], _ReadPlan] = {}
+        self._on_change = on_change
+        self._plans: dict[tuple[str, str], ReadPlan] = {}
         self._contracts: dict[str, tuple[object, float, FeatureContract]] = {}
         self._registry_error = ""
 
@@ -278,18 +332,7 @@ class FeastFeatureSource:
         registry: what a health round can afford each second, unlike re-reading every view
         (17 ms of CPU per FeatureService here, most of it unpickling on-demand UDFs).
         """
-        registry = self.store.registry
-        last_updated = getattr(registry, "_get_last_updated_metadata", None)
-        if last_updated is not None:  # feast.infra.registry.sql.SqlRegistry
-            stamp: object | None = last_updated(self.store.project)
-            return stamp
-        path = getattr(getattr(registry, "_registry_store", None), "_filepath", None)
-        if isinstance(path, Path):
-            try:
-                return path.stat().st_mtime_ns
-            except OSError:
-                return None
-        return None
+        return feast_compat.registry_stamp(self.store)
 
     def contract(self, service: str) -> FeatureContract:
         """The live contract of `service`, re-read only when the registry changed (see
@@ -321,141 +364,20 @@ class FeastFeatureSource:
             return cached[2]
         contract = contract_from_store(self.store, service)
         if cached is not None and cached[0] != stamp:
-            self._forget_plans()  # views or on-demand UDFs may have changed under the same schema
+            self.forget()  # views or on-demand UDFs may have changed under the same schema
         self._contracts[service] = (stamp, now, contract)
         return contract
 
-    def _forget_plans(self) -> None:
-        """Drops what was resolved from the registry per read plan (it changed)."""
-        self._plans.clear()
-
-    def _plan(self, contract: FeatureContract) -> _ReadPlan:
+    def plan(self, contract: FeatureContract) -> ReadPlan:
+        """The read plan of `contract`'s FeatureService (kept until the registry changes)."""
         key = (contract.service, contract.schema_hash)
-        if key in self._plans:
-            return self._plans[key]
-        service = self.store.get_feature_service(contract.service)
-        views: dict[str, tuple[float, list[str]]] = {}
-        odfvs: list[Any] = []
-
-        def need(view_name: str, features: list[str]) -> None:
-            view = self.store.get_feature_view(view_name)
-            ttl = view.ttl.total_seconds() if view.ttl else 0.0
-            known = views.setdefault(view_name, (ttl, []))[1]
-            known.extend(f for f in features if f not in known)
-
-        for projection in service.feature_view_projections:
-            try:
-                need(projection.name, [f.name for f in projection.features])
-            except FeatureViewNotFoundException:
-                odfv = self.store.get_on_demand_feature_view(projection.name)
-                odfvs.append(odfv)
-                for source in odfv.source_feature_view_projections.values():
-                    need(source.name, [f.name for f in source.features])
-        plan = _ReadPlan(
-            refs=tuple(f"{v}:{f}" for v, (_, feats) in views.items() for f in feats),
-            views={v: (ttl, tuple(feats)) for v, (ttl, feats) in views.items()},
-            on_demand=tuple(OnDemand.of(v) for v in odfvs),
-            columns={v: tuple(f"{v}__{f}" for f in feats) for v, (_, feats) in views.items()},
-        )
-        self._plans[key] = plan
+        plan = self._plans.get(key)
+        if plan is None:
+            self._plans[key] = plan = ReadPlan.of(self.store, contract.service)
         return plan
 
-    def read(
-        self,
-        contract: FeatureContract,
-        target: Target,
-        user_id: str,
-        candidate_ids: tuple[str, ...],
-        request_values: dict[str, Any],
-        now: float | None = None,
-    ) -> OnlineFeatures:
-        """Reads the contract's features for one user and their candidates.
-
-        Args:
-            now: the request time in Unix seconds (TTL and age are measured from it);
-                `request_values["request_ts"]`, else the clock, by default.
-        """
-        plan = self._plan(contract)
-        raw = self._online_dict(plan, target, user_id, candidate_ids)
-        return self._finish(contract, plan, raw, request_values, len(candidate_ids), now)
-
-    def _finish(
-        self,
-        contract: FeatureContract,
-        plan: _ReadPlan,
-        raw: dict[str, list[Any]],
-        request_values: dict[str, Any],
-        n: int,
-        now: float | None = None,
-    ) -> OnlineFeatures:
-        """TTL, age and on-demand features on top of the stored values of one read."""
-        if now is None:
-            now = float(request_values.get("request_ts") or time.time())
-        columns: dict[str, Any] = {}
-        age_s: dict[str, float] = {}
-        expired_rows: dict[str, int] = {}
-        for view, (ttl, _) in plan.views.items():
-            refs = plan.columns[view]
-            stamps = np.array(raw[refs[0] + TIMESTAMP_SUFFIX], dtype=np.float64)
-            # A row is present when it has a stamp and any value (stop at the first feature
-            # that shows every row: usually the first).
-            present = np.zeros(n, dtype=bool)
-            for ref in refs:
-                present |= np.fromiter((v is not None for v in raw[ref]), bool, n)
-                if present.all():
-                    break
-            present &= stamps > 0
-            age = now - stamps
-            expired = present & (age > ttl) if ttl > 0 else np.zeros(n, dtype=bool)
-            if present.any():
-                age_s[view] = float(age[present].max())
-            gone = int(expired.sum())
-            expired_rows[view] = gone
-            for ref in refs:
-                values = raw[ref]
-                columns[ref] = (
-                    [None if old else v for v, old in zip(values, expired, strict=True)]
-                    if gone
-                    else values
-                )
-        for odfv in plan.on_demand:
-            columns.update(odfv.compute(columns, request_values, n))
-        ordered = {ref: columns[ref] for ref in contract.refs if ref in columns}
-        return OnlineFeatures(ordered, age_s, expired_rows)
-
-    def _online_dict(
-        self, plan: _ReadPlan, target: Target, user_id: str, candidate_ids: tuple[str, ...]
-    ) -> dict[str, list[Any]]:
-        """Stored values by `<view>__<feature>`, event times (Unix s) by `<view>__<feature>__ts`,
-        one entry per candidate: what Feast's `to_dict(include_event_timestamps=True)` gives."""
-        rows = [{USER_JOIN_KEY: user_id, target.join_key: cid} for cid in candidate_ids]
-        raw: dict[str, list[Any]] = self.store.get_online_features(
-            features=list(plan.refs), entity_rows=rows, full_feature_names=True
-        ).to_dict(include_event_timestamps=True)
-        return raw
-
-    def fetch(
-        self,
-        contract: FeatureContract,
-        target: Target,
-        user_id: str,
-        candidate_ids: tuple[str, ...],
-        request_values: dict[str, Any],
-    ) -> pd.DataFrame:
-        features = self.read(contract, target, user_id, candidate_ids, request_values)
-        frame = features.frame  # one DataFrame (offline callers, tests); the gateway uses read
-        frame.attrs[AGE_ATTR] = features.age_s
-        frame.attrs[EXPIRED_ATTR] = features.expired
-        return frame
-
-    def check(self) -> None:
-        # A registry read and an online read of one (absent) user: both must succeed.
-        views = self.store.list_feature_views(allow_cache=True)  # no registry re-read per poll
-        user_views = [v for v in views if v.entities == ["user"]]
-        if not user_views:
-            raise RuntimeError("feature registry has no user feature view")
-        view = user_views[0]
-        self.store.get_online_features(
-            features=[f"{view.name}:{view.features[0].name}"],
-            entity_rows=[{USER_JOIN_KEY: "__health_check__"}],
-        )
+    def forget(self) -> None:
+        """Drops the read plans (the registry changed), then tells the source (`on_change`)."""
+        self._plans.clear()
+        if self._on_change is not None:
+            self._on_change()

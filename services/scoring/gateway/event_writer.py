@@ -1,11 +1,11 @@
-"""Experiment events as JSON lines: which arm served each request, shadow scores, feedback.
+"""Writes the served-event log (scoring.core.served_events): which arm served each request,
+shadow scores, feedback.
 
-The hot path only queues a dict; a writer thread appends batches to
-`<dir>/<kind>/<YYYY-MM-DD>/<instance>.jsonl` and flushes them. A batch is what arrived within
-`linger_s` of its first event (at most `batch` events): one file append per batch, not per
-request, so the writer's syscalls do not compete with requests on a busy host. A crash loses at
-most the last batch; a clean shutdown (`close`) loses nothing. One file per process and day: several
-gateways never write into the same file. `scoring experiments report` reads them back.
+The hot path only queues a dict; a writer thread appends batches to the day's file of this
+gateway instance and flushes them. A batch is what arrived within `linger_s` of its first event
+(at most `batch` events): one file append per batch, not per request, so the writer's syscalls
+do not compete with requests on a busy host. A crash loses at most the last batch; a clean
+shutdown (`close`) loses nothing.
 """
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ import logging
 import queue
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, overload
 
+from scoring.core.served_events import FeedbackEvent, Kind, RequestEvent, ShadowEvent, event_file
 from scoring.core.writer import BackgroundWriter
 
 logger = logging.getLogger(__name__)
-Kind = Literal["request", "shadow", "feedback"]
-KINDS: tuple[Kind, ...] = ("request", "shadow", "feedback")
 
 
-class EventLog(BackgroundWriter[tuple[Kind, dict[str, Any]]]):
-    """Non-blocking append of JSON events, written by one background thread."""
+class ServedEventWriter(BackgroundWriter[tuple[Kind, Mapping[str, object]]]):
+    """Non-blocking append of served events, written by one background thread."""
 
     def __init__(
         self, directory: Path, instance_id: str, batch: int = 512, linger_s: float = 0.2
@@ -40,8 +40,14 @@ class EventLog(BackgroundWriter[tuple[Kind, dict[str, Any]]]):
         self.batches = 0
         super().__init__("event-log")
 
-    def append(self, kind: Kind, event: dict[str, Any]) -> bool:
-        """Queues one event (it must be JSON-serialisable); False once closed. Never blocks."""
+    @overload
+    def append(self, kind: Literal["request"], event: RequestEvent) -> bool: ...
+    @overload
+    def append(self, kind: Literal["shadow"], event: ShadowEvent) -> bool: ...
+    @overload
+    def append(self, kind: Literal["feedback"], event: FeedbackEvent) -> bool: ...
+    def append(self, kind: Kind, event: Mapping[str, object]) -> bool:
+        """Queues one event; False once closed. Never blocks."""
         return self._put((kind, event))
 
     def _run(self) -> None:
@@ -68,29 +74,16 @@ class EventLog(BackgroundWriter[tuple[Kind, dict[str, Any]]]):
             if stop:
                 return
 
-    def _write(self, events: list[tuple[Kind, dict[str, Any]]]) -> None:
+    def _write(self, events: list[tuple[Kind, Mapping[str, object]]]) -> None:
         self.batches += 1
         day = datetime.now(UTC).strftime("%Y-%m-%d")
         by_kind: dict[Kind, list[str]] = defaultdict(list)
         for kind, event in events:
             by_kind[kind].append(json.dumps(event, separators=(",", ":")))
         for kind, lines in by_kind.items():
-            folder = self.directory / kind / day
-            folder.mkdir(parents=True, exist_ok=True)
-            with (folder / f"{self.instance_id}.jsonl").open("a") as out:
+            path = event_file(self.directory, kind, day, self.instance_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as out:
                 out.write("\n".join(lines) + "\n")
                 out.flush()
             self.written += len(lines)
-
-
-def read_events(directory: Path, kind: Kind) -> list[dict[str, Any]]:
-    """Every event of `kind` under `directory` (all instances and days); a torn last line of a
-    file that is being written is skipped."""
-    events: list[dict[str, Any]] = []
-    for path in sorted((directory / kind).glob("*/*.jsonl")):
-        for line in path.read_text().splitlines():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return events

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -21,68 +22,60 @@ class GatewayMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.stage_latency = Histogram(
+        counter = partial(Counter, registry=self.registry)
+        histogram = partial(Histogram, registry=self.registry)
+        self.stage_latency = histogram(
             "scoring_stage_latency_seconds",
             "Latency of each request stage: features, assembly, inference, postprocess, total.",
             ["stage", "target"],
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
         )
-        self.requests = Counter(
+        self.requests = counter(
             "scoring_requests",
             "Finished RPCs by method and gRPC status code.",
             ["method", "code"],
-            registry=self.registry,
         )
-        self.candidates = Histogram(
+        self.candidates = histogram(
             "scoring_candidates_per_request",
             "Candidates per Rank request.",
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000),
-            registry=self.registry,
         )
-        self.degraded = Counter(
+        self.degraded = counter(
             "scoring_degraded",
             "Answers that are not the model's normal one, by reason.",
             ["reason"],
-            registry=self.registry,
         )
-        self.arm_requests = Counter(
+        self.arm_requests = counter(
             "scoring_arm_requests",
             "Rank requests by experiment arm (production, canary, unmanaged, fallback) and the "
             "model version that scored them.",
             ["target", "arm", "version"],
-            registry=self.registry,
         )
-        self.arm_latency = Histogram(
+        self.arm_latency = histogram(
             "scoring_arm_latency_seconds",
             "End-to-end Rank latency by experiment arm.",
             ["target", "arm"],
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
         )
-        self.arm_top_score = Histogram(
+        self.arm_top_score = histogram(
             "scoring_arm_top_score",
             "Score of the first-ranked candidate by experiment arm (score distribution).",
             ["target", "arm"],
             buckets=(0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
-            registry=self.registry,
         )
-        self.shadow = Counter(
+        self.shadow = counter(
             "scoring_shadow",
             "Shadow scoring calls by outcome (scored, failed, skipped when too many in flight).",
             ["target", "outcome"],
-            registry=self.registry,
         )
-        self.feedback = Counter(
+        self.feedback = counter(
             "scoring_feedback_events",
             "Feedback events accepted, by type (click, purchase).",
             ["type"],
-            registry=self.registry,
         )
-        self.feature_log_rows = Counter(
+        self.feature_log_rows = counter(
             "scoring_feature_log_rows",
             "Served candidate rows written to the served-feature log.",
-            registry=self.registry,
         )
 
     def track_cache(self, cache: CacheStats) -> None:

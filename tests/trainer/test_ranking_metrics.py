@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from scoring.trainer.metrics import (
+from scoring.trainer.ranking_metrics import (
     auc,
     best_f1_threshold,
     gauc,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scoring.core.codegen import generate
+from scoring.devtools.codegen import generate
 
 ROOT = Path(__file__).resolve().parents[2]
 

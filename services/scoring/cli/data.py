@@ -1,0 +1,103 @@
+"""`scoring data ...`: the data sets behind the feature store and training."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from scoring import workflows
+from scoring.cli.common import console, load_settings
+from scoring.core.settings import Settings
+
+if TYPE_CHECKING:
+    from scoring.datagen.dataset import DataSet
+    from scoring.datagen.synthetic import SyntheticConfig
+
+app = typer.Typer(help="Data sets for the feature store and training.", no_args_is_help=True)
+
+
+@app.command("generate")
+def data_generate(
+    users: int = 1000,
+    items: int = 500,
+    activities: int = 60,
+    item_impressions: int = 40_000,
+    activity_impressions: int = 40_000,
+    days: int = 35,
+    seed: int = 7,
+    large: Annotated[
+        bool, typer.Option(help="About 3 million events (50k users, 10k items, 8 weeks).")
+    ] = False,
+) -> None:
+    """Generate a synthetic e-commerce event stream and build the feature tables from it."""
+    from scoring.datagen.synthetic import SyntheticConfig
+
+    cfg = (
+        SyntheticConfig.large(seed)
+        if large
+        else SyntheticConfig(
+            users, items, activities, item_impressions, activity_impressions, days, seed=seed
+        )
+    )
+    generate(load_settings(), cfg)
+
+
+def generate(settings: Settings, cfg: SyntheticConfig) -> None:
+    """Simulates `cfg`'s event stream and builds its feature tables, showing progress."""
+    with console.status("simulating the event stream"):
+        log = workflows.generate_events(cfg)
+    console.print(f"{len(log.events):,} events, {log.events['user_id'].nunique():,} users")
+    progress, step = _build_progress("features")
+    with progress:
+        data = workflows.build_features(settings, log, step)
+    _print_data_set("synthetic data", data)
+
+
+@app.command("import")
+def data_import(
+    events: Annotated[Path, typer.Argument(help="Event log, .csv or .parquet.")],
+    items: Annotated[Path | None, typer.Option(help="Item attributes table.")] = None,
+    users: Annotated[Path | None, typer.Option(help="User attributes table.")] = None,
+    activities: Annotated[Path | None, typer.Option(help="Campaigns table.")] = None,
+) -> None:
+    """Validate your own event log and build the feature tables from it (README: own data)."""
+    from scoring.datagen.importer import ImportValidationError
+
+    settings = load_settings()
+    progress, step = _build_progress("features")
+    try:
+        with progress:
+            data = workflows.import_data(settings, events, items, users, activities, step)
+    except ImportValidationError as exc:
+        console.print(f"[red]import refused[/]: {exc}", markup=False, highlight=False)
+        raise typer.Exit(code=2) from None
+    _print_data_set(f"imported {events.name}", data)
+
+
+def _build_progress(title: str) -> tuple[Progress, Callable[[str], None]]:
+    """A progress bar over the feature build's steps, and the callback that advances it."""
+    from scoring.datagen.build import BUILD_STEPS
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
+    )
+    task = progress.add_task(title, total=len(BUILD_STEPS))
+
+    def step(name: str) -> None:
+        progress.update(task, description=f"{title}: {name}", completed=BUILD_STEPS.index(name))
+
+    return progress, step
+
+
+def _print_data_set(title: str, data: DataSet) -> None:
+    table = Table(title=f"{title} (newest event {data.end:%Y-%m-%d %H:%M} UTC)")
+    for col in ("table", "rows", "file"):
+        table.add_column(col)
+    for path, (name, df) in zip(data.paths, data.tables.items(), strict=True):
+        table.add_row(name, f"{len(df):,}", str(path))
+    console.print(table)

@@ -1,0 +1,98 @@
+"""`scoring demo`: everything, end to end, in one command."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from scoring import workflows
+from scoring.cli.common import (
+    console,
+    load_settings,
+    print_ranking,
+    stop_on_sigterm,
+    versions_table,
+)
+from scoring.cli.data import generate
+from scoring.cli.features import features_apply, features_materialize
+from scoring.cli.models import bootstrap
+from scoring.cli.train import train_and_show
+from scoring.core.targets import TARGETS
+
+
+def demo(
+    users: Annotated[
+        int, typer.Option(help="Data size: items, activities, impressions scale.")
+    ] = 1000,
+    epochs: int = 20,
+    serve: Annotated[
+        bool,
+        typer.Option(help="After the requests, keep Triton and the gateway up until Ctrl-C."),
+    ] = False,
+) -> None:
+    """Everything, end to end: data, features, training, Triton, gateway, real requests."""
+    from scoring.registry import Registry
+    from scoring.registry.promotion import default_actor
+    from scoring.trainer.train import TrainConfig
+
+    settings = load_settings()
+    stop_on_sigterm()
+    started = time.monotonic()
+    console.rule("1/6 data")
+    data = workflows.demo_data_config(users)
+    generate(settings, data)
+    console.rule("2/6 features")
+    features_apply()
+    features_materialize(full=False)
+    console.rule("3/6 training")
+    cfg = TrainConfig(epochs=epochs, device="cpu", seed=7)
+    train_and_show(settings, list(TARGETS), cfg, report=False)
+    # Registry only: Triton is not running yet and loads the production versions when it starts.
+    console.rule("4/6 promotion (model registry)")
+    with Registry(settings.registry.url) as registry:
+        bootstrap(settings, registry, f"demo ({default_actor()})", newest=True)
+        console.print(versions_table(registry.versions()))
+    console.rule("5/6 serving")
+    run_dir = Path(".run")
+    servers = workflows.Servers(settings, run_dir)
+    stopped = None
+    try:
+        with console.status("starting triton"):
+            loaded = servers.start_triton()
+        console.print(f"[green]triton ready[/] on {settings.triton.url}, serving {loaded}")
+        with console.status("starting gateway"):
+            address = servers.start_gateway()
+        console.print(f"[green]gateway SERVING[/] on {address}")
+        console.rule("6/6 requests")
+        now = int(datetime.now(UTC).timestamp())
+        answers = workflows.demo_requests(settings, address, data.n_items, now)
+        products = answers.products
+        print_ranking(f"top 5 of {len(answers.items)} products for u_000042", products)
+        console.print(
+            f"feedback: {answers.feedback_accepted} click on {products.candidates[0].id} sent "
+            f"back (arm {products.arm}); per-arm CTR: [bold]scoring experiments report[/]"
+        )
+        print_ranking(
+            f"top 5 of {len(answers.activities)} activities for u_000042", answers.campaigns
+        )
+        print_ranking("a brand-new user and a brand-new product", answers.newcomer)
+        if serve:
+            try:  # from the line on: Ctrl-C (or SIGTERM) is the way out, not an error
+                console.print(
+                    f"[green]serving[/]: gateway on {address}, Triton on {settings.triton.url} "
+                    f"(logs in {run_dir}/); Ctrl-C to stop"
+                )
+                stopped = servers.wait()
+            except KeyboardInterrupt:
+                pass
+    finally:
+        with console.status("shutting down"):
+            servers.stop()
+    if stopped is not None:
+        console.print(f"[red]{stopped} exited[/] while serving; its log: {run_dir}/{stopped}.log")
+        raise typer.Exit(1)
+    console.print(f"[green]demo done[/] in {time.monotonic() - started:.1f}s; logs in {run_dir}/")

@@ -1,0 +1,253 @@
+"""`scoring models ...`: the model registry, as MLOps use it every day."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from scoring import workflows
+from scoring.cli.common import fmt_metric, load_settings, refusals, versions_table
+from scoring.cli.common import wide_console as console
+from scoring.core.settings import Settings
+from scoring.registry import Registry, RegistryError
+from scoring.registry.promotion import Promoter
+from scoring.triton.control import ModelControlError
+
+app = typer.Typer(
+    help="The model registry: versions, stages, promotion, canary, shadow, rollback, audit.",
+    no_args_is_help=True,
+)
+
+Actor = Annotated[
+    str | None, typer.Option(help="Who makes the change (audited); $SCORING_ACTOR or user@host.")
+]
+Reason = Annotated[str, typer.Option(help="Why (audited); required with --force.")]
+NoTriton = Annotated[
+    bool,
+    typer.Option(
+        "--registry-only",
+        help="Change the registry only, do not drive Triton (it must already serve the version).",
+    ),
+]
+
+
+def _target(name: str) -> str:
+    with refusals():
+        return workflows.check_target(name)
+
+
+@contextmanager
+def _registry(settings: Settings) -> Iterator[Registry]:
+    registry = Registry(settings.registry.url)
+    try:
+        yield registry
+    except RegistryError as exc:
+        console.print(f"[red]refused:[/] {exc}")
+        raise typer.Exit(1) from None
+    except ModelControlError as exc:
+        console.print(f"[red]triton:[/] {exc} (`scoring models history` shows what was recorded)")
+        raise typer.Exit(1) from None
+    finally:
+        registry.close()
+
+
+def _say(message: str) -> None:
+    """A promoter's progress line."""
+    console.print(f"  {message}")
+
+
+@contextmanager
+def _promoting(actor: str | None, registry_only: bool) -> Iterator[Promoter]:
+    """A promoter on the configured registry (refusals print and exit 1)."""
+    settings = load_settings()
+    with _registry(settings) as registry:
+        with refusals():
+            promoter = workflows.build_promoter(
+                settings, registry, actor, registry_only=registry_only, say=_say
+            )
+        yield promoter
+
+
+@app.command("list")
+def models_list(
+    target: Annotated[str | None, typer.Option(help="Only this target.")] = None,
+) -> None:
+    """Every registered version with its stage and headline metrics."""
+    settings = load_settings()
+    with _registry(settings) as registry:
+        console.print(versions_table(registry.versions(target and _target(target))))
+
+
+@app.command("compare")
+def models_compare(target: str, a: int, b: int) -> None:
+    """Two versions' metrics side by side (b - a), with the promotion gate's verdict."""
+    from scoring.registry.promotion import LOWER_IS_BETTER
+
+    settings = load_settings()
+    with _registry(settings) as registry:
+        ra, rb = registry.get(_target(target), a), registry.get(target, b)
+        table = Table(title=f"{target}: v{a} vs v{b}")
+        for col in ("metric", f"v{a} ({ra.stage})", f"v{b} ({rb.stage})", "b - a", "gate"):
+            table.add_column(col, justify="left" if col in ("metric", "gate") else "right")
+        tolerance = settings.registry.gate_tolerance
+        for name in sorted(set(ra.metrics) | set(rb.metrics)):
+            va, vb = ra.metrics.get(name, math.nan), rb.metrics.get(name, math.nan)
+            gate = ""
+            if name in settings.registry.gate_metrics:
+                worse = (vb - va) if name in LOWER_IS_BETTER else (va - vb)
+                gate = "[green]ok[/]" if worse <= tolerance else f"[red]worse > {tolerance}[/]"
+            table.add_row(name, fmt_metric(va), fmt_metric(vb), fmt_metric(vb - va, 4), gate)
+        table.add_row("feature schema", ra.schema_hash[:12], rb.schema_hash[:12], "", "")
+        table.add_row("train window", f"{ra.train_start}", f"{rb.train_start}", "", "")
+        console.print(table)
+
+
+@app.command("promote")
+def models_promote(
+    target: str,
+    version: int,
+    force: Annotated[bool, typer.Option(help="Override the metric gate (needs --reason).")] = False,
+    reason: Reason = "",
+    actor: Actor = None,
+    registry_only: NoTriton = False,
+) -> None:
+    """Make a version production: gates, load + warm up in Triton, switch, unload the old one."""
+    with _promoting(actor, registry_only) as promoter:
+        console.print(f"promoting {target} v{version}")
+        promoter.promote(_target(target), version, force=force, reason=reason)
+        console.print(f"[green]{target} v{version} is in production[/]")
+
+
+@app.command("canary")
+def models_canary(
+    target: str,
+    version: int,
+    percent: Annotated[float, typer.Option(help="Share of users, sticky per user.")] = 10.0,
+    salt: Annotated[
+        str | None, typer.Option(help="Experiment salt; a new one reshuffles users.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Override the metric gate (needs --reason).")] = False,
+    reason: Reason = "",
+    actor: Actor = None,
+    registry_only: NoTriton = False,
+) -> None:
+    """Serve a version to a percentage of users (sticky assignment), production to the rest."""
+    with _promoting(actor, registry_only) as promoter:
+        promoter.canary(_target(target), version, percent, force=force, reason=reason, salt=salt)
+        console.print(f"[yellow]{target} v{version} is a {percent:g}% canary[/]")
+
+
+def _end_or_shadow(name: str, done: str, doc: str) -> None:
+    """Registers `scoring models <name> TARGET VERSION`: Promoter.<name>, then `done`."""
+
+    def command(
+        target: str,
+        version: int,
+        reason: Reason = "",
+        actor: Actor = None,
+        registry_only: NoTriton = False,
+    ) -> None:
+        with _promoting(actor, registry_only) as promoter:
+            getattr(promoter, name)(_target(target), version, reason=reason)
+            console.print(done.format(target=target, version=version))
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+_end_or_shadow(
+    "shadow",
+    "[cyan]{target} v{version} runs in shadow[/]",
+    "Score every request with a version too; its scores are logged, never returned.",
+)
+_end_or_shadow(
+    "stop",
+    "{target} v{version} stopped",
+    "End a canary or shadow (the version goes back to `registered`, Triton unloads it).",
+)
+
+
+@app.command("rollback")
+def models_rollback(
+    target: str,
+    to: Annotated[
+        int | None, typer.Option(help="Version; the previous production by default.")
+    ] = None,
+    reason: Reason = "",
+    actor: Actor = None,
+    registry_only: NoTriton = False,
+) -> None:
+    """Put the previous production version (or --to) back into production, without downtime."""
+    with _promoting(actor, registry_only) as promoter:
+        events = promoter.rollback(_target(target), to=to, reason=reason)
+        console.print(f"[green]{target} rolled back to v{events[-1].version}[/]")
+
+
+@app.command("history")
+def models_history(
+    target: Annotated[str | None, typer.Option(help="Only this target.")] = None,
+    limit: int = 50,
+) -> None:
+    """The audit trail: every stage change, who made it, when and why."""
+    settings = load_settings()
+    with _registry(settings) as registry:
+        events = registry.history(target and _target(target))[-limit:]
+        table = Table(title="stage changes (append-only audit)")
+        for col in ("#", "at (UTC)", "target", "version", "change", "actor", "reason"):
+            table.add_column(col)
+        for e in events:
+            change = f"{e.from_stage or '-'} -> {e.to_stage}"
+            if e.traffic_percent:
+                change += f" {e.traffic_percent:g}%"
+            if e.forced:
+                change += " [red](forced)[/]"
+            table.add_row(
+                str(e.id),
+                f"{e.at:%Y-%m-%d %H:%M:%S}",
+                e.target,
+                str(e.version),
+                change,
+                e.actor,
+                e.reason,
+            )
+        console.print(table)
+
+
+def bootstrap(settings: Settings, registry: Registry, actor: str, newest: bool = False) -> None:
+    """Runs the bootstrap workflow, printing the promotions and each target's outcome."""
+    workflows.bootstrap(
+        settings, registry, actor, newest=newest, say=_say, on_outcome=_print_outcome
+    )
+
+
+def _print_outcome(outcome: workflows.BootstrapOutcome) -> None:
+    name, version = outcome.target, outcome.version
+    if outcome.status == "no version":
+        console.print(f"[yellow]{name}: no registered version; run scoring train[/]")
+    elif outcome.status == "in production":
+        console.print(f"{name}: v{version} is in production")
+    elif outcome.status == "refused":
+        console.print(f"[yellow]{name} v{version} not promoted:[/] {outcome.detail}")
+
+
+@app.command("bootstrap")
+def models_bootstrap(actor: Actor = None) -> None:
+    """Give each target without a production version its newest registered one (first deploy)."""
+    settings = load_settings()
+    with _registry(settings) as registry, refusals():
+        bootstrap(settings, registry, actor or "bootstrap")
+        console.print(versions_table(registry.versions()))
+
+
+@app.command("sync")
+def models_sync() -> None:
+    """Load into Triton exactly the versions the registry serves (after a Triton restart)."""
+    settings = load_settings()
+    with _registry(settings) as registry:
+        for name, versions in workflows.sync_triton(settings, registry).items():
+            console.print(f"{name}: {versions or 'no registry version; left as loaded'}")

@@ -1,0 +1,25 @@
+"""`scoring rank`: one Rank request to a running gateway."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from scoring.cli.common import load_settings, print_ranking
+from scoring.core.targets import CandidateKind
+
+
+def rank(
+    user_id: str,
+    candidates: Annotated[list[str], typer.Argument(help="Candidate ids.")],
+    kind: CandidateKind = CandidateKind.ITEM,
+    top_k: int = 0,
+    address: Annotated[str | None, typer.Option(help="Gateway host:port.")] = None,
+) -> None:
+    """Send one Rank request to a running gateway and print the ranking."""
+    from scoring.client import RankingClient
+
+    settings = load_settings()
+    with RankingClient(address or f"{settings.gateway.host}:{settings.gateway.port}") as client:
+        print_ranking(f"{kind.value}s for {user_id}", client.rank(user_id, candidates, kind, top_k))

@@ -1,0 +1,40 @@
+"""`scoring serve ...`: run Triton or the gateway in the foreground."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+
+from scoring import workflows
+from scoring.cli.common import console, load_settings, stop_on_sigterm
+from scoring.core.targets import TARGETS
+
+app = typer.Typer(help="Run a server in the foreground.", no_args_is_help=True)
+
+
+@app.command("triton")
+def serve_triton() -> None:
+    """Run the local Triton server (CPU, python backend) until Ctrl-C."""
+    from scoring.triton.server import TritonServer
+
+    settings = load_settings()
+    stop_on_sigterm()
+    server = TritonServer(settings.triton, list(TARGETS))
+    with server:
+        for name, versions in workflows.sync_triton(settings).items():
+            console.print(f"{name}: registry versions {versions or 'none; latest on disk'} loaded")
+        console.print(f"[green]triton ready[/] on {settings.triton.url} (log {server.log_path})")
+        try:
+            while server.process is not None and server.process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command("gateway")
+def serve_gateway() -> None:
+    """Run the gRPC gateway until Ctrl-C."""
+    from scoring.gateway.__main__ import main
+
+    main()

@@ -1,0 +1,1 @@
+"""Developer tools (code generation); nothing at run time imports them."""

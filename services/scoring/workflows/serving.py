@@ -1,0 +1,176 @@
+"""What serves: promotion on the configured settings, the first deploy's bootstrap, Triton
+synced with the registry, and Triton + the gateway run as child processes."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from scoring.core.settings import Settings
+from scoring.core.targets import TARGETS
+from scoring.workflows.checks import open_feature_store
+
+if TYPE_CHECKING:
+    from scoring.gateway.process import GatewayProcess
+    from scoring.registry import Registry
+    from scoring.registry.promotion import Promoter
+    from scoring.triton.server import TritonServer
+
+Say = Callable[[str], None]
+"""A progress message for a person (the CLI prints it)."""
+
+
+def build_promoter(
+    settings: Settings,
+    registry: Registry,
+    actor: str | None = None,
+    *,
+    registry_only: bool = False,
+    say: Say | None = None,
+) -> Promoter:
+    """A promoter on the configured feature store (live schemas) and, unless `registry_only`,
+    Triton; `actor` defaults to $SCORING_ACTOR or user@host."""
+    from scoring.core.contract import contract_from_store
+    from scoring.registry.promotion import Promoter, default_actor
+    from scoring.triton.control import TritonControl
+
+    store = open_feature_store(settings)
+
+    def live_schema(service: str) -> str:
+        return contract_from_store(store, service).schema_hash
+
+    return Promoter(
+        settings,
+        registry,
+        live_schema,
+        None if registry_only else TritonControl(settings.triton),
+        actor or default_actor(),
+        say=say or (lambda message: None),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapOutcome:
+    """What `bootstrap` did for one target.
+
+    Attributes:
+        status: `no version` (nothing registered), `in production` (left as it is),
+            `promoted`, or `refused` (a gate said no: `detail`).
+        version: the production version, or the one promoted or refused.
+    """
+
+    target: str
+    status: Literal["no version", "in production", "promoted", "refused"]
+    version: int | None = None
+    detail: str = ""
+
+
+def bootstrap(
+    settings: Settings,
+    registry: Registry,
+    actor: str,
+    *,
+    newest: bool = False,
+    say: Say | None = None,
+    on_outcome: Callable[[BootstrapOutcome], None] | None = None,
+) -> list[BootstrapOutcome]:
+    """Promotes, for each target without a production version (with `newest`: whose production
+    version is not the newest), its newest registered version through the gates.
+
+    Registry only: Triton loads the production versions when it starts (`sync_triton`).
+
+    Args:
+        say: the promoter's progress messages.
+        on_outcome: called with each target's outcome as soon as it is known.
+    """
+    from scoring.registry.promotion import GateRefused
+
+    promoter = build_promoter(settings, registry, actor, registry_only=True, say=say)
+    outcomes = []
+    for name in TARGETS:
+        versions = registry.versions(name)
+        routing = registry.routing().targets.get(name)
+        current = routing.production if routing else None
+        if not versions:
+            outcome = BootstrapOutcome(name, "no version")
+        elif current is not None and (not newest or current.version == versions[-1].version):
+            outcome = BootstrapOutcome(name, "in production", current.version)
+        else:
+            latest = versions[-1].version
+            try:
+                promoter.promote(name, latest, reason="newest version" if current else "first")
+                outcome = BootstrapOutcome(name, "promoted", latest)
+            except GateRefused as exc:
+                outcome = BootstrapOutcome(name, "refused", latest, str(exc))
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+    return outcomes
+
+
+def sync_triton(settings: Settings, registry: Registry | None = None) -> dict[str, list[int]]:
+    """Loads into a running Triton exactly the versions the registry serves, per target, and
+    warms them up; returns them (an empty list: none in the registry, Triton keeps its own).
+
+    Args:
+        registry: an open registry; the configured one is opened (and closed) when None.
+    """
+    from scoring.registry import Registry
+    from scoring.registry.promotion import sync
+    from scoring.triton.control import TritonControl
+
+    control = TritonControl(settings.triton)
+    with contextlib.ExitStack() as stack:
+        if registry is None:
+            registry = stack.enter_context(Registry(settings.registry.url))
+        return {name: sorted(sync(registry, control, name)) for name in TARGETS}
+
+
+@dataclass
+class Servers:
+    """Triton (serving the registry's versions) and the gateway, as the demo runs them, with
+    their logs under `run_dir`. `stop` ends both and is safe at any point."""
+
+    settings: Settings
+    run_dir: Path
+    triton: TritonServer = field(init=False)
+    gateway: GatewayProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        from scoring.gateway.process import GatewayProcess
+        from scoring.triton.server import TritonServer
+
+        logs = self.run_dir
+        self.triton = TritonServer(
+            self.settings.triton, list(TARGETS), log_path=logs / "triton.log"
+        )
+        self.gateway = GatewayProcess(self.settings, log_path=logs / "gateway.log")
+
+    def start_triton(self) -> dict[str, list[int]]:
+        """Starts Triton, waits until it is ready and loads the registry's versions."""
+        self.triton.start()
+        self.triton.wait_ready()
+        return sync_triton(self.settings)
+
+    def start_gateway(self) -> str:
+        """Starts the gateway and waits until it reports SERVING; returns its address."""
+        self.gateway.start()
+        self.gateway.wait_ready()
+        return self.gateway.address
+
+    def wait(self, poll_s: float = 0.5) -> str:
+        """Blocks while both run (a signal handler ends it by raising); returns the name of the
+        one that stopped."""
+        while True:
+            for name, proc in (("triton", self.triton.process), ("gateway", self.gateway.process)):
+                if proc is None or proc.poll() is not None:
+                    return name
+            time.sleep(poll_s)
+
+    def stop(self) -> None:
+        self.gateway.stop()
+        self.triton.stop()
