@@ -43,17 +43,12 @@ from scoring import workflows
 from scoring.client import RankingClient
 from scoring.core import feature_repo
 from scoring.core.model_io import FEATURES_INPUT, SCORE_OUTPUT
-from scoring.core.settings import (
-    FeastSettings,
-    GatewaySettings,
-    RegistrySettings,
-    Settings,
-    TritonSettings,
-)
+from scoring.core.settings import FeastSettings
 from scoring.core.targets import TARGETS, CandidateKind
 from scoring.datagen.dataset import build_data_set
 from scoring.datagen.synthetic import SyntheticConfig, generate
-from scoring.gateway.feature_source import FeastFeatureSource
+from scoring.devtools.local_stack import gateway_settings, triton_settings
+from scoring.gateway.feature_source import FeastFeatureSource, FeatureRequest
 from scoring.gateway.process import GatewayProcess
 from scoring.gateway.redis_source import RedisFeatureSource
 from scoring.trainer.train import TrainConfig
@@ -65,14 +60,6 @@ REGISTRY = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SIZES = (10, 100, 500, 1000)
 CONCURRENCY = (1, 8, 32)
 console = Console(width=140)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -160,23 +147,15 @@ class Stack:
             feature_repo.apply(self.repo, self.fs_yaml)
             feature_repo.materialize(self.repo, fs_yaml=self.fs_yaml)
         self.models = self.work / "model_repository"
-        triton_cfg = TritonSettings(
-            url=f"127.0.0.1:{free_port()}", http_port=free_port(), metrics_port=free_port(),
-            model_repository=self.models, work_dir=self.work / "triton",
+        triton_cfg = triton_settings(self.models, self.work / "triton")
+        # A private registry under the work folder: the models trained below are registered
+        # there, and served as Triton loaded them (none is promoted).
+        self.settings = gateway_settings(
+            FeastSettings(repo_path=self.repo, fs_yaml=self.fs_yaml), triton_cfg, self.work,
+            feature_log_sample_rate=0.0, default_timeout_ms=10_000, feature_timeout_ms=10_000,
+            feature_read="redis",
         )  # fmt: skip
-        self.settings = Settings(
-            feast=FeastSettings(repo_path=self.repo, fs_yaml=self.fs_yaml),
-            triton=triton_cfg,
-            gateway=GatewaySettings(
-                port=free_port(), metrics_port=free_port(), feature_log_sample_rate=0.0,
-                default_timeout_ms=10_000, feature_timeout_ms=10_000, feature_read="redis",
-                events_dir=self.work / "events",
-            ),
-            # A private registry: the models trained below are registered there, and served as
-            # Triton loaded them (none is promoted).
-            registry=RegistrySettings(url=f"sqlite:///{self.work / 'registry.db'}"),
-            log_json=True,  # as deployed (docker-compose, k8s): one JSON line a request
-        )  # fmt: skip
+        self.settings.log_json = True  # as deployed (docker-compose, k8s): one JSON line a request
         with console.status("training (1 epoch: latency, not quality)"):
             # Every target: the gateway serves when every target is ready.
             workflows.train_and_register(self.settings, None, TrainConfig(epochs=1), actor="bench")
@@ -270,7 +249,9 @@ def run(quick: bool) -> int:
                 )
 
             ready = contract.assemble(
-                sdk.read_blocking(contract, target, *requests[0], {"request_ts": now}).columns
+                sdk.read_blocking(
+                    FeatureRequest(contract, target, *requests[0], {"request_ts": now})
+                ).columns
             ).matrix
 
             def naive_call() -> None:
@@ -303,7 +284,7 @@ def run(quick: bool) -> int:
             def stages_call() -> None:
                 user, ids = next_request("stages")
                 t0 = time.perf_counter()
-                read = fast.read(contract, target, user, ids, {"request_ts": now})
+                read = fast.read(FeatureRequest(contract, target, user, ids, {"request_ts": now}))
                 online = stage_loop.run_until_complete(read)
                 t1 = time.perf_counter()
                 matrix = contract.assemble(online.columns).matrix

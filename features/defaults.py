@@ -5,11 +5,14 @@ match Feast's inferred schema exactly, in the view's tags as `default:<feature>`
 through the Feast registry into the feature contract that the trainer and the gateway share.
 A fixed-length float vector is declared with `vector(name, length, default)`: the contract
 expands it into `length` model columns (`<ref>[0]` ...) with one missing indicator.
+A view over one offline table is declared with `table_view(name, entity, owner, ttl, schema)`.
 """
 
 from __future__ import annotations
 
-from feast import Field
+from datetime import timedelta
+
+from feast import Entity, FeatureView, Field, FileSource
 from feast.types import Array, FeastType, Float32
 
 DEFAULT_TAG = "default"
@@ -45,3 +48,25 @@ def array_inputs() -> dict[str, str]:
     dict of its output columns. The gateway then calls it that way: no pandas on the request
     path. Both forms must give the same values (tests/features/test_request_features.py)."""
     return {INPUTS_TAG: "arrays"}
+
+
+def table_source(name: str) -> FileSource:
+    """The offline table of view `name`: data/<name>.parquet, rows timed by event_timestamp."""
+    return FileSource(
+        name=f"{name}_source", path=f"data/{name}.parquet", timestamp_field="event_timestamp"
+    )
+
+
+def table_view(
+    name: str, entity: Entity, owner: str, ttl: timedelta, schema: list[Field]
+) -> FeatureView:
+    """An online FeatureView of one entity over its own table (`table_source(name)`)."""
+    return FeatureView(
+        name=name,
+        entities=[entity],
+        ttl=ttl,
+        schema=schema,
+        source=table_source(name),
+        online=True,
+        tags={"owner": owner},
+    )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +16,14 @@ from typing import Any
 import pytest
 
 from scoring.core import feature_repo
-from scoring.core.settings import (
-    FeastSettings,
-    GatewaySettings,
-    RegistrySettings,
-    Settings,
-    TritonSettings,
-)
+from scoring.core.settings import FeastSettings, Settings, TritonSettings
 from scoring.core.targets import TARGETS
 from scoring.datagen.dataset import DataSet, build_data_set
 from scoring.datagen.events import EventLog
 from scoring.datagen.synthetic import SyntheticConfig, generate
+from scoring.devtools import local_stack
+from scoring.devtools.local_stack import free_port as free_port
+from scoring.devtools.local_stack import triton_settings as triton_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -42,12 +38,6 @@ def require(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required service missing in CI: {reason}")
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def copy_feature_repo(dest: Path) -> Path:
@@ -100,17 +90,6 @@ def model_repository(
     return repo
 
 
-def triton_settings(model_repository: Path, work_dir: Path) -> TritonSettings:
-    return TritonSettings(
-        url=f"127.0.0.1:{free_port()}",
-        http_port=free_port(),
-        metrics_port=free_port(),
-        model_repository=model_repository,
-        work_dir=work_dir,
-        startup_timeout_s=120,
-    )
-
-
 def triton_installed() -> bool:
     from scoring.triton.server import TritonInstall, TritonStartError
 
@@ -136,21 +115,11 @@ def gateway_settings(
     repo: Path, triton: TritonSettings, registry_url: str | None = None, **gateway: Any
 ) -> Settings:
     """Gateway settings on free ports; its served-feature log, experiment events and (unless
-    given) a model registry of its own go beside the feature repo."""
+    given) a model registry of its own go beside the feature repo. Health is polled often."""
     run = repo.parent / f"gateway-{free_port()}"
-    gateway = {
-        "port": free_port(),
-        "metrics_port": free_port(),
-        "health_poll_interval_s": 0.2,
-        "feature_log_dir": run / "served",
-        "events_dir": run / "events",
-        **gateway,
-    }
-    return Settings(
-        feast=FeastSettings(repo_path=repo),
-        triton=triton,
-        gateway=GatewaySettings(**gateway),
-        registry=RegistrySettings(url=registry_url or f"sqlite:///{run / 'registry.db'}"),
+    gateway = {"health_poll_interval_s": 0.2, **gateway}
+    return local_stack.gateway_settings(
+        FeastSettings(repo_path=repo), triton, run, registry_url, **gateway
     )
 
 

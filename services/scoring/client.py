@@ -18,6 +18,11 @@ CANDIDATE_TYPES = {
 }
 
 
+def _timestamp(seconds: int | None) -> Timestamp | None:
+    """The message's timestamp; None leaves it unset (the gateway's clock applies)."""
+    return None if seconds is None else Timestamp(seconds=seconds)
+
+
 class RankingClient(Closeable):
     """A blocking client; one channel per instance. Use as a context manager."""
 
@@ -47,13 +52,10 @@ class RankingClient(Closeable):
             disable_fallback: answer UNAVAILABLE rather than a popularity order when the
                 model cannot be reached.
         """
-        context = pb.RequestContext(device=device)
-        if timestamp_s is not None:
-            context.timestamp.CopyFrom(Timestamp(seconds=timestamp_s))
         request = pb.RankRequest(
             user_id=user_id,
             candidates=[pb.Candidate(id=c, type=CANDIDATE_TYPES[kind]) for c in candidate_ids],
-            context=context,
+            context=pb.RequestContext(device=device, timestamp=_timestamp(timestamp_s)),
             top_k=top_k,
             model=model,
             diversity=diversity,
@@ -78,9 +80,8 @@ class RankingClient(Closeable):
             request_id=request_id,
             candidate_id=candidate_id,
             type=types[event],
+            timestamp=_timestamp(timestamp_s),
         )
-        if timestamp_s is not None:
-            item.timestamp.CopyFrom(Timestamp(seconds=timestamp_s))
         response: pb.FeedbackResponse = self.stub.Feedback(
             pb.FeedbackRequest(events=[item]), timeout=timeout_s
         )

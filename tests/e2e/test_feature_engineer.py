@@ -31,10 +31,10 @@ SERVICE = "item_ranker_v1"
 NEW_REF = "user_behavior__cart_rate_30d"
 # README step 1, the line a feature engineer adds to `user_behavior`'s schema in features/user.py.
 DECLARATION = (
-    " " * 8
+    " " * 4
     + 'feature("cart_rate_30d", Float32, default=0.0, description="carts / views, 30 days"),\n'
 )
-ANCHOR = '        feature("ctr_30d", Float32'
+ANCHOR = '    feature("ctr_30d", Float32'
 
 
 def declare_feature(repo: Path) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from grpc_health.v1 import health_pb2
 
+from scoring.core.settings import Settings
 from scoring.core.targets import TARGETS
 from scoring.gateway.process import GatewayProcess, health_status
 from scoring.triton.server import TritonServer
@@ -39,18 +42,28 @@ def wait_status(address: str, wanted: int, timeout_s: float = 30.0) -> int | Non
     return status
 
 
+@contextmanager
+def not_serving(settings: Settings, log_path: Path) -> Iterator[GatewayProcess]:
+    """A started gateway that reports NOT_SERVING, and still does after several health rounds;
+    stopped on exit, which must be clean."""
+    gateway = GatewayProcess(settings, log_path=log_path)
+    gateway.start()
+    try:
+        assert wait_status(gateway.address, NOT_SERVING) == NOT_SERVING
+        time.sleep(1.0)  # several health rounds
+        assert health_status(gateway.address) == NOT_SERVING
+        yield gateway
+    finally:
+        assert gateway.stop() == 0, gateway.log_tail()
+
+
 def test_not_serving_until_triton_is_up_then_serving_then_not(
     tmp_path: Path, feature_repo_ready: Any, model_repository: Path
 ) -> None:
     require(triton_installed(), "tritonserver binary (nvidia-pytriton) not installed")
     triton_cfg = triton_settings(model_repository, tmp_path / "triton")
     settings = gateway_settings(feature_repo_ready.path, triton_cfg)
-    gateway = GatewayProcess(settings, log_path=tmp_path / "gateway.log")
-    gateway.start()
-    try:
-        assert wait_status(gateway.address, NOT_SERVING) == NOT_SERVING
-        time.sleep(1.0)  # several health rounds with Triton absent
-        assert health_status(gateway.address) == NOT_SERVING
+    with not_serving(settings, tmp_path / "gateway.log") as gateway:  # Triton is absent
         with TritonServer(triton_cfg, list(TARGETS)):
             assert wait_status(gateway.address, SERVING) == SERVING
         assert wait_status(gateway.address, NOT_SERVING) == NOT_SERVING
@@ -58,22 +71,14 @@ def test_not_serving_until_triton_is_up_then_serving_then_not(
         log = gateway.log_path.read_text().splitlines()
         frozen = [line for line in log if "gc_frozen" in line]
         assert len(frozen) == 1 and int(frozen[0].rsplit("objects=", 1)[1]) > 100_000, frozen
-    finally:
-        assert gateway.stop() == 0, gateway.log_tail()
 
 
 def test_not_serving_without_a_feature_registry(tmp_path: Path, triton: Any) -> None:
     repo = copy_feature_repo(tmp_path / "features")  # definitions only: never applied
     shutil.rmtree(repo / "data", ignore_errors=True)
     settings = gateway_settings(repo, triton.settings)
-    gateway = GatewayProcess(settings, log_path=tmp_path / "gateway.log")
-    gateway.start()
-    try:
-        assert wait_status(gateway.address, NOT_SERVING) == NOT_SERVING
-        time.sleep(1.0)
-        assert health_status(gateway.address) == NOT_SERVING
-    finally:
-        assert gateway.stop() == 0, gateway.log_tail()
+    with not_serving(settings, tmp_path / "gateway.log"):
+        pass  # the checks are the context's: NOT_SERVING throughout, then a clean stop
 
 
 def test_not_serving_until_the_model_registry_answers_once(
@@ -85,14 +90,7 @@ def test_not_serving_until_the_model_registry_answers_once(
     blocker.write_text("a file where the registry's folder should be")
     url = f"sqlite:///{blocker / 'registry.db'}"
     settings = gateway_settings(feature_repo_ready.path, triton.settings, registry_url=url)
-    gateway = GatewayProcess(settings, log_path=tmp_path / "gateway.log")
-    gateway.start()
-    try:
-        assert wait_status(gateway.address, NOT_SERVING) == NOT_SERVING
-        time.sleep(1.0)  # several health rounds without a registry
-        assert health_status(gateway.address) == NOT_SERVING
+    with not_serving(settings, tmp_path / "gateway.log") as gateway:  # no registry yet
         blocker.unlink()
         assert wait_status(gateway.address, SERVING) == SERVING
-    finally:
-        assert gateway.stop() == 0, gateway.log_tail()
     assert "registry_unreadable" in gateway.log_tail(200)

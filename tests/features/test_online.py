@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scoring.core.targets import TARGETS
-from scoring.gateway.feature_source import FeastFeatureSource
+from scoring.gateway.feature_source import FeastFeatureSource, FeatureRequest
 
 from ..gateway.helpers import AGE_ATTR, fetch, frame
 
@@ -24,7 +24,8 @@ def source(feature_repo_ready: Any) -> FeastFeatureSource:
 def read(source: FeastFeatureSource, user: str, ids: tuple[str, ...], now: float) -> Any:
     target = TARGETS["item_ranker"]
     contract = source.contract(target.feature_service)
-    got = source.read_blocking(contract, target, user, ids, {"request_ts": int(now)}, now=now)
+    request = FeatureRequest(contract, target, user, ids, {"request_ts": int(now)})
+    got = source.read_blocking(request, now=now)
     return contract, got, contract.assemble(frame(got))
 
 

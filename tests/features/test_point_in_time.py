@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ..as_of import as_of
+
 TTL = pd.Timedelta(days=2)  # user_behavior and item_stats
 
 
@@ -25,23 +27,6 @@ def training(feature_repo_ready: Any) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def as_of(rows: pd.DataFrame, table: pd.DataFrame, key: str, column: str) -> pd.Series:
-    """Independent as-of join: the latest snapshot at or before each row, within the TTL."""
-    left = rows[[key, "event_timestamp"]].reset_index()
-    left["event_timestamp"] = left["event_timestamp"].astype("datetime64[ns, UTC]")
-    right = table[[key, "event_timestamp", column]].copy()
-    right["event_timestamp"] = right["event_timestamp"].astype("datetime64[ns, UTC]")
-    joined = pd.merge_asof(
-        left.sort_values("event_timestamp"),
-        right.sort_values("event_timestamp"),
-        on="event_timestamp",
-        by=key,
-        direction="backward",
-        tolerance=TTL,
-    )
-    return joined.set_index("index").sort_index()[column]
-
-
 @pytest.mark.parametrize(
     ("table", "key", "column"),
     [
@@ -54,7 +39,7 @@ def as_of(rows: pd.DataFrame, table: pd.DataFrame, key: str, column: str) -> pd.
 def test_training_rows_join_the_last_snapshot_at_or_before_their_time(
     training: pd.DataFrame, feature_repo_ready: Any, table: str, key: str, column: str
 ) -> None:
-    expected = as_of(training, feature_repo_ready.data.tables[table], key, column)
+    expected = as_of(training, feature_repo_ready.data.tables[table], key, column, TTL)
     got = training[f"{table}__{column}"].astype("float64")
     np.testing.assert_allclose(got.to_numpy(), expected.astype("float64").to_numpy(), rtol=1e-6)
 

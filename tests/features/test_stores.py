@@ -22,7 +22,7 @@ from scoring.core.targets import TARGETS
 from scoring.datagen.dataset import build_data_set
 from scoring.datagen.events import EventLog
 from scoring.datagen.synthetic import SyntheticConfig, generate
-from scoring.gateway.feature_source import FeastFeatureSource
+from scoring.gateway.feature_source import FeastFeatureSource, FeatureRequest
 
 from ..conftest import TEXT_CACHE, copy_feature_repo, require
 from ..gateway.helpers import frame
@@ -129,7 +129,8 @@ def test_production_profile_serves_from_redis_with_a_postgres_registry(
     assert store.config.registry.registry_type == "sql"
     target = TARGETS["item_ranker"]
     contract = source.contract(target.feature_service)
-    got = source.read_blocking(contract, target, USER, ("i_000001", "i_000002"), {"request_ts": 0})
+    ids = ("i_000001", "i_000002")
+    got = source.read_blocking(FeatureRequest(contract, target, USER, ids, {"request_ts": 0}))
     behaviour = data.tables["user_behavior"]
     latest = behaviour[behaviour["user_id"] == USER].sort_values("event_timestamp").iloc[-1]
     assert frame(got)["user_behavior__views_30d"].tolist() == [latest["views_30d"]] * 2

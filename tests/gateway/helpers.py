@@ -9,7 +9,7 @@ import pandas as pd
 
 from scoring.core.contract import FeatureContract
 from scoring.core.targets import Target
-from scoring.gateway.feature_source import FeatureSource, OnlineFeatures
+from scoring.gateway.feature_source import FeatureRequest, FeatureSource, OnlineFeatures
 
 AGE_ATTR = "feature_age_s"
 EXPIRED_ATTR = "expired_rows"
@@ -31,7 +31,8 @@ def fetch(
     """One read through the source's `read`: one row per candidate, columns named by full
     feature name (None/NaN when missing); `attrs[AGE_ATTR]` maps each view read to its feature
     age in seconds, `attrs[EXPIRED_ATTR]` to its rows past the view's ttl."""
-    online = asyncio.run(source.read(contract, target, user_id, candidate_ids, request_values))
+    request = FeatureRequest(contract, target, user_id, candidate_ids, request_values)
+    online = asyncio.run(source.read(request))
     out = frame(online)
     out.attrs[AGE_ATTR] = online.age_s
     out.attrs[EXPIRED_ATTR] = online.expired

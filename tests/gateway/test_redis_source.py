@@ -15,7 +15,7 @@ import pytest
 from scoring.core import feature_repo
 from scoring.core.targets import TARGETS
 from scoring.datagen.dataset import build_data_set
-from scoring.gateway.feature_source import FeastFeatureSource
+from scoring.gateway.feature_source import FeastFeatureSource, FeatureRequest
 from scoring.gateway.redis_source import (
     HmgetWire,
     RedisFeatureSource,
@@ -69,7 +69,8 @@ def test_redis_read_equals_the_feast_sdk_read(production_repo: tuple[Path, Path,
             assert got.attrs["feature_age_s"].keys() == expected.attrs["feature_age_s"].keys()
         # The gateway's path: the same read awaited on an event loop (uncached, then cached).
         for _ in range(2):
-            online = asyncio.run(fast.read(contract, target, user, ids, {"request_ts": ts}))
+            request = FeatureRequest(contract, target, user, ids, {"request_ts": ts})
+            online = asyncio.run(fast.read(request))
             same(frame(online), expected)
             assert online.expired == expected.attrs["expired_rows"]
     assert fast.cache.hits > 0 and fast.cache.misses > 0
@@ -97,7 +98,7 @@ def test_an_async_read_cut_off_by_its_budget_leaves_the_client_usable(
 
     async def scenario() -> None:
         def read() -> Any:
-            return fast.read(contract, target, "u_000003", ids, {"request_ts": 0})
+            return fast.read(FeatureRequest(contract, target, "u_000003", ids, {"request_ts": 0}))
 
         expected = await read()
         admin = redis.Redis(host="127.0.0.1", port=6379)

@@ -27,26 +27,7 @@ from scoring.trainer.train import (
     training_frame,
 )
 
-
-def as_of(
-    frame: pd.DataFrame, snapshots: pd.DataFrame, key: str, column: str, ttl: pd.Timedelta
-) -> pd.Series:
-    """Independent as-of join of raw snapshots: the value in force at each row's event time,
-    unless older than the view's TTL."""
-    snapshots = snapshots.sort_values("event_timestamp").assign(
-        event_timestamp=snapshots["event_timestamp"].astype("datetime64[ns, UTC]")
-    )
-    rows = frame[[key, "event_timestamp"]].reset_index()
-    rows["event_timestamp"] = rows["event_timestamp"].astype("datetime64[ns, UTC]")
-    joined = pd.merge_asof(
-        rows.sort_values("event_timestamp"),
-        snapshots[[key, "event_timestamp", column]],
-        on="event_timestamp",
-        by=key,
-        direction="backward",
-        tolerance=ttl,
-    )
-    return joined.set_index("index").sort_index()[column]
+from ..as_of import as_of
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ Actor = Annotated[
     str | None, typer.Option(help="Who makes the change (audited); $SCORING_ACTOR or user@host.")
 ]
 Reason = Annotated[str, typer.Option(help="Why (audited); required with --force.")]
+Force = Annotated[bool, typer.Option(help="Override the metric gate (needs --reason).")]
 NoTriton = Annotated[
     bool,
     typer.Option(
@@ -111,7 +112,7 @@ def models_compare(target: str, a: int, b: int) -> None:
 def models_promote(
     target: str,
     version: int,
-    force: Annotated[bool, typer.Option(help="Override the metric gate (needs --reason).")] = False,
+    force: Force = False,
     reason: Reason = "",
     actor: Actor = None,
     registry_only: NoTriton = False,
@@ -131,7 +132,7 @@ def models_canary(
     salt: Annotated[
         str | None, typer.Option(help="Experiment salt; a new one reshuffles users.")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Override the metric gate (needs --reason).")] = False,
+    force: Force = False,
     reason: Reason = "",
     actor: Actor = None,
     registry_only: NoTriton = False,

@@ -203,6 +203,31 @@ class FeatureContract:
         matrix[:, filled.shape[1] :] = indicators
         return Assembled(matrix, missing, indicators)
 
+    def disassemble(self, matrix: np.ndarray) -> pd.DataFrame:
+        """The feature values a model input matrix was assembled from: the inverse of `assemble`.
+
+        A feature whose missing indicator is set comes back missing (NaN; None for a vector),
+        so `assemble(disassemble(m)).matrix` equals `m`. Used to train on the exact inputs the
+        gateway served (the served-feature log keeps the matrix, not the store's values).
+        """
+        layout = self._layout
+        if matrix.ndim != 2 or matrix.shape[1] != self.width:
+            raise ContractMismatchError(
+                f"feature service {self.service}: a matrix of width "
+                f"{matrix.shape[1] if matrix.ndim == 2 else '?'}, the contract's is {self.width}"
+            )
+        indicators = matrix[:, self.value_width :] > 0.5
+        out: dict[str, Any] = {}
+        for i, (spec, start) in enumerate(zip(self.features, layout.starts, strict=True)):
+            block = matrix[:, start : start + spec.length].astype(np.float64)
+            if spec.is_vector:
+                out[spec.ref] = [
+                    None if gone else row for row, gone in zip(block, indicators[:, i], strict=True)
+                ]
+            else:
+                out[spec.ref] = np.where(indicators[:, i], np.nan, block[:, 0])
+        return pd.DataFrame(out)
+
     def _vector(self, spec: FeatureSpec, column: Any) -> np.ndarray:
         """[rows, length] values of a vector feature: NaN rows where it is missing."""
         cells = column.tolist() if isinstance(column, pd.Series) else column

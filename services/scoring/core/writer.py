@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from pathlib import Path
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -13,10 +14,12 @@ class BackgroundWriter(Generic[T]):
     """Non-blocking `_put`, one writer thread running `_run`, complete drain on `close`.
 
     Subclasses set their own attributes before calling `__init__` (it starts the thread) and
-    implement `_run`, which reads `self._queue` until it gets None, writing what came before.
+    implement `_run`, which reads `self._queue` until it gets None, writing what came before
+    into files under `self.directory`.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, directory: Path) -> None:
+        self.directory = directory
         self._queue: queue.SimpleQueue[T | None] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)

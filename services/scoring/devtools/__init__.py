@@ -1,1 +1,2 @@
-"""Developer tools (code generation); nothing at run time imports them."""
+"""Developer tools (code generation, settings for throwaway local stacks in tests and benchmarks);
+nothing at run time imports them."""

@@ -32,13 +32,12 @@ class ServedEventWriter(BackgroundWriter[tuple[Kind, Mapping[str, object]]]):
     def __init__(
         self, directory: Path, instance_id: str, batch: int = 512, linger_s: float = 0.2
     ) -> None:
-        self.directory = directory
         self.instance_id = instance_id
         self.batch = batch
         self.linger_s = linger_s
         self.written = 0
         self.batches = 0
-        super().__init__("event-log")
+        super().__init__("event-log", directory)
 
     @overload
     def append(self, kind: Literal["request"], event: RequestEvent) -> bool: ...

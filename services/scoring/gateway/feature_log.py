@@ -63,12 +63,11 @@ class FeatureLog(BackgroundWriter[ServedRequest]):
         flush_rows: int = 5000,
         flush_interval_s: float = 5.0,
     ) -> None:
-        self.directory = directory
         self.sample_rate = sample_rate
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
         self.rows_written = 0
-        super().__init__("feature-log")
+        super().__init__("feature-log", directory)
 
     def append(self, record: ServedRequest) -> bool:
         """Queues `record` if sampled; returns whether it was accepted. Never blocks."""

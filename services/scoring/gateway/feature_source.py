@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,7 +19,22 @@ from scoring.core.contract import FeatureContract
 from scoring.core.targets import USER_JOIN_KEY, Target
 from scoring.gateway.read_plan import FeatureCatalog, OnlineFeatures
 
-__all__ = ["FeastFeatureSource", "FeatureSource", "OnlineFeatures"]
+__all__ = ["FeastFeatureSource", "FeatureRequest", "FeatureSource", "OnlineFeatures"]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRequest:
+    """One online read: the contract's features of one user and their candidates.
+
+    Attributes:
+        request_values: request-time inputs of the on-demand views (`request_ts`).
+    """
+
+    contract: FeatureContract
+    target: Target
+    user_id: str
+    candidate_ids: tuple[str, ...]
+    request_values: dict[str, Any]
 
 
 class FeatureSource(Protocol):
@@ -32,15 +48,8 @@ class FeatureSource(Protocol):
         """The live feature contract of a FeatureService."""
         ...
 
-    async def read(
-        self,
-        contract: FeatureContract,
-        target: Target,
-        user_id: str,
-        candidate_ids: tuple[str, ...],
-        request_values: dict[str, Any],
-    ) -> OnlineFeatures:
-        """The contract's features of one user and their candidates, column by column."""
+    async def read(self, request: FeatureRequest) -> OnlineFeatures:
+        """The request's features, column by column."""
         ...
 
     def check(self) -> None:
@@ -75,41 +84,27 @@ class FeastFeatureSource:
     def contract(self, service: str) -> FeatureContract:
         return self.catalog.contract(service)
 
-    def read_blocking(
-        self,
-        contract: FeatureContract,
-        target: Target,
-        user_id: str,
-        candidate_ids: tuple[str, ...],
-        request_values: dict[str, Any],
-        now: float | None = None,
-    ) -> OnlineFeatures:
-        """Reads the contract's features for one user and their candidates, in this thread.
+    def read_blocking(self, request: FeatureRequest, now: float | None = None) -> OnlineFeatures:
+        """Reads the request's features, in this thread.
 
         Args:
             now: the request time in Unix seconds (TTL and age are measured from it);
-                `request_values["request_ts"]`, else the clock, by default.
+                `request.request_values["request_ts"]`, else the clock, by default.
         """
-        plan = self.catalog.plan(contract)
-        rows = [{USER_JOIN_KEY: user_id, target.join_key: cid} for cid in candidate_ids]
+        plan = self.catalog.plan(request.contract)
+        join_key = request.target.join_key
+        rows = [{USER_JOIN_KEY: request.user_id, join_key: c} for c in request.candidate_ids]
         # Stored values by `<view>__<feature>`, event times by `<view>__<feature>__ts`.
         raw: dict[str, list[Any]] = self.store.get_online_features(
             features=list(plan.refs), entity_rows=rows, full_feature_names=True
         ).to_dict(include_event_timestamps=True)
-        return plan.finish(contract, raw, request_values, len(candidate_ids), now)
+        count = len(request.candidate_ids)
+        return plan.finish(request.contract, raw, request.request_values, count, now)
 
-    async def read(
-        self,
-        contract: FeatureContract,
-        target: Target,
-        user_id: str,
-        candidate_ids: tuple[str, ...],
-        request_values: dict[str, Any],
-    ) -> OnlineFeatures:
+    async def read(self, request: FeatureRequest) -> OnlineFeatures:
         """`read_blocking` in the source's thread pool, awaited."""
         loop = asyncio.get_running_loop()
-        call = partial(self.read_blocking, contract, target, user_id, candidate_ids, request_values)
-        return await loop.run_in_executor(self._pool, call)
+        return await loop.run_in_executor(self._pool, partial(self.read_blocking, request))
 
     def check(self) -> None:
         # A registry read and an online read of one (absent) user: both must succeed.

@@ -15,6 +15,8 @@ LATENCY_BUCKETS = (
     0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
     0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
+# The labels of the per-arm metrics: a served request's target and experiment arm.
+ARM_LABELS = ("target", "arm")
 
 
 class GatewayMetrics:
@@ -24,16 +26,14 @@ class GatewayMetrics:
         self.registry = registry or CollectorRegistry()
         counter = partial(Counter, registry=self.registry)
         histogram = partial(Histogram, registry=self.registry)
-        self.stage_latency = histogram(
+        latency = partial(histogram, buckets=LATENCY_BUCKETS)
+        self.stage_latency = latency(
             "scoring_stage_latency_seconds",
             "Latency of each request stage: features, assembly, inference, postprocess, total.",
             ["stage", "target"],
-            buckets=LATENCY_BUCKETS,
         )
         self.requests = counter(
-            "scoring_requests",
-            "Finished RPCs by method and gRPC status code.",
-            ["method", "code"],
+            "scoring_requests", "Finished RPCs by method and gRPC status code.", ["method", "code"]
         )
         self.candidates = histogram(
             "scoring_candidates_per_request",
@@ -51,16 +51,13 @@ class GatewayMetrics:
             "model version that scored them.",
             ["target", "arm", "version"],
         )
-        self.arm_latency = histogram(
-            "scoring_arm_latency_seconds",
-            "End-to-end Rank latency by experiment arm.",
-            ["target", "arm"],
-            buckets=LATENCY_BUCKETS,
+        self.arm_latency = latency(
+            "scoring_arm_latency_seconds", "End-to-end Rank latency by experiment arm.", ARM_LABELS
         )
         self.arm_top_score = histogram(
             "scoring_arm_top_score",
             "Score of the first-ranked candidate by experiment arm (score distribution).",
-            ["target", "arm"],
+            ARM_LABELS,
             buckets=(0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
         )
         self.shadow = counter(

@@ -39,6 +39,7 @@ from scoring.core.feast_compat import (
     TIMESTAMP_SUFFIX,
 )
 from scoring.core.targets import USER_ENTITY, USER_JOIN_KEY, Target
+from scoring.gateway.feature_source import FeatureRequest
 from scoring.gateway.read_plan import FeatureCatalog, OnlineFeatures, ReadPlan
 
 # The ValueProto cases decoded in bulk: fixed-width floats and one-byte varints.
@@ -299,23 +300,17 @@ class RedisFeatureSource:
         self._layouts[id(plan)] = entry = (plan, layouts, user, item)
         return entry
 
-    async def read(
-        self,
-        contract: FeatureContract,
-        target: Target,
-        user_id: str,
-        candidate_ids: tuple[str, ...],
-        request_values: dict[str, Any],
-    ) -> OnlineFeatures:
+    async def read(self, request: FeatureRequest) -> OnlineFeatures:
         """The read on the event loop: the Redis round trip is awaited (and so cancelled with
         the request's feature budget), the decoding and on-demand features run inline. No
         thread hand-off: at 10 candidates that took the gateway's p99 from about 17 to 9-11 ms
         here, since each hop between the loop and a worker thread waits for the GIL."""
-        plan = self.catalog.plan(contract)
-        batch = self._batch(plan, target, user_id, candidate_ids)
+        plan = self.catalog.plan(request.contract)
+        batch = self._batch(plan, request.target, request.user_id, request.candidate_ids)
         replies = await self._send(batch.wire, len(batch.commands)) if batch.commands else []
         raw = self._columns(batch, replies)
-        return plan.finish(contract, raw, request_values, len(candidate_ids))
+        count = len(request.candidate_ids)
+        return plan.finish(request.contract, raw, request.request_values, count)
 
     async def _send(self, wire: bytes, count: int) -> list[Any]:
         """Sends packed commands on one pooled connection and reads their `count` replies.

@@ -28,7 +28,7 @@ from scoring.core.settings import GatewaySettings
 from scoring.core.targets import USER_ENTITY
 from scoring.gateway.event_writer import ServedEventWriter
 from scoring.gateway.feature_log import FeatureLog, ServedRequest
-from scoring.gateway.feature_source import FeatureSource, OnlineFeatures
+from scoring.gateway.feature_source import FeatureRequest, FeatureSource, OnlineFeatures
 from scoring.gateway.prometheus import GatewayMetrics
 from scoring.gateway.ranking import Columns, rank, top_reasons, unavailable
 from scoring.gateway.request import (
@@ -44,6 +44,9 @@ from scoring.gateway.triton_client import Scored, TritonScorer
 logger = structlog.get_logger(__name__)
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 Context = grpc.aio.ServicerContext
+RankContext = Context[pb.RankRequest, pb.RankResponse]
+BatchContext = Context[pb.RankBatchRequest, pb.RankBatchResponse]
+FeedbackContext = Context[pb.FeedbackRequest, pb.FeedbackResponse]
 
 # Time kept back from Triton's share of the deadline, to answer (or fall back) in time: a
 # fifth of what is left, at most 50 ms.
@@ -107,19 +110,14 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         self.events = events
         self._shadow_tasks: set[asyncio.Task[None]] = set()
 
-    async def Rank(  # gRPC method name
-        self,
-        request: pb.RankRequest,
-        context: Context[pb.RankRequest, pb.RankResponse],
-    ) -> pb.RankResponse:
+    # The RPCs, named as the service defines them.
+    async def Rank(self, request: pb.RankRequest, context: RankContext) -> pb.RankResponse:
         deadline = Deadline(context, self.settings.default_timeout_ms / 1000.0)
         query = parse_rank_request(request, self.settings.max_candidates, time.time())
         return await self._answer(query, deadline)
 
-    async def RankBatch(  # gRPC method name
-        self,
-        request: pb.RankBatchRequest,
-        context: Context[pb.RankBatchRequest, pb.RankBatchResponse],
+    async def RankBatch(
+        self, request: pb.RankBatchRequest, context: BatchContext
     ) -> pb.RankBatchResponse:
         deadline = Deadline(context, self.settings.default_timeout_ms / 1000.0)
         check_count(len(request.requests), "requests", self.settings.max_batch_requests)
@@ -133,10 +131,8 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         responses = await asyncio.gather(*(self._answer(q, deadline) for q in queries))
         return pb.RankBatchResponse(responses=responses)
 
-    async def Feedback(  # gRPC method name
-        self,
-        request: pb.FeedbackRequest,
-        context: Context[pb.FeedbackRequest, pb.FeedbackResponse],
+    async def Feedback(
+        self, request: pb.FeedbackRequest, context: FeedbackContext
     ) -> pb.FeedbackResponse:
         events = parse_feedback(request, time.time())
         if self.events is None:
@@ -154,10 +150,9 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             self.settings.feature_timeout_ms / 1000.0, FEATURE_SHARE * deadline.remaining()
         )
         started = time.monotonic()
-        request_values = {"request_ts": query.request_ts}
-        fetch = self.features.read(
-            contract, query.target, query.user_id, query.candidate_ids, request_values
-        )
+        values = {"request_ts": query.request_ts}
+        request = FeatureRequest(contract, query.target, query.user_id, query.candidate_ids, values)
+        fetch = self.features.read(request)
         online: OnlineFeatures | None = None
         try:
             # A timer on this task, not wait_for's extra task: two loop turns less a request.

@@ -20,6 +20,11 @@ from scoring.core.served_events import ShadowEvent, read_events
 Z95 = 1.959963984540054
 
 
+def share(successes: int, trials: int) -> float:
+    """A proportion; NaN with no trials."""
+    return successes / trials if trials else math.nan
+
+
 def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval of a proportion; (0, 1) with no trials."""
     if trials <= 0:
@@ -60,17 +65,18 @@ class ArmStats:
     purchased: int
     ctr_p_value: float
 
+    # CTR and conversion: shares of the arm's requests, and their 95% Wilson intervals.
     @property
     def ctr(self) -> float:
-        return self.clicked / self.requests if self.requests else math.nan
+        return share(self.clicked, self.requests)
+
+    @property
+    def conversion(self) -> float:
+        return share(self.purchased, self.requests)
 
     @property
     def ctr_ci(self) -> tuple[float, float]:
         return wilson(self.clicked, self.requests)
-
-    @property
-    def conversion(self) -> float:
-        return self.purchased / self.requests if self.requests else math.nan
 
     @property
     def conversion_ci(self) -> tuple[float, float]:
