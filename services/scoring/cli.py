@@ -135,6 +135,23 @@ def data_import(
     _print_data_set(f"imported {events.name}", data)
 
 
+@data_app.command("public")
+def data_public(
+    name: Annotated[str, typer.Argument(help="ta-feng or online-retail (docs/data.md).")],
+    raw: Annotated[Path, typer.Option(help="The raw file as published.")],
+    out: Annotated[Path, typer.Option(help="Folder for events/items/users.parquet.")],
+    slice_: Annotated[bool, typer.Option("--slice", help="Only the fixture's slice.")] = False,
+) -> None:
+    """Convert a public real retail log into the import format (docs/data.md)."""
+    from scoring.datagen.public_logs import PublicLogError, run
+
+    try:
+        run(name, raw, out, slice_, console)
+    except PublicLogError as exc:
+        console.print(f"conversion refused: {exc}", style="red", markup=False, highlight=False)
+        raise typer.Exit(code=2) from None
+
+
 @features_app.command("apply")
 def features_apply() -> None:
     """Register the feature definitions (`feast apply`)."""
@@ -199,6 +216,7 @@ def _train(
     device: str = "cpu",
     seed: int = 7,
     report: bool = False,
+    holdout: Any = "none",
 ) -> None:
     from scoring.core.feature_repo import open_store
     from scoring.registry import Registry
@@ -244,6 +262,8 @@ def _train(
                 settings.triton.model_repository,
                 cfg,
                 on_progress=on_progress,
+                implicit=settings.training.implicit.get(name),
+                holdout=holdout,
             )
             register_version(
                 registry,
@@ -293,6 +313,9 @@ def train(
     device: Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1 ...")] = "cpu",
     seed: int = 7,
     report: Annotated[bool, typer.Option(help="Print each version's full report.")] = True,
+    holdout: Annotated[
+        str, typer.Option(help="none, or loo/time: leave out what `scoring evaluate` holds out.")
+    ] = "none",
 ) -> None:
     """Train model target(s) from Feast and write a new version into the model repository."""
     settings = _settings()
@@ -301,7 +324,15 @@ def train(
     if unknown:
         raise typer.BadParameter(f"unknown target(s) {unknown}; known: {sorted(TARGETS)}")
     _check_device(device)
-    _train(settings, names, epochs, device, seed, report)
+    from scoring.trainer.implicit import HOLDOUTS, TrainingDataError
+
+    if holdout not in HOLDOUTS:
+        raise typer.BadParameter(f"{holdout!r} is not one of {HOLDOUTS}", param_hint="--holdout")
+    try:
+        _train(settings, names, epochs, device, seed, report, holdout)
+    except TrainingDataError as exc:
+        console.print(f"train refused: {exc}", style="red", markup=False, highlight=False)
+        raise typer.Exit(code=2) from None
 
 
 def _check_device(device: str) -> None:
@@ -351,6 +382,31 @@ def report(
         raise typer.BadParameter(f"{target} v{manifest['version']}: manifest has no evaluation")
     for table in report_tables(manifest):
         console.print(table)
+
+
+@app.command()
+def evaluate(
+    protocol: Annotated[
+        str, typer.Option(help="loo (leave-one-out) or time (time split).")
+    ] = "loo",
+    negatives: Annotated[int, typer.Option(help="Sampled negatives per held-out item.")] = 100,
+    seed: int = 0,
+    max_users: Annotated[int, typer.Option(help="Seeded sample of users; 0: all.")] = 5000,
+    full_catalogue: Annotated[bool, typer.Option(help="Also rank over all items.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Report (.md, and .json beside it).")] = None,
+    target: str = "item_ranker",
+    version: Annotated[int | None, typer.Option(help="Version; the latest by default.")] = None,
+    baselines_only: bool = False,
+) -> None:
+    """Offline evaluation on your own log (HR@10, NDCG@10, Recall@20, MRR) beside baselines."""
+    from scoring.evaluation.run import EvaluationError, run_evaluation
+
+    args = (protocol, negatives, seed, max_users, full_catalogue, out, target, version)
+    try:
+        run_evaluation(_settings(), console, *args, baselines_only=baselines_only)
+    except EvaluationError as exc:
+        console.print(f"evaluate refused: {exc}", style="red", markup=False, highlight=False)
+        raise typer.Exit(code=2) from None
 
 
 @app.command("model-latency")

@@ -235,6 +235,8 @@ def read_event_log(
             "price": price.astype("float64"),
             "quantity": quantity.astype("float64"),
             "activity_id": activity_id,
+            # A basket/order id, when the log has one, is kept for evaluation (docs/data.md).
+            **({"order_id": ev.text("order_id")} if "order_id" in ev.frame else {}),
         }
     ).sort_values("timestamp", kind="stable", ignore_index=True)
     if frame.empty:
@@ -249,7 +251,8 @@ def import_data_set(
     users: Path | None = None,
     activities: Path | None = None,
     progress: Progress | None = None,
+    text_cache: Path | None = None,
 ) -> DataSet:
     """Validates the files, then builds and writes every offline feature table into data_dir."""
     log = read_event_log(events, items, users, activities)
-    return build_data_set(log, data_dir, progress=progress)
+    return build_data_set(log, data_dir, text_cache=text_cache, progress=progress)
