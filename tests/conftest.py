@@ -134,3 +134,24 @@ def gateway(
     log = tmp_path_factory.mktemp("gateway") / "gateway.log"
     with GatewayProcess(settings, log_path=log) as process:
         yield process
+
+
+def private_stack(tmp_path: Path, repo: FeatureRepo, model_repository: Path) -> Settings:
+    """A private copy of the session's feature repo (data included) and model repository, with
+    settings for a Triton and gateway of their own; applied and materialised. For tests that
+    change features or models (the session's copies stay untouched)."""
+    from scoring import workflows
+
+    require(triton_installed(), "tritonserver binary (nvidia-pytriton) not installed")
+    features = tmp_path / "features"
+    shutil.copytree(
+        repo.path,
+        features,
+        ignore=shutil.ignore_patterns("__pycache__", "registry.db", "online_store.db", "served"),
+    )
+    models = tmp_path / "model_repository"
+    shutil.copytree(model_repository, models)
+    settings = gateway_settings(features, triton_settings(models, tmp_path / "triton"))
+    workflows.apply_features(settings)
+    workflows.materialize_features(settings)
+    return settings

@@ -4,7 +4,6 @@ real gateway serve the new version with the new feature in its model input."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from scoring.registry import Registry
 from scoring.trainer.export import list_versions, read_manifest
 from scoring.trainer.train import TrainConfig
 
-from ..conftest import FeatureRepo, gateway_settings, require, triton_installed, triton_settings
+from ..conftest import FeatureRepo, private_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
 
@@ -76,19 +75,9 @@ def served_rows(folder: Path, request_id: str, deadline_s: float = 30.0) -> pd.D
 def test_a_new_feature_goes_from_declaration_to_the_served_model(
     tmp_path: Path, feature_repo_ready: FeatureRepo, model_repository: Path
 ) -> None:
-    require(triton_installed(), "tritonserver binary (nvidia-pytriton) not installed")
-    repo = tmp_path / "features"
-    shutil.copytree(
-        feature_repo_ready.path,
-        repo,
-        ignore=shutil.ignore_patterns("__pycache__", "registry.db", "online_store.db", "served"),
-    )
     # Both targets' versions trained on today's contract (Triton serves every target).
-    models = tmp_path / "model_repository"
-    shutil.copytree(model_repository, models)
-    settings = gateway_settings(repo, triton_settings(models, tmp_path / "triton"))
-    workflows.apply_features(settings)
-    workflows.materialize_features(settings)
+    settings = private_stack(tmp_path, feature_repo_ready, model_repository)
+    repo, models = settings.feast.repo_path, settings.triton.model_repository
     before = contract_from_store(feature_repo.open_store(repo), SERVICE)
     assert NEW_REF not in before.refs
     old = read_manifest(models / TARGET, list_versions(models / TARGET)[-1])

@@ -2,7 +2,7 @@
 
 import typer
 
-from scoring.cli import data, demo, experiments, features, models, rank, serve, train
+from scoring.cli import data, demo, evaluate, experiments, features, models, rank, serve, train
 
 __all__ = ["app"]
 
@@ -14,6 +14,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(experiments.app, name="experiments")
 app.command()(train.train)
 app.command()(train.report)
+app.command()(evaluate.evaluate)
 app.command("model-latency")(train.model_latency)
 app.command()(rank.rank)
 app.command()(demo.demo)

@@ -101,3 +101,20 @@ def _print_data_set(title: str, data: DataSet) -> None:
     for path, (name, df) in zip(data.paths, data.tables.items(), strict=True):
         table.add_row(name, f"{len(df):,}", str(path))
     console.print(table)
+
+
+@app.command("public")
+def data_public(
+    name: Annotated[str, typer.Argument(help="ta-feng or online-retail (docs/data.md).")],
+    raw: Annotated[Path, typer.Option(help="The raw file as published.")],
+    out: Annotated[Path, typer.Option(help="Folder for events/items/users.parquet.")],
+    slice_: Annotated[bool, typer.Option("--slice", help="Only the fixture's slice.")] = False,
+) -> None:
+    """Convert a public real retail log into the import format (docs/data.md)."""
+    from scoring.datagen.public_logs import PublicLogError, run
+
+    try:
+        run(name, raw, out, slice_, console)
+    except PublicLogError as exc:
+        console.print(f"conversion refused: {exc}", style="red", markup=False, highlight=False)
+        raise typer.Exit(code=2) from None

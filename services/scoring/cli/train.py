@@ -16,6 +16,8 @@ from scoring.cli.common import console, load_settings, refusals
 from scoring.core.settings import Settings
 
 if TYPE_CHECKING:
+    from scoring.trainer.implicit import Holdout
+    from scoring.trainer.served import ServedLog
     from scoring.trainer.train import TrainConfig
 
 
@@ -27,22 +29,57 @@ def train(
     device: Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1 ...")] = "cpu",
     seed: int = 7,
     report: Annotated[bool, typer.Option(help="Print each version's full report.")] = True,
+    holdout: Annotated[
+        str, typer.Option(help="none, or loo/time: leave out what `scoring evaluate` holds out.")
+    ] = "none",
+    served: Annotated[
+        str,
+        typer.Option(
+            help="Served impressions (feature log + Feedback): no, with (beside the offline "
+            "log) or only."
+        ),
+    ] = "no",
 ) -> None:
     """Train model target(s) from Feast and write a new version into the model repository."""
+    from scoring.trainer.implicit import HOLDOUTS
+    from scoring.trainer.served import ServedLog
     from scoring.trainer.train import TrainConfig
 
     settings = load_settings()
+    if holdout not in HOLDOUTS:
+        raise typer.BadParameter(f"{holdout!r} is not one of {HOLDOUTS}", param_hint="--holdout")
+    if served not in ("no", "with", "only"):
+        raise typer.BadParameter(f"{served!r}: no, with or only", param_hint="--served")
+    log = None
+    if served != "no":
+        gw = settings.gateway
+        log = ServedLog(gw.feature_log_dir, gw.events_dir, only=served == "only")
     with refusals():
         names = workflows.check_targets(target)
         workflows.check_device(device)
         cfg = TrainConfig(epochs=epochs, device=device, seed=seed)
-        train_and_show(settings, names, cfg, report)
+        train_and_show(settings, names, cfg, report, holdout=holdout, served=log)
 
 
-def train_and_show(settings: Settings, names: list[str], cfg: TrainConfig, report: bool) -> None:
+def train_and_show(
+    settings: Settings,
+    names: list[str],
+    cfg: TrainConfig,
+    report: bool,
+    holdout: Holdout = "none",
+    served: ServedLog | None = None,
+) -> None:
     """Trains and registers `names` with a progress bar each, then prints their metrics."""
-    with _training_progress(cfg.epochs) as on_progress:
-        models = workflows.train_and_register(settings, names, cfg, on_progress=on_progress)
+    from scoring.trainer.implicit import TrainingDataError
+
+    try:
+        with _training_progress(cfg.epochs) as on_progress:
+            models = workflows.train_and_register(
+                settings, names, cfg, on_progress=on_progress, holdout=holdout, served=served
+            )
+    except TrainingDataError as exc:
+        console.print(f"train refused: {exc}", style="red", markup=False, highlight=False)
+        raise typer.Exit(code=2) from None
     _print_trained(models, report)
 
 

@@ -99,6 +99,38 @@ class RegistrySettings(BaseModel):
     heartbeat_max_age_s: float = Field(default=10.0, gt=0)
 
 
+class ImplicitFeedbackSettings(BaseModel):
+    """How a target learns from a log's positive events (scoring.trainer.implicit).
+
+    `mode`: "auto" uses the labelled impressions when there are at least `min_impressions` of
+    them and adds implicit examples otherwise; "both" always combines them; "impressions" and
+    "implicit" use one source only.
+    """
+
+    mode: Literal["auto", "impressions", "implicit", "both"] = "auto"
+    min_impressions: int = Field(default=1000, ge=0)
+    # Event type -> weight (0: not a positive); the defaults are
+    # scoring.evaluation.PositiveEvents' (a test pins them).
+    positive_events: dict[str, float] = Field(
+        default_factory=lambda: {"purchase": 1.0, "add_to_cart": 0.7, "click": 0.5, "view": 0.3}
+    )
+    # Sampled negatives per positive, and the share of them drawn by popularity (the rest
+    # uniformly), from the items the user had not interacted with at the positive's time.
+    negatives: int = Field(default=4, ge=1)
+    popularity_share: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Implicit examples (positives and negatives) at most: whole users, sampled by a seeded hash.
+    max_rows: int = Field(default=300_000, ge=100)
+    seed: int = 7
+
+
+class TrainingSettings(BaseModel):
+    """Per-target training data settings (targets without an entry train on impressions)."""
+
+    implicit: dict[str, ImplicitFeedbackSettings] = Field(
+        default_factory=lambda: {"item_ranker": ImplicitFeedbackSettings()}
+    )
+
+
 class Settings(BaseSettings):
     """All settings, built once in an entrypoint and passed down."""
 
@@ -110,6 +142,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     gateway: GatewaySettings = GatewaySettings()
     registry: RegistrySettings = RegistrySettings()
+    training: TrainingSettings = TrainingSettings()
     log_json: bool = False
     log_level: str = "INFO"
 

@@ -10,7 +10,9 @@ Windows are computed for all (entity, snapshot) pairs at once: events are sorted
 every window count or sum (no per-entity Python loop).
 
 Tables (data/<name>.parquet, the sources of features/*.py):
-user_profile, user_behavior, user_affinity, item_stats, item_embedding, activity_stats;
+user_profile, user_behavior, user_affinity, item_stats, item_embedding, activity_stats, and the
+collaborative ones (user_recent, item_cooccurrence, user_mf, item_mf:
+scoring.datagen.collaborative);
 training labels impressions_item, impressions_activity.
 """
 
@@ -24,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scoring.datagen.collaborative import TABLES as COLLABORATIVE_TABLES
+from scoring.datagen.collaborative import Interactions, collaborative_tables
 from scoring.datagen.embedding import EMBEDDING_DIM, TextEmbedder, project_texts
 from scoring.datagen.events import ACTIVITY_TYPES, ORACLE_COLUMNS, EventLog
 
@@ -45,6 +49,7 @@ TABLES = (
     "item_stats",
     "item_embedding",
     "activity_stats",
+    *COLLABORATIVE_TABLES,
     "impressions_item",
     "impressions_activity",
 )
@@ -58,6 +63,7 @@ BUILD_STEPS = (
     "users: profiles",
     "users: behaviour windows",
     "users: category affinity and recency",
+    "collaborative: recent items, co-occurrence, embeddings",
     "activities",
     "labels",
     "writing Parquet",
@@ -390,6 +396,11 @@ def build_tables(
             "event_timestamp": _utc(ut),
         }
     )
+
+    step("collaborative: recent items, co-occurrence, embeddings")
+    interactions = Interactions.of(ev, t, u, i, len(user_ids), len(item_ids))
+    ids = user_ids.to_numpy(dtype=object), item_ids.to_numpy(dtype=object)
+    tables.update(collaborative_tables(interactions, *ids, created, snaps))
 
     step("activities")
     _activity_tables(log, vocab, t, u, kind, has_item, snapshot_times(t, HOUR), tables)

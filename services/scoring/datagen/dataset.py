@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from scoring.datagen.build import BuildOptions, Progress, build_tables, write_tables
-from scoring.datagen.events import EventLog
+from scoring.datagen.events import EVENT_COLUMNS, OPTIONAL_EVENT_COLUMNS, EventLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,9 @@ def build_data_set(
     """
     options = BuildOptions(data_dir, text_cache or data_dir / "text_cache.parquet")
     tables = build_tables(log, options, progress)
+    # The normalised log itself, for offline evaluation and implicit-feedback training.
+    keep = [*EVENT_COLUMNS, *OPTIONAL_EVENT_COLUMNS, "order_id"]
+    tables["events"] = log.events[[c for c in keep if c in log.events.columns]]
     if progress is not None:
         progress("writing Parquet")
     return DataSet(tables, write_tables(tables, data_dir), log.end)

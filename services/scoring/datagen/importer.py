@@ -245,6 +245,8 @@ def read_event_log(
             "price": price.astype("float64"),
             "quantity": quantity.astype("float64"),
             "activity_id": activity_id,
+            # A basket/order id, when the log has one, is kept for evaluation (docs/data.md).
+            **({"order_id": ev.text("order_id")} if "order_id" in ev.frame else {}),
         }
     ).sort_values("timestamp", kind="stable", ignore_index=True)
     if frame.empty:

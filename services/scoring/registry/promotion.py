@@ -18,13 +18,13 @@ If a gateway does not confirm in time, nothing is unloaded: a stale gateway keep
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scoring.core.digest import file_sha256
 from scoring.core.settings import Settings
 from scoring.registry.store import Registry
 from scoring.registry.types import AuditEvent, RegistryError, Stage, VersionRecord
@@ -71,14 +71,6 @@ def metric_checks(
         worse = (new - old) if name in LOWER_IS_BETTER else (old - new)
         checks.append(MetricCheck(name, new, old, not math.isnan(new) and worse <= tolerance))
     return checks
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def serving_versions(registry: Registry, target: str) -> set[int]:

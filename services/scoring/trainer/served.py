@@ -24,13 +24,21 @@ import pyarrow.parquet as pq
 from scoring.core.contract import FeatureContract
 from scoring.core.served_events import read_events
 from scoring.core.targets import USER_JOIN_KEY, Target
+from scoring.trainer.examples import (
+    LABEL,
+    ORACLE,
+    PURCHASE,
+    PURCHASE_ORACLE,
+    SOURCE,
+    TIMESTAMP,
+    WEIGHT,
+    TrainingData,
+)
+from scoring.trainer.implicit import TrainingDataError
 
 logger = logging.getLogger(__name__)
 
-LABEL = "clicked"
-PURCHASE = "purchased"
-TIMESTAMP = "event_timestamp"
-SOURCE = "source"  # "offline" or "served": where a training row came from
+SERVED = "served"  # the `source` of these rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,20 @@ class Attribution:
 
     click_s: float = 30 * 60
     purchase_s: float = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class ServedLog:
+    """Where the gateway logged what it served and the Feedback on it, and how to use them.
+
+    Attributes:
+        only: train on the served impressions alone (else beside the offline sources).
+    """
+
+    feature_log_dir: Path
+    events_dir: Path
+    only: bool = False
+    attribution: Attribution = Attribution()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +135,7 @@ def served_rows(
     )
     frame = pd.concat([frame, contract.disassemble(matrix)], axis=1)
     frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
-    return ServedRows(frame.assign(**{SOURCE: "served"}), other, bad)
+    return ServedRows(frame.assign(**{SOURCE: SERVED, WEIGHT: 1.0}), other, bad)
 
 
 def _labels(
@@ -141,4 +163,46 @@ def _labels(
 
 def _empty(target: Target, contract: FeatureContract) -> pd.DataFrame:
     columns = [USER_JOIN_KEY, target.join_key, TIMESTAMP, "request_ts", LABEL, PURCHASE]
-    return pd.DataFrame(columns=[*columns, "request_id", *contract.refs, SOURCE])
+    return pd.DataFrame(columns=[*columns, "request_id", *contract.refs, SOURCE, WEIGHT])
+
+
+def with_served(
+    data: TrainingData, log: ServedLog, target: Target, contract: FeatureContract
+) -> TrainingData:
+    """`data` with the served impressions added (or alone, `log.only`); the manifest's
+    `training.sources` records how many came from the log and how many were left out."""
+    rows = served_rows(log.feature_log_dir, log.events_dir, target, contract, log.attribution)
+    info = {
+        **data.info,
+        SERVED: {
+            "feature_log": str(log.feature_log_dir),
+            "events": str(log.events_dir),
+            "rows": len(rows.frame),
+            "clicks": int(rows.frame[LABEL].sum()) if len(rows.frame) else 0,
+            "left_out_other_schema": rows.other_schema,
+            "left_out_degraded": rows.degraded,
+            "attribution_s": {
+                "click": log.attribution.click_s,
+                "purchase": log.attribution.purchase_s,
+            },
+        },
+    }
+    if rows.frame.empty:
+        if log.only or data.frame.empty:
+            raise TrainingDataError(
+                f"{target.name}: no served impressions under {log.feature_log_dir} with schema "
+                f"{contract.schema_hash} ({rows.other_schema} with another schema, "
+                f"{rows.degraded} degraded); serve the current contract first"
+            )
+        return TrainingData(data.frame, info)
+    served = rows.frame.drop(columns=["request_id"])
+    frame = served if data.frame.empty else pd.concat([data.frame, served], ignore_index=True)
+    # The synthetic oracle exists only for offline impressions: keep it only where it is whole.
+    for col in (ORACLE, PURCHASE_ORACLE):
+        if col in frame.columns and frame[col].isna().any():
+            frame = frame.drop(columns=[col])
+    if PURCHASE in frame.columns and frame[PURCHASE].isna().any():
+        frame = frame.drop(columns=[PURCHASE])  # one source has no purchase label: click only
+    frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+    frame = frame.sort_values([TIMESTAMP, USER_JOIN_KEY, target.join_key], ignore_index=True)
+    return TrainingData(frame, info)

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from feast.errors import FeatureViewNotFoundException
 from torch import nn
 
 from scoring.core.contract import FeatureContract, contract_from_store
+from scoring.core.settings import ImplicitFeedbackSettings
 from scoring.core.targets import USER_JOIN_KEY, Target
 from scoring.trainer.evaluate import (
     Scored,
@@ -28,6 +28,19 @@ from scoring.trainer.evaluate import (
     popularity,
     user_top_category,
 )
+from scoring.trainer.examples import (
+    LABEL,
+    OPTIONAL,
+    ORACLE,
+    PURCHASE,
+    PURCHASE_ORACLE,
+    TIMESTAMP,
+    WEIGHT,
+    TrainingData,
+    point_in_time_frame,
+    split_sources,
+    training_data,
+)
 from scoring.trainer.export import (
     export_torchscript,
     list_versions,
@@ -35,20 +48,15 @@ from scoring.trainer.export import (
     weights_digest,
     write_version,
 )
+from scoring.trainer.implicit import Holdout, TrainingDataError
 from scoring.trainer.layout import column_layout, feature_groups
 from scoring.trainer.model import ModelConfig, Ranker, build_model, fit_preprocessing
 from scoring.trainer.ranking_metrics import auc, best_f1_threshold
+from scoring.trainer.served import ServedLog, with_served
 from scoring.triton.config import ModelSpec, write_configs
 
 logger = logging.getLogger(__name__)
 
-LABEL = "clicked"
-PURCHASE = "purchased"
-ORACLE = "p_click"
-PURCHASE_ORACLE = "p_purchase"
-TIMESTAMP = "event_timestamp"
-OPTIONAL = (PURCHASE, ORACLE, PURCHASE_ORACLE)
-ROW = "__row"
 
 # stage ("training set", "fit", "evaluate", "export"), done, total, note
 ProgressHook = Callable[[str, int, int, str], None]
@@ -142,44 +150,7 @@ def training_frame(
     missing = [c for c in keep if c not in impressions.columns]
     if missing:
         raise ValueError(f"{labels}: missing columns {missing}")
-    entity_df = impressions[keep].assign(**{ROW: np.arange(len(impressions))})
-    service = store.get_feature_service(contract.service)
-    frame = store.get_historical_features(
-        entity_df=entity_df, features=service, full_feature_names=True
-    ).to_df()
-    frame = frame.drop_duplicates(ROW).set_index(ROW).reindex(entity_df[ROW])
-    frame[keep] = entity_df.set_index(ROW)[keep]
-    lost = entity_df[~entity_df[ROW].isin(frame.dropna(how="all", subset=contract.refs).index)]
-    if len(lost):
-        _refill(store, service, contract, frame, lost)
-    frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
-    frame = frame.reset_index(drop=True)
-    return frame.sort_values([TIMESTAMP, USER_JOIN_KEY, target.join_key], ignore_index=True)
-
-
-def _refill(
-    store: Any, service: Any, contract: FeatureContract, frame: pd.DataFrame, lost: pd.DataFrame
-) -> None:
-    """Fills rows Feast's file offline store dropped, one feature view at a time.
-
-    It drops an event when one view's entity has only *later* rows (e.g. a user's first
-    behaviour snapshot comes after the event), losing the other views' values too. Serving
-    would answer such a request with that view's defaults and the others' values, so the row
-    gets each regular view's values here; on-demand views stay missing (their defaults).
-    """
-    logger.warning("feast dropped %d training rows; refilling them view by view", len(lost))
-    for projection in service.feature_view_projections:
-        refs = [f"{projection.name_to_use()}:{f.name}" for f in projection.features]
-        try:
-            store.get_feature_view(projection.name)
-        except FeatureViewNotFoundException:  # on-demand: computed from others, left to defaults
-            continue
-        part = store.get_historical_features(
-            entity_df=lost, features=refs, full_feature_names=True
-        ).to_df()
-        part = part.drop_duplicates(ROW).set_index(ROW)
-        columns = [c for c in part.columns if c in contract.refs]
-        frame.loc[part.index, columns] = part[columns]
+    return point_in_time_frame(store, target, contract, impressions[keep])
 
 
 def time_split(frame: pd.DataFrame, test_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -205,8 +176,12 @@ def fit(
     cfg: TrainConfig,
     valid: tuple[np.ndarray, np.ndarray] | None = None,
     on_progress: ProgressHook | None = None,
+    weights: np.ndarray | None = None,
 ) -> tuple[Ranker, list[dict[str, float]]]:
     """Fits with Adam on binary cross-entropy (click, + purchase when y has 2 columns).
+
+    `weights` (one per row of x) weigh each row's loss (a batch's loss is its weighted mean);
+    None: every row the same.
 
     With `valid` rows (the latest part of the training window), each epoch is scored by the
     validation click logloss; training stops after `cfg.patience` epochs without improvement
@@ -222,9 +197,10 @@ def fit(
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
-    weights = torch.tensor([1.0, cfg.purchase_weight][: y.shape[1]], device=device)
+    task_weights = torch.tensor([1.0, cfg.purchase_weight][: y.shape[1]], device=device)
     xt = torch.from_numpy(x).to(device)
     yt = torch.from_numpy(y.astype(np.float32)).to(device)
+    wt = None if weights is None else torch.from_numpy(weights.astype(np.float32)).to(device)
     history: list[dict[str, float]] = []
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     for epoch in range(cfg.epochs):
@@ -234,10 +210,15 @@ def fit(
         for start in range(0, len(x), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
             optimizer.zero_grad()
-            per_task = nn.functional.binary_cross_entropy_with_logits(
+            per_row = nn.functional.binary_cross_entropy_with_logits(
                 model.logits(xt[idx]), yt[idx], reduction="none"
-            ).mean(0)
-            loss = (per_task * weights).sum()
+            )
+            if wt is None:
+                per_task = per_row.mean(0)
+            else:
+                w = wt[idx]
+                per_task = (per_row * w[:, None]).sum(0) / w.sum().clamp_min(1e-12)
+            loss = (per_task * task_weights).sum()
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             total += float(per_task[0].detach()) * len(idx)
@@ -371,11 +352,25 @@ def train_target(
     model_repository: Path,
     cfg: TrainConfig,
     on_progress: ProgressHook | None = None,
+    implicit: ImplicitFeedbackSettings | None = None,
+    holdout: Holdout = "none",
+    served: ServedLog | None = None,
 ) -> TrainResult:
     """Builds the training set, fits, evaluates, exports and writes a new version.
 
     If the model is identical (same weights and feature schema) to the latest version, no new
     version is written: training twice on the same data is idempotent.
+
+    Args:
+        implicit: the target's implicit-feedback settings (scoring.trainer.examples: which
+            sources train); None: labelled impressions only.
+        holdout: leave out what `scoring evaluate --protocol loo|time` holds out, so that the
+            version can be evaluated on it.
+        served: also (or only) train on the impressions the gateway served, with the exact
+            inputs it scored and the Feedback that came back (scoring.trainer.served).
+
+    Raises:
+        TrainingDataError: nothing (or too little) to train on; the message says what.
     """
     started = time.monotonic()
 
@@ -383,15 +378,32 @@ def train_target(
         if on_progress is not None:
             on_progress(stage, done, total, note)
 
-    progress("training set", 0, 1, "feast get_historical_features")
+    progress("training set", 0, 1, "labels and examples")
     contract = contract_from_store(store, target.feature_service)
     labels = labels_path(repo_path, target)
-    frame = training_frame(store, target, contract, labels)
-    train, test = time_split(frame, cfg.test_fraction)
+
+    def joined(done: int, total: int) -> None:
+        progress("training set", 0, 1, f"feast point-in-time join {done:,}/{total:,} rows")
+
+    if served is not None and served.only:
+        data = TrainingData(pd.DataFrame(), {"mode": "served only"})
+    else:
+        data = training_data(store, target, contract, labels, implicit, holdout, joined)
+    if served is not None:
+        data = with_served(data, served, target, contract)
+    frame = data.frame
+    train, test = split_sources(frame, cfg.test_fraction)
     if train.empty or test.empty or train[LABEL].nunique() < 2:
-        raise ValueError(f"{target.name}: not enough labelled rows ({len(frame)})")
+        raise TrainingDataError(
+            f"{target.name}: not enough labelled rows ({len(frame)}: {len(train)} to train, "
+            f"{len(test)} to test, {int(train[LABEL].sum()) if len(train) else 0} positive); "
+            "both labels are needed on each side of the time split"
+        )
     x_train = contract.assemble(train).matrix
     x_test = contract.assemble(test).matrix
+    w_train = train[WEIGHT].to_numpy(dtype=np.float64)
+    if (w_train == 1.0).all():
+        w_train = None  # every row the same: the unweighted loss, as before weights existed
     progress("training set", 1, 1, f"{len(frame):,} rows")
 
     purchase = PURCHASE in frame.columns
@@ -411,13 +423,16 @@ def train_target(
     # Early stopping on the latest part of the training window: the test window stays unseen.
     n_fit = int(len(train) * (1.0 - cfg.valid_fraction))
     valid = (x_train[n_fit:], y_train[n_fit:]) if n_fit < len(train) else None
-    model, history = fit(fresh_model(), x_train[:n_fit], y_train[:n_fit], cfg, valid, on_progress)
+    w_fit = None if w_train is None else w_train[:n_fit]
+    model, history = fit(
+        fresh_model(), x_train[:n_fit], y_train[:n_fit], cfg, valid, on_progress, w_fit
+    )
     refit_epochs = 0
     if cfg.refit and valid is not None:
         # The same model, fitted from scratch on every training row for the epochs picked.
         refit_epochs = _best_epoch(history)
         refit_cfg = dataclasses.replace(cfg, epochs=refit_epochs)
-        model, _ = fit(fresh_model(), x_train, y_train, refit_cfg, None, on_progress)
+        model, _ = fit(fresh_model(), x_train, y_train, refit_cfg, None, on_progress, w_train)
 
     progress("evaluate", 0, 1, "")
     report = evaluate(model, x_train, x_test, train, test, target, contract, cfg.seed)
@@ -456,7 +471,14 @@ def train_target(
         "training": {
             "config": cfg.to_dict(),
             "labels": str(labels),
-            "data_digest": _digest(x_train, y_train, x_test, test[label_cols].to_numpy()),
+            "sources": data.info,
+            "data_digest": _digest(
+                x_train,
+                y_train,
+                x_test,
+                test[label_cols].to_numpy(),
+                *([] if w_train is None else [w_train]),
+            ),
             "train_window": _window(train),
             "test_window": _window(test),
             "train_rows": len(train),
@@ -471,6 +493,7 @@ def train_target(
             "reproduce": (
                 f"scoring train --target {target.name} --epochs {cfg.epochs} "
                 f"--seed {cfg.seed} --device {cfg.device}"
+                + (f" --holdout {holdout}" if holdout != "none" else "")
             ),
         },
         **report,

@@ -13,6 +13,8 @@ from scoring.core.targets import TARGETS
 from scoring.workflows.checks import check_targets, open_feature_store
 
 if TYPE_CHECKING:
+    from scoring.trainer.implicit import Holdout
+    from scoring.trainer.served import ServedLog
     from scoring.trainer.train import TrainConfig
 
 TrainProgress = Callable[[str, str, int, int, str], None]
@@ -43,6 +45,8 @@ def train_and_register(
     *,
     actor: str | None = None,
     on_progress: TrainProgress | None = None,
+    holdout: Holdout = "none",
+    served: ServedLog | None = None,
 ) -> list[RegisteredModel]:
     """Trains each target from Feast into the model repository and registers the version.
 
@@ -52,6 +56,11 @@ def train_and_register(
     Args:
         targets: target names; every target when None or empty.
         actor: who registers (audited); "trainer (<$SCORING_ACTOR or user@host>)" by default.
+        holdout: leave out what `scoring evaluate --protocol loo|time` holds out.
+        served: also (or only) train on what the gateway served and the Feedback on it.
+
+    Raises:
+        TrainingDataError: a target has nothing to train on; the message says what is missing.
     """
     from scoring.registry import Registry
     from scoring.registry.promotion import default_actor, register_version
@@ -66,7 +75,15 @@ def train_and_register(
             started = time.monotonic()
             hook = None if on_progress is None else functools.partial(on_progress, name)
             result = train_target(
-                store, TARGETS[name], settings.feast.repo_path, models, cfg, on_progress=hook
+                store,
+                TARGETS[name],
+                settings.feast.repo_path,
+                models,
+                cfg,
+                on_progress=hook,
+                implicit=settings.training.implicit.get(name),
+                holdout=holdout,
+                served=served,
             )
             register_version(
                 registry,
