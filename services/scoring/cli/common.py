@@ -125,7 +125,9 @@ def print_ranking(title: str, response: pb.RankResponse) -> None:
         f"model {response.model_name} v{response.model_version} | features "
         f"{response.feature_service} | request {response.request_id[:8]}{flags}"
     )
-    table = Table(title=title, caption=caption)
+    # The caption goes under the table as a line of its own: a table's caption wraps at the
+    # table's width, and the flags (unknown user, degraded) must read as one phrase.
+    table = Table(title=title)
     for col in ("rank", "candidate", "score", "why (top feature groups, logit)", "note"):
         table.add_column(col, justify="right" if col in ("rank", "score") else "left")
     for c in response.candidates:
@@ -135,3 +137,4 @@ def print_ranking(title: str, response: pb.RankResponse) -> None:
     for f in response.filtered:
         table.add_row("-", f.id, "-", "", f"filtered: {f.reason}")
     console.print(table)
+    console.print(caption, style="dim", highlight=False)
