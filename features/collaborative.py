@@ -19,7 +19,7 @@ from feast import Field
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import FeastType, Float32, Float64
 
-from defaults import array_inputs, feature, table_view, view_defaults
+from defaults import array_inputs, feature, float_outputs, table_view
 from entities import item, user
 from on_demand import request_context
 
@@ -81,32 +81,24 @@ item_mf = item_view(
 )
 
 
+_item_collaborative_features_schema, _item_collaborative_features_defaults = float_outputs(
+    user_item_interactions=0.0,
+    user_item_purchases=0.0,
+    user_item_days_since=365.0,
+    user_item_rank=float(RECENT_ITEMS),
+    co_recent_sum=0.0,
+    co_recent_max=0.0,
+    co_last_sum=0.0,
+    mf_score=0.0,
+    mf_recent_similarity=0.0,
+)
+
+
 @on_demand_feature_view(
     sources=[user_recent, user_mf, item_cooccurrence, item_mf, request_context],
-    schema=[
-        Field(name="user_item_interactions", dtype=Float32),
-        Field(name="user_item_purchases", dtype=Float32),
-        Field(name="user_item_days_since", dtype=Float32),
-        Field(name="user_item_rank", dtype=Float32),
-        Field(name="co_recent_sum", dtype=Float32),
-        Field(name="co_recent_max", dtype=Float32),
-        Field(name="co_last_sum", dtype=Float32),
-        Field(name="mf_score", dtype=Float32),
-        Field(name="mf_recent_similarity", dtype=Float32),
-    ],
+    schema=_item_collaborative_features_schema,
     mode="pandas",
-    tags=array_inputs()
-    | view_defaults(
-        user_item_interactions=0.0,
-        user_item_purchases=0.0,
-        user_item_days_since=365.0,
-        user_item_rank=float(RECENT_ITEMS),
-        co_recent_sum=0.0,
-        co_recent_max=0.0,
-        co_last_sum=0.0,
-        mf_score=0.0,
-        mf_recent_similarity=0.0,
-    ),
+    tags=array_inputs() | _item_collaborative_features_defaults,
 )
 def item_collaborative_features(inputs: pd.DataFrame) -> pd.DataFrame:
     # The candidate against the user's history. Missing (NaN: the default and indicator apply)

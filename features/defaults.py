@@ -70,3 +70,9 @@ def table_view(
         online=True,
         tags={"owner": owner},
     )
+
+
+def float_outputs(**defaults: float) -> tuple[list[Field], dict[str, str]]:
+    """An on-demand view's Float32 outputs, in this order, and the view tags declaring their
+    defaults: each output is named once, so its Field and its default cannot drift apart."""
+    return [Field(name=name, dtype=Float32) for name in defaults], view_defaults(**defaults)

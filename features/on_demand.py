@@ -13,16 +13,31 @@ preference share, not with its difference.
 import pandas as pd
 from feast import Field, RequestSource
 from feast.on_demand_feature_view import on_demand_feature_view
-from feast.types import Float32, Int64
+from feast.types import Int64
 
 from activity import activity_stats
-from defaults import array_inputs, view_defaults
+from defaults import array_inputs, float_outputs
 from item import item_stats
 from user import user_affinity, user_behavior, user_profile
 
 request_context = RequestSource(
     name="request_context",
     schema=[Field(name="request_ts", dtype=Int64, description="request time, Unix seconds")],
+)
+
+
+_item_request_features_schema, _item_request_features_defaults = float_outputs(
+    user_category_affinity=1.0 / 16,
+    category_view_affinity=0.0,
+    category_impression_affinity=0.0,
+    is_top_category=0.0,
+    price_to_aov=1.0,
+    item_age_days=30.0,
+    tenure_days=0.0,
+    hour_of_day=12.0,
+    hour_sin=0.0,
+    hour_cos=-1.0,
+    day_of_week=3.0,
 )
 
 
@@ -41,34 +56,9 @@ request_context = RequestSource(
         item_stats[["category", "price", "launch_ts"]],
         request_context,
     ],
-    schema=[
-        Field(name="user_category_affinity", dtype=Float32),
-        Field(name="category_view_affinity", dtype=Float32),
-        Field(name="category_impression_affinity", dtype=Float32),
-        Field(name="is_top_category", dtype=Float32),
-        Field(name="price_to_aov", dtype=Float32),
-        Field(name="item_age_days", dtype=Float32),
-        Field(name="tenure_days", dtype=Float32),
-        Field(name="hour_of_day", dtype=Float32),
-        Field(name="hour_sin", dtype=Float32),
-        Field(name="hour_cos", dtype=Float32),
-        Field(name="day_of_week", dtype=Float32),
-    ],
+    schema=_item_request_features_schema,
     mode="pandas",
-    tags=array_inputs()
-    | view_defaults(
-        user_category_affinity=1.0 / 16,
-        category_view_affinity=0.0,
-        category_impression_affinity=0.0,
-        is_top_category=0.0,
-        price_to_aov=1.0,
-        item_age_days=30.0,
-        tenure_days=0.0,
-        hour_of_day=12.0,
-        hour_sin=0.0,
-        hour_cos=-1.0,
-        day_of_week=3.0,
-    ),
+    tags=array_inputs() | _item_request_features_defaults,
 )
 def item_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     # Feast checks these annotations; the gateway also passes a dict of columns (see below).
@@ -129,6 +119,19 @@ def item_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     return columns
 
 
+_activity_request_features_schema, _activity_request_features_defaults = float_outputs(
+    target_affinity=1.0 / 16,
+    target_view_affinity=0.0,
+    target_impression_affinity=0.0,
+    hours_to_end=72.0,
+    ending_soon=0.0,
+    hours_since_start=72.0,
+    tenure_days=0.0,
+    hour_of_day=12.0,
+    day_of_week=3.0,
+)
+
+
 @on_demand_feature_view(
     sources=[
         user_profile[["signup_ts"]],
@@ -142,30 +145,9 @@ def item_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
         activity_stats[["target_category", "target_category_2", "start_ts", "end_ts"]],
         request_context,
     ],
-    schema=[
-        Field(name="target_affinity", dtype=Float32),
-        Field(name="target_view_affinity", dtype=Float32),
-        Field(name="target_impression_affinity", dtype=Float32),
-        Field(name="hours_to_end", dtype=Float32),
-        Field(name="ending_soon", dtype=Float32),
-        Field(name="hours_since_start", dtype=Float32),
-        Field(name="tenure_days", dtype=Float32),
-        Field(name="hour_of_day", dtype=Float32),
-        Field(name="day_of_week", dtype=Float32),
-    ],
+    schema=_activity_request_features_schema,
     mode="pandas",
-    tags=array_inputs()
-    | view_defaults(
-        target_affinity=1.0 / 16,
-        target_view_affinity=0.0,
-        target_impression_affinity=0.0,
-        hours_to_end=72.0,
-        ending_soon=0.0,
-        hours_since_start=72.0,
-        tenure_days=0.0,
-        hour_of_day=12.0,
-        day_of_week=3.0,
-    ),
+    tags=array_inputs() | _activity_request_features_defaults,
 )
 def activity_request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     # Feast checks these annotations; the gateway also passes a dict of columns (see below).
