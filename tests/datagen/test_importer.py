@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from feast import FeatureStore
 from typer.testing import CliRunner
 
 from scoring.cli import app
 from scoring.datagen.importer import ImportValidationError, read_event_log
 from scoring.datagen.synthetic import SyntheticConfig, generate
 
-from ..conftest import TEXT_CACHE
+from ..conftest import TEXT_CACHE, copy_feature_repo
 
 END = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -95,7 +96,7 @@ def test_cli_imports_a_parquet_log_into_the_feature_tables(
     log.items.to_csv(tmp_path / "items.csv", index=False)
     log.users.to_csv(tmp_path / "users.csv", index=False)
     log.activities.to_csv(tmp_path / "activities.csv", index=False)
-    repo = tmp_path / "features"
+    repo = copy_feature_repo(tmp_path / "features")  # definitions: the import registers them
     (repo / "data").mkdir(parents=True)
     TEXT_CACHE.parent.mkdir(parents=True, exist_ok=True)
     if TEXT_CACHE.exists():  # reuse the test runs' text encodings
@@ -110,6 +111,9 @@ def test_cli_imports_a_parquet_log_into_the_feature_tables(
         assert (repo / "data" / f"{table}.parquet").exists()
     shown = pd.read_parquet(repo / "data" / "impressions_item.parquet")
     assert shown["clicked"].sum() > 0 and "p_click" not in shown.columns
+    assert "registered the feature definitions" in result.output
+    store = FeatureStore(repo_path=str(repo))  # ready to train on: the contract is registered
+    assert store.get_feature_service("item_ranker_v1").name == "item_ranker_v1"
 
 
 def test_cli_refuses_bad_rows_with_exit_code_2(

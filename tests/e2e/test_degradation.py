@@ -23,8 +23,6 @@ from ..conftest import gateway_settings, require, triton_installed, triton_setti
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
 NOW = int(time.time())
 IDS = [f"i_{i:06d}" for i in range(0, 60, 3)]
-# An answer may come this much after the caller's deadline (scheduling on 2 busy cores).
-MARGIN_S = 0.5
 # Deadlines leave room for a busy machine; a frozen Triton or locked store would hold forever.
 DEADLINE_S = 2.0
 
@@ -39,14 +37,14 @@ def request(**kw: Any) -> pb.RankRequest:
     return r
 
 
-def timed_rank(address: str, req: pb.RankRequest, timeout: float) -> tuple[Any, float]:
+def rank(address: str, req: pb.RankRequest, timeout: float) -> Any:
+    """The response, or the error: the client enforces `timeout` itself, so a response means
+    the gateway answered within the deadline."""
     with grpc.insecure_channel(address) as channel:
-        started = time.monotonic()
         try:
-            response = pb_grpc.RankingServiceStub(channel).Rank(req, timeout=timeout)
+            return pb_grpc.RankingServiceStub(channel).Rank(req, timeout=timeout)
         except grpc.RpcError as exc:
-            response = exc
-        return response, time.monotonic() - started
+            return exc
 
 
 @pytest.fixture(scope="module")
@@ -65,27 +63,23 @@ def own_stack(
 
 def test_frozen_triton_never_holds_a_request_past_its_deadline(own_stack: Any) -> None:
     triton, gateway = own_stack
-    normal, _ = timed_rank(gateway.address, request(), timeout=5)
+    normal = rank(gateway.address, request(), timeout=5)
     assert not normal.degraded and normal.model_version
     assert triton.process is not None
     os.kill(triton.process.pid, signal.SIGSTOP)  # alive but silent, as a hung GPU server
     try:
-        answer, took = timed_rank(gateway.address, request(), timeout=DEADLINE_S)
-        assert isinstance(answer, pb.RankResponse), answer
-        assert took < DEADLINE_S + MARGIN_S
+        answer = rank(gateway.address, request(), timeout=DEADLINE_S)
+        assert isinstance(answer, pb.RankResponse), answer  # within the deadline
         assert answer.degraded and not answer.model_version
         assert any(d.startswith("model_unavailable") for d in answer.degradations)
         assert len(answer.candidates) + len(answer.filtered) == len(IDS), "none lost"
 
-        refused, took = timed_rank(
-            gateway.address, request(disable_fallback=True), timeout=DEADLINE_S
-        )
+        refused = rank(gateway.address, request(disable_fallback=True), timeout=DEADLINE_S)
         assert isinstance(refused, grpc.RpcError)
         assert refused.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert took < DEADLINE_S + MARGIN_S
     finally:
         os.kill(triton.process.pid, signal.SIGCONT)
-    recovered, _ = timed_rank(gateway.address, request(), timeout=5)
+    recovered = rank(gateway.address, request(), timeout=5)
     assert not recovered.degraded
 
 
@@ -97,7 +91,7 @@ def test_killed_triton_gives_the_popularity_fallback_or_unavailable(
     os.killpg(triton.process.pid, signal.SIGKILL)  # the server and its python stubs, as a crash
     triton.process.wait()
 
-    answer, took = timed_rank(gateway.address, request(), timeout=2)
+    answer = rank(gateway.address, request(), timeout=2)
     assert isinstance(answer, pb.RankResponse), answer
     assert answer.degraded and not answer.model_version
     sales = feature_repo_ready.data.tables["item_stats"].sort_values("event_timestamp")
@@ -105,6 +99,6 @@ def test_killed_triton_gives_the_popularity_fallback_or_unavailable(
     in_stock = [c.id for c in answer.candidates]
     assert list(sales[in_stock]) == sorted(sales[in_stock], reverse=True), "popularity order"
 
-    refused, _ = timed_rank(gateway.address, request(disable_fallback=True), timeout=2)
+    refused = rank(gateway.address, request(disable_fallback=True), timeout=2)
     assert isinstance(refused, grpc.RpcError)
     assert refused.code() == grpc.StatusCode.UNAVAILABLE

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import pytest
@@ -39,6 +39,18 @@ TARGET = "item_ranker"
 ITEMS = [f"i_{j:06d}" for j in range(12)]
 
 
+class Answer(NamedTuple):
+    """One answered request; times on the monotonic clock."""
+
+    sent: float
+    answered: float
+    user: str
+    arm: str
+    version: str
+    request_id: str
+    first: str  # the top candidate
+
+
 class Load:
     """Client threads sending Rank requests (no fallback) until stopped; counts outcomes."""
 
@@ -47,8 +59,7 @@ class Load:
         self.stub = pb_grpc.RankingServiceStub(self.channel)
         self.ok: Counter[tuple[str, str]] = Counter()
         self.failures: list[str] = []
-        # (sent at, user, arm, version, request id, first candidate) of every answer
-        self.answers: list[tuple[float, str, str, str, str, str]] = []
+        self.answers: list[Answer] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self._run, args=(k,)) for k in range(threads)]
@@ -70,11 +81,13 @@ class Load:
                 with self.lock:
                     self.failures.append(f"{exc.code().name}: {exc.details()}")
                 continue
+            answered = time.monotonic()
             with self.lock:
                 self.ok[(response.arm, response.model_version)] += 1
                 self.answers.append(
-                    (
+                    Answer(
                         sent,
+                        answered,
                         user,
                         response.arm,
                         response.model_version,
@@ -107,7 +120,13 @@ class Load:
         """(arm, version) of the answers to requests sent after `t` (monotonic clock): requests
         already in flight during a switch may finish on the old version, by design."""
         with self.lock:
-            return Counter((a[2], a[3]) for a in self.answers if a[0] >= t)
+            return Counter((a.arm, a.version) for a in self.answers if a.sent >= t)
+
+    def between(self, start: float, end: float) -> list[Answer]:
+        """The answers to requests sent after `start` and answered before `end`: routed by
+        whatever routing held all that time."""
+        with self.lock:
+            return [a for a in self.answers if a.sent >= start and a.answered <= end]
 
 
 @pytest.fixture(scope="module")
@@ -186,9 +205,9 @@ def test_promote_rollback_canary_shadow_under_load_without_a_failed_request(
                 assert set(load.sent_after(switched)) == {("production", "1")}
 
                 promoter.canary(TARGET, 2, 40.0, force=True, reason="test: canary")
+                # Every gateway confirmed the canary's routing: requests sent from now see it.
+                canary_on = time.monotonic()
                 mark = load.snapshot()
-                wait_until(lambda: load.served_since(mark)[("canary", "2")] >= 1)
-                canary_on = time.monotonic() + 0.2  # requests sent after this see the canary
                 wait_until(lambda: load.served_since(mark)[("canary", "2")] >= 30)
                 assert control.ready_versions(TARGET) == {1, 2}
                 canary_off = time.monotonic()
@@ -203,13 +222,13 @@ def test_promote_rollback_canary_shadow_under_load_without_a_failed_request(
                 time.sleep(0.5)
 
             # Feedback through the RPC, to be joined to the arm that served it (below).
-            canary_answers = [a for a in load.answers if a[2] == "canary"][:5]
-            production_answers = [
-                a for a in load.answers if canary_on <= a[0] <= canary_off and a[2] == "production"
-            ][:2]
+            # While the canary ran: answered before `stop` could change the routing.
+            during = load.between(canary_on, canary_off)
+            canary_answers = [a for a in load.answers if a.arm == "canary"][:5]
+            production_answers = [a for a in during if a.arm == "production"][:2]
             with RankingClient(gateway.address) as client:
-                for _, _, _, _, request_id, first in canary_answers + production_answers:
-                    assert client.feedback(request_id, first, "click") == 1
+                for answer in canary_answers + production_answers:
+                    assert client.feedback(answer.request_id, answer.first, "click") == 1
 
             # Zero failed requests across two switches, a canary and a shadow.
             assert load.failures == [], load.failures[:5]
@@ -229,11 +248,13 @@ def test_promote_rollback_canary_shadow_under_load_without_a_failed_request(
     # Canary assignment is sticky: while the canary ran, every user got the arm its bucket says
     # (so the same user always the same arm), and the canary's user share is near 40%.
     salt = f"{TARGET}:v2"
-    during = [a for a in load.answers if canary_on <= a[0] <= canary_off]
     assert len(during) >= 30
-    for _, user, arm, answered_by, _, _ in during:
-        expected = "canary" if bucket(salt, user) < 40.0 else "production"
-        assert (arm, answered_by) == (expected, "2" if expected == "canary" else "1"), user
+    for answer in during:
+        expected = "canary" if bucket(salt, answer.user) < 40.0 else "production"
+        assert (answer.arm, answer.version) == (
+            expected,
+            "2" if expected == "canary" else "1",
+        ), answer.user
     users = {f"u_{i:06d}" for i in range(200)}
     share = sum(bucket(salt, u) < 40.0 for u in users) / len(users)
     assert 0.30 <= share <= 0.50, share

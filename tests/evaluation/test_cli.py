@@ -12,11 +12,13 @@ from typer.testing import CliRunner
 from scoring.cli import app
 from scoring.evaluation import Scorer, model_scorer
 from scoring.evaluation.baselines import BASELINES
+from tests.cli_output import flat, usage_error
 from tests.conftest import TEXT_CACHE
 
 GENERATE = [
     "data", "generate", "--users", "200", "--items", "150", "--activities", "20",
     "--item-impressions", "4000", "--activity-impressions", "2000", "--days", "20",
+    "--no-register",  # the private repo holds tables only, no feature definitions
 ]  # fmt: skip
 
 
@@ -34,11 +36,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     result = CliRunner().invoke(app, GENERATE, env=env)
     assert result.exit_code == 0, result.output
     return env
-
-
-def flat(output: str) -> str:
-    """CLI output as one line (rich wraps at the console's width)."""
-    return " ".join(output.replace("│", " ").split())
 
 
 def test_the_build_keeps_the_normalised_event_log(env: dict[str, str]) -> None:
@@ -126,11 +123,9 @@ def test_a_model_scorer_joins_the_table_and_its_manifest(
 
 def test_cli_without_an_event_log_exits_2_and_says_how_to_get_one(tmp_path: Path) -> None:
     env = {"SCORING_FEAST__REPO_PATH": str(tmp_path / "features")}
-    result = CliRunner().invoke(app, ["evaluate", "--baselines-only"], env=env)
-    assert result.exit_code == 2
-    text = flat(result.output)
+    text = usage_error(["evaluate", "--baselines-only"], env)
     assert "no event log at" in text and "scoring data generate" in text
-    assert "Traceback" not in result.output
+    assert "Traceback" not in text
 
 
 @pytest.mark.parametrize(
@@ -144,6 +139,4 @@ def test_cli_without_an_event_log_exits_2_and_says_how_to_get_one(tmp_path: Path
     ],
 )
 def test_cli_refuses_bad_options_by_name(env: dict[str, str], args: list[str], says: str) -> None:
-    result = CliRunner().invoke(app, ["evaluate", "--baselines-only", *args], env=env)
-    assert result.exit_code == 2
-    assert says in flat(result.output)
+    assert says in usage_error(["evaluate", "--baselines-only", *args], env)

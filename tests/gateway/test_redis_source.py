@@ -24,7 +24,7 @@ from scoring.gateway.redis_source import (
 )
 
 from ..conftest import TEXT_CACHE
-from ..features.test_stores import production_repo, tiny  # noqa: F401 (fixture)
+from ..features.test_stores import REDIS, production_repo, tiny  # noqa: F401 (fixture)
 from .helpers import fetch, frame
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
@@ -81,8 +81,64 @@ def test_redis_read_equals_the_feast_sdk_read(production_repo: tuple[Path, Path,
     assert len(fast.cache) == 0
 
 
+class HeldReplies:
+    """A TCP relay to Redis that can hold back Redis's replies: a stuck store, for real (the
+    commands reach Redis and are answered; the answers reach the client only on release), for as
+    long as the test says, not for a time that a slow machine might outlast."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.split(":")
+        self.upstream = (host, int(port))
+        self.holding = False
+        self.held: list[tuple[asyncio.StreamWriter, bytes]] = []
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> str:
+        """Listens on a free port of 127.0.0.1; returns its `host:port`."""
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return f"{host}:{port}"
+
+    def release(self) -> None:
+        """Delivers the held replies, in order, and relays the next ones at once."""
+        self.holding = False
+        for sink, data in self.held:
+            if not sink.is_closing():
+                sink.write(data)
+        self.held.clear()
+
+    async def close(self) -> None:
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await self.server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        self.writers += [writer, up_writer]
+        await asyncio.gather(
+            self._pipe(reader, up_writer, replies=False),
+            self._pipe(up_reader, writer, replies=True),
+        )
+
+    async def _pipe(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, replies: bool
+    ) -> None:
+        try:
+            while data := await source.read(65536):
+                if replies and self.holding:
+                    self.held.append((sink, data))
+                else:
+                    sink.write(data)
+        except ConnectionError:
+            pass
+        finally:  # one side closed (the client, or Redis killing the connection): so is the other
+            sink.close()
+
+
 def test_an_async_read_cut_off_by_its_budget_leaves_the_client_usable(
     production_repo: tuple[Path, Path, str],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import redis
 
@@ -91,32 +147,41 @@ def test_an_async_read_cut_off_by_its_budget_leaves_the_client_usable(
     build_data_set(log, repo / "data", text_cache=TEXT_CACHE)
     feature_repo.apply(repo, fs_yaml)
     feature_repo.materialize(repo, fs_yaml=fs_yaml)
-    fast = RedisFeatureSource(repo, fs_yaml, cache_rows=0)
     target = TARGETS["item_ranker"]
-    contract = fast.contract(target.feature_service)
-    ids = ("i_000001", "i_000002")
+    mine, theirs = ("u_000003", ("i_000001", "i_000002")), ("u_000004", ("i_000003", "i_000004"))
 
     async def scenario() -> None:
-        def read() -> Any:
-            return fast.read(FeatureRequest(contract, target, "u_000003", ids, {"request_ts": 0}))
+        relay = HeldReplies(REDIS)
+        monkeypatch.setenv("FEAST_REDIS_CONNECTION", await relay.start())
+        fast = RedisFeatureSource(repo, fs_yaml, cache_rows=0)  # reads Redis through the relay
+        contract = fast.contract(target.feature_service)
 
-        expected = await read()
-        admin = redis.Redis(host="127.0.0.1", port=6379)
-        admin.execute_command("CLIENT", "PAUSE", 600, "ALL")  # a stuck store, for real
-        started = time.monotonic()
+        def read(user_ids: tuple[str, tuple[str, ...]]) -> Any:
+            user, ids = user_ids
+            return fast.read(FeatureRequest(contract, target, user, ids, {"request_ts": 0}))
+
+        expected = frame(await read(mine))
+        assert not frame(await read(theirs)).equals(expected)  # replies that would tell
+
+        # A stuck store: the read is cut off by its budget while Redis's reply is held back (the
+        # relay holds it until released: a cut-off that waited for the store would never end).
+        relay.holding = True
+        cut_off = asyncio.ensure_future(asyncio.wait_for(read(theirs), 0.1))
+        done, _ = await asyncio.wait({cut_off}, timeout=60)
+        assert cut_off in done, "the budget did not cut off a read of a stuck store"
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(read(), 0.1)
-        assert time.monotonic() - started < 0.3  # the budget holds while Redis is stuck
-        await asyncio.sleep(0.7)  # the pause ends
-        after = await read()  # no reply of the cut-off read is mistaken for this one's
-        same(frame(after), frame(expected))
+            cut_off.result()
+        relay.release()  # the cut-off read's reply arrives, late
+        same(frame(await read(mine)), expected)  # and is not mistaken for this read's
+
         # The server drops every client connection (as on a restart or a failover): the next
         # read goes out on a new connection, not to a closed socket.
+        admin = redis.Redis.from_url("redis://" + REDIS)
         assert admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") >= 1
-        again = await read()
-        same(frame(again), frame(expected))
         admin.close()
+        same(frame(await read(mine)), expected)
         await fast.aclose()
+        await relay.close()
 
     asyncio.run(scenario())
 

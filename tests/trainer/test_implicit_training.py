@@ -35,7 +35,7 @@ from ..conftest import TEXT_CACHE, copy_feature_repo
 TINY = SyntheticConfig(
     n_users=120, n_items=80, n_activities=4, n_item_impressions=6000, n_activity_impressions=200
 )
-IMPLICIT = ImplicitFeedbackSettings(max_rows=4000)
+IMPLICIT = ImplicitFeedbackSettings(max_rows=4000, popularity_share=0.5)  # both kinds
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def test_a_purchase_only_log_trains_to_a_version(
     assert implicit["negatives_popularity"] > 0 and implicit["negatives_uniform"] > 0
     assert training["train_rows"] + training["test_rows"] <= IMPLICIT.max_rows
     assert trained["model"]["tasks"] == ["clicked"]  # every positive is a purchase: one task
-    assert 0.0 <= trained["metrics"]["auc"] <= 1.0  # quality: docs/real-data-results.md
+    assert 0.0 <= trained["metrics"]["auc"] <= 1.0  # quality: docs/data.md
     assert (purchases.models / "item_ranker" / "1" / "model.pt").exists()
 
 
@@ -160,3 +160,20 @@ def test_the_cli_refuses_a_log_with_nothing_usable_without_a_traceback(
     assert "no positive event" in text and "the log has purchase" in text
     assert "Traceback" not in result.output
     assert not (tmp_path / "models" / "item_ranker" / "1").exists()
+
+
+def test_training_before_the_definitions_are_registered_says_what_to_run(tmp_path: Path) -> None:
+    from scoring.cli import app
+
+    repo = copy_feature_repo(tmp_path / "features")  # definitions only: never applied
+    env = {
+        "SCORING_FEAST__REPO_PATH": str(repo),
+        "SCORING_TRITON__MODEL_REPOSITORY": str(tmp_path / "models"),
+        "SCORING_REGISTRY__URL": f"sqlite:///{tmp_path / 'registry.db'}",
+    }
+    result = CliRunner().invoke(app, ["train", "--target", "item_ranker"], env=env)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "feature service item_ranker_v1 is not registered" in text
+    assert "scoring features apply" in text
+    assert "Traceback" not in result.output

@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 from scoring.cli import app
 from scoring.trainer.latency import measure
 
+from ..cli_output import usage_error
+
 N_FEATURES = 6
 
 
@@ -85,17 +87,12 @@ def test_cli_prints_and_writes_the_table(tmp_path: Path) -> None:
 def test_cli_refuses_bad_options_by_name(tmp_path: Path, args: list[str], says: str) -> None:
     write_model(tmp_path)
     env = {"SCORING_TRITON__MODEL_REPOSITORY": str(tmp_path)}
-    result = CliRunner().invoke(app, ["model-latency", *args], env=env)
-    assert result.exit_code == 2
-    # Typer boxes the message and wraps it at the terminal's width: read it as one line.
-    assert says in " ".join(result.output.replace("│", " ").split())
+    assert says in usage_error(["model-latency", *args], env)
 
 
 def test_cli_without_a_trained_version_says_to_train(tmp_path: Path) -> None:
     env = {"SCORING_TRITON__MODEL_REPOSITORY": str(tmp_path)}
-    result = CliRunner().invoke(app, ["model-latency"], env=env)
-    assert result.exit_code == 2
-    text = " ".join(result.output.replace("│", " ").split())
+    text = usage_error(["model-latency"], env)
     assert "no trained version" in text and "scoring train" in text
 
 

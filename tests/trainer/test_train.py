@@ -118,7 +118,7 @@ def test_manifest_has_contract_data_metrics_and_provenance(model_repository: Pat
         assert all(set(row) == set(METRICS) for row in table.values())
         metrics = manifest["metrics"]
         # Small data, few epochs: well above the baselines and most of the way to the oracle
-        # (the default-data figures are in the README's report, not in a timed test).
+        # (the default-data figures are in docs/model-quality.md, not in a timed test).
         assert metrics["auc"] > 0.8 * metrics["oracle_auc"], metrics
         assert metrics["auc"] > table["popularity"]["auc"], table
         assert metrics["auc"] > table["user_top_category"]["auc"], table

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from scoring import workflows
 from scoring.cli.common import console, load_settings
@@ -33,6 +34,12 @@ def data_generate(
     large: Annotated[
         bool, typer.Option(help="About 3 million events (50k users, 10k items, 8 weeks).")
     ] = False,
+    register: Annotated[
+        bool,
+        typer.Option(
+            help="Register the feature definitions (feast apply) once the tables are built."
+        ),
+    ] = True,
 ) -> None:
     """Generate a synthetic e-commerce event stream and build the feature tables from it."""
     from scoring.datagen.synthetic import SyntheticConfig
@@ -44,11 +51,12 @@ def data_generate(
             users, items, activities, item_impressions, activity_impressions, days, seed=seed
         )
     )
-    generate(load_settings(), cfg)
+    generate(load_settings(), cfg, register=register)
 
 
-def generate(settings: Settings, cfg: SyntheticConfig) -> None:
-    """Simulates `cfg`'s event stream and builds its feature tables, showing progress."""
+def generate(settings: Settings, cfg: SyntheticConfig, *, register: bool = True) -> None:
+    """Simulates `cfg`'s event stream and builds its feature tables, showing progress; then
+    registers the feature definitions unless `register` is False (the caller does it)."""
     with console.status("simulating the event stream"):
         log = workflows.generate_events(cfg)
     console.print(f"{len(log.events):,} events, {log.events['user_id'].nunique():,} users")
@@ -56,6 +64,8 @@ def generate(settings: Settings, cfg: SyntheticConfig) -> None:
     with progress:
         data = workflows.build_features(settings, log, step)
     _print_data_set("synthetic data", data)
+    if register:
+        _register(settings)
 
 
 @app.command("import")
@@ -64,8 +74,14 @@ def data_import(
     items: Annotated[Path | None, typer.Option(help="Item attributes table.")] = None,
     users: Annotated[Path | None, typer.Option(help="User attributes table.")] = None,
     activities: Annotated[Path | None, typer.Option(help="Campaigns table.")] = None,
+    register: Annotated[
+        bool,
+        typer.Option(
+            help="Register the feature definitions (feast apply) once the tables are built."
+        ),
+    ] = True,
 ) -> None:
-    """Validate your own event log and build the feature tables from it (README: own data)."""
+    """Validate your own event log and build the feature tables from it (README: Data in)."""
     from scoring.datagen.importer import ImportValidationError
 
     settings = load_settings()
@@ -74,9 +90,12 @@ def data_import(
         with progress:
             data = workflows.import_data(settings, events, items, users, activities, step)
     except ImportValidationError as exc:
-        console.print(f"[red]import refused[/]: {exc}", markup=False, highlight=False)
+        console.print(Text.assemble(("import refused", "red"), f": {exc}"), highlight=False)
         raise typer.Exit(code=2) from None
     _print_data_set(f"imported {events.name}", data)
+    if register:
+        _register(settings)
+    console.print("next: `scoring train`, then `scoring evaluate` (README: Data in)")
 
 
 def _build_progress(title: str) -> tuple[Progress, Callable[[str], None]]:
@@ -92,6 +111,13 @@ def _build_progress(title: str) -> tuple[Progress, Callable[[str], None]]:
         progress.update(task, description=f"{title}: {name}", completed=BUILD_STEPS.index(name))
 
     return progress, step
+
+
+def _register(settings: Settings) -> None:
+    """Registers the feature definitions (`feast apply`): the tables are ready to train on."""
+    with console.status("registering the feature definitions (feast apply)"):
+        workflows.apply_features(settings)
+    console.print(f"registered the feature definitions of {settings.feast.repo_path}")
 
 
 def _print_data_set(title: str, data: DataSet) -> None:

@@ -44,7 +44,7 @@ def demo(
     started = time.monotonic()
     console.rule("1/6 data")
     data = workflows.demo_data_config(users)
-    generate(settings, data)
+    generate(settings, data, register=False)
     console.rule("2/6 features")
     features_apply()
     features_materialize(full=False)

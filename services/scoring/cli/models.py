@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -26,8 +27,6 @@ app = typer.Typer(
 Actor = Annotated[
     str | None, typer.Option(help="Who makes the change (audited); $SCORING_ACTOR or user@host.")
 ]
-Reason = Annotated[str, typer.Option(help="Why (audited); required with --force.")]
-Force = Annotated[bool, typer.Option(help="Override the metric gate (needs --reason).")]
 NoTriton = Annotated[
     bool,
     typer.Option(
@@ -35,6 +34,24 @@ NoTriton = Annotated[
         help="Change the registry only, do not drive Triton (it must already serve the version).",
     ),
 ]
+Force = Annotated[bool, typer.Option(help="Override the metric gate (needs --reason).")]
+GatedReason = Annotated[str, typer.Option(help="Why (audited); required with --force.")]
+Reason = Annotated[str, typer.Option(help="Why (audited).")]
+# A stage change: (promoter, its own arguments..., *, reason[, force]) -> the line to print.
+Change = Callable[..., str]
+
+
+def _audited_options(gated: bool) -> list[inspect.Parameter]:
+    """The options every stage change takes, after its own: --force (where the metric gate
+    applies), --reason, --actor, --registry-only."""
+    options: list[tuple[str, Any, Any]] = [("force", Force, False)] if gated else []
+    options += [
+        ("reason", GatedReason if gated else Reason, ""),
+        ("actor", Actor, None),
+        ("registry_only", NoTriton, False),
+    ]
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    return [inspect.Parameter(n, keyword, default=d, annotation=a) for n, a, d in options]
 
 
 def _target(name: str) -> str:
@@ -108,85 +125,81 @@ def models_compare(target: str, a: int, b: int) -> None:
         console.print(table)
 
 
-@app.command("promote")
-def models_promote(
-    target: str,
-    version: int,
-    force: Force = False,
-    reason: Reason = "",
-    actor: Actor = None,
-    registry_only: NoTriton = False,
-) -> None:
+def _stage_change(name: str, *, gated: bool = False) -> Callable[[Change], Change]:
+    """Registers `change(promoter, ..., reason=...)` as `scoring models <name>`: its own
+    arguments, then the audited options of every stage change (--force first where the metric
+    gate applies). The command runs it on a promoter and prints the line it returns."""
+
+    def register(change: Change) -> Change:
+        params = list(inspect.signature(change, eval_str=True).parameters.values())[1:]
+        own = [p for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+
+        def command(actor: str | None, registry_only: bool, **arguments: Any) -> None:
+            with _promoting(actor, registry_only) as promoter:
+                console.print(change(promoter, **arguments))
+
+        signature = inspect.Signature([*own, *_audited_options(gated)])  # what typer reads
+        command.__signature__ = signature  # type: ignore[attr-defined]
+        command.__doc__ = change.__doc__
+        app.command(name)(command)
+        return change
+
+    return register
+
+
+@_stage_change("promote", gated=True)
+def _promote(promoter: Promoter, target: str, version: int, *, force: bool, reason: str) -> str:
     """Make a version production: gates, load + warm up in Triton, switch, unload the old one."""
-    with _promoting(actor, registry_only) as promoter:
-        console.print(f"promoting {target} v{version}")
-        promoter.promote(_target(target), version, force=force, reason=reason)
-        console.print(f"[green]{target} v{version} is in production[/]")
+    console.print(f"promoting {target} v{version}")
+    promoter.promote(_target(target), version, force=force, reason=reason)
+    return f"[green]{target} v{version} is in production[/]"
 
 
-@app.command("canary")
-def models_canary(
+@_stage_change("canary", gated=True)
+def _canary(
+    promoter: Promoter,
     target: str,
     version: int,
     percent: Annotated[float, typer.Option(help="Share of users, sticky per user.")] = 10.0,
     salt: Annotated[
         str | None, typer.Option(help="Experiment salt; a new one reshuffles users.")
     ] = None,
-    force: Force = False,
-    reason: Reason = "",
-    actor: Actor = None,
-    registry_only: NoTriton = False,
-) -> None:
+    *,
+    force: bool,
+    reason: str,
+) -> str:
     """Serve a version to a percentage of users (sticky assignment), production to the rest."""
-    with _promoting(actor, registry_only) as promoter:
-        promoter.canary(_target(target), version, percent, force=force, reason=reason, salt=salt)
-        console.print(f"[yellow]{target} v{version} is a {percent:g}% canary[/]")
+    promoter.canary(_target(target), version, percent, force=force, reason=reason, salt=salt)
+    return f"[yellow]{target} v{version} is a {percent:g}% canary[/]"
 
 
-def _end_or_shadow(name: str, done: str, doc: str) -> None:
-    """Registers `scoring models <name> TARGET VERSION`: Promoter.<name>, then `done`."""
-
-    def command(
-        target: str,
-        version: int,
-        reason: Reason = "",
-        actor: Actor = None,
-        registry_only: NoTriton = False,
-    ) -> None:
-        with _promoting(actor, registry_only) as promoter:
-            getattr(promoter, name)(_target(target), version, reason=reason)
-            console.print(done.format(target=target, version=version))
-
-    command.__doc__ = doc
-    app.command(name)(command)
+@_stage_change("shadow")
+def _shadow(promoter: Promoter, target: str, version: int, *, reason: str) -> str:
+    """Score every request with a version too; its scores are logged, never returned."""
+    promoter.shadow(_target(target), version, reason=reason)
+    return f"[cyan]{target} v{version} runs in shadow[/]"
 
 
-_end_or_shadow(
-    "shadow",
-    "[cyan]{target} v{version} runs in shadow[/]",
-    "Score every request with a version too; its scores are logged, never returned.",
-)
-_end_or_shadow(
-    "stop",
-    "{target} v{version} stopped",
-    "End a canary or shadow (the version goes back to `registered`, Triton unloads it).",
-)
+@_stage_change("stop")
+def _stop(promoter: Promoter, target: str, version: int, *, reason: str) -> str:
+    """End a canary or shadow (the version goes back to `registered`, Triton unloads it)."""
+    promoter.stop(_target(target), version, reason=reason)
+    return f"{target} v{version} stopped"
 
 
-@app.command("rollback")
-def models_rollback(
+@_stage_change("rollback")
+def _rollback(
+    promoter: Promoter,
     target: str,
     to: Annotated[
         int | None, typer.Option(help="Version; the previous production by default.")
     ] = None,
-    reason: Reason = "",
-    actor: Actor = None,
-    registry_only: NoTriton = False,
-) -> None:
+    *,
+    reason: str,
+) -> str:
     """Put the previous production version (or --to) back into production, without downtime."""
-    with _promoting(actor, registry_only) as promoter:
-        events = promoter.rollback(_target(target), to=to, reason=reason)
-        console.print(f"[green]{target} rolled back to v{events[-1].version}[/]")
+    events = promoter.rollback(_target(target), to=to, reason=reason)
+    return f"[green]{target} rolled back to v{events[-1].version}[/]"
 
 
 @app.command("history")

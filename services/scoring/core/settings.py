@@ -116,9 +116,11 @@ class ImplicitFeedbackSettings(BaseModel):
     )
     # Sampled negatives per positive, and the share of them drawn by popularity (the rest
     # uniformly), from the items the user had not interacted with at the positive's time.
+    # Uniform by default: on Ta-Feng, half by popularity ranked 7.8% below the most-bought
+    # baseline (HR@10), all uniform 8.3% above it (docs/data.md).
     negatives: int = Field(default=4, ge=1)
-    popularity_share: float = Field(default=0.5, ge=0.0, le=1.0)
-    # Implicit examples (positives and negatives) at most: whole users, sampled by a seeded hash.
+    popularity_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Implicit examples (positives and negatives) at most: a seeded sample of positive episodes.
     max_rows: int = Field(default=300_000, ge=100)
     seed: int = 7
 

@@ -1,6 +1,6 @@
 """Reads a user's own event log (CSV or Parquet) and attribute tables, validating every row.
 
-The format is in scoring.datagen.events (and README, "Bring your own data"). Bad rows are
+The format is in scoring.datagen.events (and the README, "Data in"). Bad rows are
 reported all at once, each with its file and row number (`events.csv row 7 (line 8):
 event_type 'clik' is not one of impression, click, ...`), and nothing is written.
 """

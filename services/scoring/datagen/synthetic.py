@@ -68,7 +68,8 @@ class SyntheticConfig:
     n_activity_impressions: int = 40_000
     days: int = 35
     # Product views per user outside impressions (about 1.7 a day): what a user's category
-    # preferences show through. With 25, preference was too thin to estimate (README: MLOps).
+    # preferences show through. With 25, preference was too thin to estimate
+    # (docs/model-quality.md).
     organic_per_user: float = 60.0
     seed: int = 7
     end: datetime | None = None

@@ -88,7 +88,12 @@ class _Scorer:
     """Point-in-time features -> contract matrix -> the TorchScript model's click logit."""
 
     def __init__(self, store: Any, target: Any, contract: Any, model: Any) -> None:
+        from scoring.trainer.asof_join import AsOfJoin, supports
+
         self.store, self.target, self.contract, self.model = store, target, contract, model
+        service = store.get_feature_service(contract.service)
+        # The views' tables are read once for every batch of the evaluation.
+        self.join = AsOfJoin(store, service) if supports(store, service) else None
 
     def __call__(self, frame: pd.DataFrame) -> np.ndarray:
         import torch
@@ -106,7 +111,7 @@ class _Scorer:
                 ORDER: np.arange(len(frame)),
             }
         )
-        joined = point_in_time_frame(self.store, self.target, self.contract, rows)
+        joined = point_in_time_frame(self.store, self.target, self.contract, rows, join=self.join)
         joined = joined.sort_values(ORDER, ignore_index=True)
         x = self.contract.assemble(joined).matrix
         out = np.empty(len(x), dtype=np.float64)

@@ -15,7 +15,8 @@ impression-only version and with the synthetic oracle); implicit examples from b
 train, later ones are dropped.
 
 Every row, whatever its source, gets the target's FeatureService features as of its own
-timestamp (Feast's `get_historical_features`, in chunks of CHUNK_ROWS rows).
+timestamp, with Feast's point-in-time semantics (scoring.trainer.asof_join; Feast's
+`get_historical_features` for a view that is not a Parquet table).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ from scoring.core.contract import FeatureContract
 from scoring.core.settings import ImplicitFeedbackSettings
 from scoring.core.targets import USER_JOIN_KEY, Target
 from scoring.evaluation.interactions import EventLogMissingError, PositiveEvents, load_interactions
+from scoring.trainer.asof_join import AsOfJoin, supports
 from scoring.trainer.implicit import (
     KIND,
     WEIGHT,
@@ -77,16 +79,27 @@ def point_in_time_frame(
     rows: pd.DataFrame,
     progress: JoinProgress | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    join: AsOfJoin | None = None,
+    engine: Literal["auto", "feast"] = "auto",
 ) -> pd.DataFrame:
     """`rows` (user, candidate, event_timestamp, request fields, anything else) with the
     contract's features as of each row's timestamp, sorted by (time, user, candidate).
 
-    Exactly the target's FeatureService, through Feast's `get_historical_features`; missing
-    values stay missing here and get the serving defaults (and indicators) from the contract.
+    Exactly the target's FeatureService, with Feast's point-in-time semantics: by
+    scoring.trainer.asof_join (the views' tables read once; `join` reuses one across calls)
+    when the service's views are Parquet tables, else (or with engine="feast") through Feast's
+    `get_historical_features` in chunks of `chunk_rows`. Missing values stay missing here and
+    get the serving defaults (and indicators) from the contract.
     """
     entity_cols = [USER_JOIN_KEY, target.join_key, TIMESTAMP, *contract.request_fields]
     rows = rows.reset_index(drop=True)
     service = store.get_feature_service(contract.service)
+    if engine == "auto" and (join is not None or supports(store, service)):
+        join = join or AsOfJoin(store, service)
+        joined = join(rows[entity_cols], TIMESTAMP, progress)
+        out = pd.concat([rows, joined[[c for c in contract.refs if c in joined.columns]]], axis=1)
+        out[TIMESTAMP] = pd.to_datetime(out[TIMESTAMP], utc=True)
+        return out.sort_values([TIMESTAMP, USER_JOIN_KEY, target.join_key], ignore_index=True)
     parts = []
     for start in range(0, max(len(rows), 1), chunk_rows):
         chunk = rows.iloc[start : start + chunk_rows]

@@ -12,13 +12,17 @@ their positive (so every positive and its negatives weigh what the event is wort
 `round(negatives * popularity_share)` of them drawn in proportion to the items' weighted
 interactions before the positive's day (hard negatives: a model cannot win by popularity
 alone), the rest uniformly over the items with an interaction before the positive (what a
-catalogue-wide ranking meets). A draw is rejected and redrawn (up to `_ROUNDS` times) when the
-user had interacted with the item (any positive event type, whatever its weight) at or before
-that time, so a negative is never an item the user had already touched, nor the positive.
+catalogue-wide ranking meets). The default share is 0, all uniform: popularity-drawn negatives
+teach the model to rank popular items down (on Ta-Feng, HR@10 fell from 0.670 to 0.570).
+A draw is rejected and redrawn (up to `_ROUNDS` times) when the user had interacted with the
+item (any positive event type, whatever its weight) at or before that time, so a negative is
+never an item the user had already touched, nor the positive.
 
-When there are more examples than `max_rows`, whole users are kept, in the order of a seeded
-hash of their id, until the budget is spent: deterministic, and every kept user's history is
-complete (the sequential features see what the model is trained on).
+When there are more examples than `max_rows`, a seeded uniform sample of the positive episodes
+is kept (with their negatives): every user is represented in proportion to their activity
+(keeping whole users instead spent the budget on a few heavy ones: 2,843 of Ta-Feng's 32,266
+users, and the model ranked worse). The features need no complete history: they are read from
+the feature tables, built from the whole log.
 
 Every example then gets its features as of its own timestamp through the target's
 FeatureService, like an impression (scoring.trainer.train).
@@ -131,16 +135,14 @@ def _episodes(
     return first, best, bought
 
 
-def _keep_users(user: np.ndarray, names: pd.Index, budget: int, seed: int) -> np.ndarray:
-    """Whole users, in seeded-hash order, while their examples fit in `budget`."""
-    per_user = np.bincount(user, minlength=len(names))
-    key = f"{seed % 10**16:016d}"
-    rank = np.argsort(pd.util.hash_array(names.to_numpy(dtype=object), hash_key=key))
-    spent = np.cumsum(per_user[rank])
-    take = rank[: max(int(np.searchsorted(spent, budget, side="right")), 1)]
-    keep = np.zeros(len(names), dtype=bool)
-    keep[take] = True
-    return np.asarray(keep[user])
+def _keep_episodes(n: int, budget: int, seed: int) -> np.ndarray:
+    """A seeded uniform sample of `budget` of `n` positive episodes (all when they fit)."""
+    keep = np.zeros(n, dtype=bool)
+    if n <= budget:
+        keep[:] = True
+    else:
+        keep[np.random.default_rng([seed, n]).choice(n, max(budget, 1), replace=False)] = True
+    return keep
 
 
 class _Seen:
@@ -238,7 +240,7 @@ def implicit_examples(
     episode_weight = pd.Series(best, index=rows[first]).reindex(pos).to_numpy()
     episode_bought = pd.Series(bought, index=rows[first]).reindex(pos).to_numpy()
     per_positive = 1 + settings.negatives
-    kept = _keep_users(u[pos], users, settings.max_rows // per_positive, settings.seed)
+    kept = _keep_episodes(len(pos), settings.max_rows // per_positive, settings.seed)
     dropped_users = len(np.unique(u[pos])) - len(np.unique(u[pos][kept]))
     pos, episode_weight, episode_bought = pos[kept], episode_weight[kept], episode_bought[kept]
 

@@ -67,7 +67,8 @@ class TrainConfig:
     """Hyper-parameters; all of them are recorded in the manifest (`from_dict` reads them)."""
 
     # Regularised (weight decay 3e-3, a low-rank cross) and trained longer at a lower rate: on
-    # the default data this took AUC/oracle from 0.951 / 0.956 to 0.974 / 0.968 (README).
+    # the default data this took AUC/oracle from 0.951 / 0.956 to 0.974 / 0.968
+    # (docs/model-quality.md).
     epochs: int = 20
     batch_size: int = 512
     learning_rate: float = 1e-3
@@ -379,7 +380,14 @@ def train_target(
             on_progress(stage, done, total, note)
 
     progress("training set", 0, 1, "labels and examples")
-    contract = contract_from_store(store, target.feature_service)
+    try:
+        contract = contract_from_store(store, target.feature_service)
+    except Exception as exc:  # FeatureServiceNotFoundException and kin: nothing registered
+        raise TrainingDataError(
+            f"{target.name}: feature service {target.feature_service} is not registered in "
+            f"the feature store of {repo_path} ({type(exc).__name__}); run "
+            "`scoring features apply` (`scoring data import` and `generate` do it)"
+        ) from None
     labels = labels_path(repo_path, target)
 
     def joined(done: int, total: int) -> None:
