@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -16,10 +17,21 @@ def rank(
     kind: CandidateKind = CandidateKind.ITEM,
     top_k: int = 0,
     address: Annotated[str | None, typer.Option(help="Gateway host:port.")] = None,
+    at: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Rank as of this time (the request context's timestamp; UTC if naive), e.g. "
+            "the end of an imported log; now by default."
+        ),
+    ] = None,
 ) -> None:
     """Send one Rank request to a running gateway and print the ranking."""
     from scoring.client import RankingClient
 
     settings = load_settings()
     with RankingClient(address or f"{settings.gateway.host}:{settings.gateway.port}") as client:
-        print_ranking(f"{kind.value}s for {user_id}", client.rank(user_id, candidates, kind, top_k))
+        timestamp_s = None
+        if at is not None:
+            timestamp_s = int((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp())
+        response = client.rank(user_id, candidates, kind, top_k, timestamp_s=timestamp_s)
+        print_ranking(f"{kind.value}s for {user_id}", response)

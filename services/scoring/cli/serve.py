@@ -16,14 +16,25 @@ app = typer.Typer(help="Run a server in the foreground.", no_args_is_help=True)
 @app.command("triton")
 def serve_triton() -> None:
     """Run the local Triton server (CPU, python backend) until Ctrl-C."""
-    from scoring.triton.server import TritonServer
+    from scoring.triton.server import TritonServer, servable_models
 
     settings = load_settings()
     stop_on_sigterm()
-    server = TritonServer(settings.triton, list(TARGETS))
+    models = servable_models(settings.triton.model_repository, TARGETS)
+    if not models:
+        console.print(
+            f"no trained model in {settings.triton.model_repository}: run `scoring train` first",
+            style="red",
+        )
+        raise typer.Exit(code=2)
+    server = TritonServer(settings.triton, models)
     with server:
         for name, versions in workflows.sync_triton(settings).items():
-            console.print(f"{name}: registry versions {versions or 'none; latest on disk'} loaded")
+            if name not in models:
+                console.print(f"{name}: no trained version, not served")
+            else:
+                loaded = versions or "none; latest on disk"
+                console.print(f"{name}: registry versions {loaded} loaded")
         console.print(f"[green]triton ready[/] on {settings.triton.url} (log {server.log_path})")
         try:
             while server.process is not None and server.process.poll() is None:

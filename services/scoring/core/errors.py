@@ -33,6 +33,13 @@ class ContractMismatchError(ScoringError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class ModelNotDeployedError(ScoringError):
+    """The target exists but no version of it is deployed (a shop without campaigns has no
+    activity_ranker): nothing to fall back to, and retrying will not help."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class BackendUnavailableError(ScoringError):
     """Triton or the feature store cannot be reached."""
 

@@ -68,16 +68,52 @@ def materialize(
     Incremental by default, as `feast materialize-incremental END`: only rows newer than the
     previous run are loaded. `full` reloads every view over its TTL (`feast materialize START
     END`), for rows written with older timestamps, e.g. a new feature's column.
+
+    A view never loaded whose table ends before `end - ttl` (an imported log of last year) is
+    loaded over the TTL before its newest row instead: Feast's window would hold no row of it
+    and the online store would stay empty. Its rows are then as old as the log: the gateway
+    counts a value older than the view's TTL at the request's time as missing, so rank such a
+    log as of its own time (`scoring rank --at`, the request context's timestamp).
     """
     end = end or datetime.now(UTC)
     store = open_store(repo_path, fs_yaml)
-    if not full:
-        store.materialize_incremental(end_date=end)
-        return end
-    for view in store.list_feature_views():
+    views = store.list_feature_views()
+    recent = []
+    for view in views:
         ttl = view.ttl if view.ttl else timedelta(days=3650)
-        store.materialize(start_date=end - ttl, end_date=end, feature_views=[view.name])
+        newest = None if not (full or _never_loaded(view)) else newest_row(repo_path, view)
+        if full or (newest is not None and newest < end - ttl):
+            start = end - ttl if newest is None else min(end, newest) - ttl
+            store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+        else:
+            recent.append(view.name)
+    if recent:
+        store.materialize_incremental(end_date=end, feature_views=recent)
     return end
+
+
+def _never_loaded(view: Any) -> bool:
+    return not getattr(view, "materialization_intervals", None)
+
+
+def newest_row(repo_path: Path, view: Any) -> datetime | None:
+    """The newest event timestamp of a view's Parquet table (None: not a local Parquet file, or
+    empty), read from the file's column statistics when it has them."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    source = view.batch_source
+    path, field = getattr(source, "path", None), getattr(source, "timestamp_field", "")
+    if not path or not field or "://" in str(path):
+        return None
+    file = Path(path) if Path(path).is_absolute() else Path(repo_path) / path
+    if not file.is_file():
+        return None
+    column = pq.read_table(file, columns=[field]).column(field)
+    newest: datetime | None = pc.max(column).as_py() if len(column) else None
+    if newest is None or newest.tzinfo:
+        return newest
+    return newest.replace(tzinfo=UTC)
 
 
 def drop_project(store: Any) -> None:

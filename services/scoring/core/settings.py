@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -54,7 +54,8 @@ class GatewaySettings(BaseModel):
     feature_timeout_ms: int = Field(default=300, ge=1)
     # Prometheus /metrics port on `host`; 0 turns the endpoint off.
     metrics_port: int = Field(default=9464, ge=0)
-    # Served-feature log: what was scored, appended as Parquet for training joins.
+    # Served-feature log: what was scored, appended as Parquet for training joins
+    # (<feast.repo_path>/data/served unless set).
     feature_log_dir: Path = Path("features/data/served")
     feature_log_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     feature_log_flush_rows: int = Field(default=5000, ge=1)
@@ -67,7 +68,8 @@ class GatewaySettings(BaseModel):
     feature_cache_rows: int = Field(default=100_000, ge=0)
     feature_cache_ttl_s: float = Field(default=30.0, ge=0)
     # Experiment events (JSON lines): the arm that served each request, shadow scores, and the
-    # feedback (clicks, purchases) callers send back; `scoring experiments report` joins them.
+    # feedback (clicks, purchases) callers send back; `scoring experiments report` joins them
+    # (<feast.repo_path>/data/events unless set).
     events_dir: Path = Path("features/data/events")
     # Shadow scoring runs off the hot path; beyond this many in flight, shadow calls are skipped
     # (and counted) rather than queued behind live traffic.
@@ -147,6 +149,17 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     log_json: bool = False
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _logs_follow_the_feature_repo(self) -> Settings:
+        """The gateway's served-feature and event logs live in the feature repo's data folder
+        unless set: another repo (SCORING_FEAST__REPO_PATH) gets its own logs."""
+        data = self.feast.repo_path / "data"
+        if "feature_log_dir" not in self.gateway.model_fields_set:
+            self.gateway.feature_log_dir = data / "served"
+        if "events_dir" not in self.gateway.model_fields_set:
+            self.gateway.events_dir = data / "events"
+        return self
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

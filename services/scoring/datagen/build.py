@@ -42,6 +42,8 @@ GLOBAL_CTR = 0.05
 CLICK_WINDOW_S = 30 * 60  # a click belongs to the user's last impression of it within 30 min
 PURCHASE_WINDOW_S = DAY
 SHIFT = np.int64(1) << np.int64(32)  # key = entity * 2**32 + Unix seconds
+# (entity, snapshot) pairs computed at once in the user steps (a bound on their memory).
+_PAIRS_PER_BLOCK = 4_000_000
 TABLES = (
     "user_profile",
     "user_behavior",
@@ -321,10 +323,58 @@ def build_tables(
     )
 
     step("users: behaviour windows")
-    ue, ut = _pairs(len(user_ids), snaps)
+    ue, ut = _active_user_snapshots(u, t, len(user_ids), snaps)
+    tables["user_behavior"] = _user_behaviour(user_ids, u, t, kind, spend, ue, ut)
+
+    step("users: category affinity and recency")
+    tables["user_affinity"] = _user_affinity(user_ids, u, t, i, kind, has_item, category, ue, ut)
+    del ue, ut
+
+    step("collaborative: recent items, co-occurrence, embeddings")
+    interactions = Interactions.of(ev, t, u, i, len(user_ids), len(item_ids))
+    ids = user_ids.to_numpy(dtype=object), item_ids.to_numpy(dtype=object)
+    tables.update(collaborative_tables(interactions, *ids, created, snaps))
+
+    step("activities")
+    _activity_tables(log, vocab, t, u, kind, has_item, snapshot_times(t, HOUR), tables)
+
+    step("labels")
+    tables["impressions_item"] = _labels(ev, t, has_item, "item_id")
+    tables["impressions_activity"] = _labels(ev, t, ~has_item, "activity_id")
+    vocab.save()
+    return tables
+
+
+def _active_user_snapshots(
+    u: np.ndarray, t: np.ndarray, n_users: int, snaps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (user, snapshot) pairs with an event in the 30 days before the snapshot (the daily
+    job emits active users only), user-major; a block of users at a time, so that the pairs of
+    a large shop's every user and every day are never all held at once."""
     anything = Windows(u, t)
-    active = anything.total(ue, ut, 30 * DAY) > 0  # the daily job emits active users only
-    ue, ut = ue[active], ut[active]
+    users_per_block = max(_PAIRS_PER_BLOCK // max(len(snaps), 1), 1)
+    parts_e, parts_t = [], []
+    for lo in range(0, n_users, users_per_block):
+        block = np.arange(lo, min(lo + users_per_block, n_users))
+        ue, ut = np.repeat(block, len(snaps)), np.tile(snaps, len(block))
+        active = anything.total(ue, ut, 30 * DAY) > 0
+        parts_e.append(ue[active])
+        parts_t.append(ut[active])
+    if not parts_e:
+        return np.zeros(0, dtype=np.int64), snaps[:0]
+    return np.concatenate(parts_e), np.concatenate(parts_t)
+
+
+def _user_behaviour(
+    user_ids: pd.Index,
+    u: np.ndarray,
+    t: np.ndarray,
+    kind: np.ndarray,
+    spend: np.ndarray,
+    ue: np.ndarray,
+    ut: np.ndarray,
+) -> pd.DataFrame:
+    """user_behavior: per active (user, snapshot), event counts and spend over the windows."""
     behaviour: dict[str, object] = {"user_id": user_ids.to_numpy(dtype=object)[ue]}
     per_kind = {
         "views": Windows(u[kind == "view"], t[kind == "view"]),
@@ -344,72 +394,86 @@ def build_tables(
         aov = np.asarray(behaviour["spend_30d"], dtype=np.float64) / purchases_u
     behaviour["avg_order_value_30d"] = np.where(purchases_u > 0, aov, np.nan).astype(np.float32)
     behaviour["event_timestamp"] = _utc(ut)
-    tables["user_behavior"] = pd.DataFrame(behaviour)
+    # copy=False: the columns are fresh arrays; a consolidated copy would double the peak.
+    return pd.DataFrame(behaviour, copy=False)
 
-    step("users: category affinity and recency")
-    grid_e = np.repeat(ue * AFFINITY_SLOTS, AFFINITY_SLOTS) + np.tile(
-        np.arange(AFFINITY_SLOTS), len(ue)
-    )
-    grid_t = np.repeat(ut, AFFINITY_SLOTS)
 
-    def per_slot(sel: np.ndarray, window: int, weight: np.ndarray | None = None) -> np.ndarray:
-        """[user snapshots, slots] window sums of the `sel` item events, by category slot."""
+def _user_affinity(
+    user_ids: pd.Index,
+    u: np.ndarray,
+    t: np.ndarray,
+    i: np.ndarray,
+    kind: np.ndarray,
+    has_item: np.ndarray,
+    category: np.ndarray,
+    ue: np.ndarray,
+    ut: np.ndarray,
+) -> pd.DataFrame:
+    """user_affinity: per active (user, snapshot), the category-slot shares of engagement
+    (30 days), views and impressions by slot (90 days), the top slot and recency.
+
+    The [user snapshots x slots] grid is computed a block of snapshots at a time (a shop of
+    10M events has tens of millions of user snapshots): only the float32 results are whole.
+    """
+
+    def slot_windows(sel: np.ndarray, weight: np.ndarray | None = None) -> Windows:
+        """Windows over the `sel` item events, keyed by (user, category slot)."""
         code = np.full(len(t), -1, dtype=np.int64)
         code[sel] = category[i[sel]]
         keep = code >= 0
         slot = code[keep] % AFFINITY_SLOTS
         w = None if weight is None else weight[keep]
-        win = Windows(u[keep] * AFFINITY_SLOTS + slot, t[keep], w)
-        return win.total(grid_e, grid_t, window).reshape(len(ue), AFFINITY_SLOTS)
+        return Windows(u[keep] * AFFINITY_SLOTS + slot, t[keep], w)
 
     engaged = has_item & np.isin(kind, ["view", "click", "add_to_cart", "purchase"])
     weight = pd.Series(kind).map({"view": 1.0, "click": 1.0, "add_to_cart": 2.0, "purchase": 3.0})
-    counts = per_slot(engaged, 30 * DAY, weight.fillna(0.0).to_numpy())
-    history = {  # float32 right away: the large preset has millions of user snapshots
-        "views_90d": per_slot(has_item & (kind == "view"), HISTORY_S).astype(np.float32),
-        "impressions_90d": per_slot(has_item & (kind == "impression"), HISTORY_S).astype(
-            np.float32
-        ),
+    engagement = slot_windows(engaged, weight.fillna(0.0).to_numpy())
+    histories = {
+        "views_90d": slot_windows(has_item & (kind == "view")),
+        "impressions_90d": slot_windows(has_item & (kind == "impression")),
     }
-    total = counts.sum(axis=1)
-    share = (counts + 1.0 / AFFINITY_SLOTS) / (total[:, None] + 1.0)
+    n = len(ue)
+    # One contiguous row per output column, filled block by block.
+    share_out = np.empty((AFFINITY_SLOTS, n), dtype=np.float32)
+    history_out = {name: np.empty((AFFINITY_SLOTS, n), dtype=np.float32) for name in histories}
+    top = np.empty(n, dtype=np.int64)
+    top_share = np.empty(n, dtype=np.float32)
+    rows_per_block = max(_PAIRS_PER_BLOCK // AFFINITY_SLOTS, 1)
+    slots = np.arange(AFFINITY_SLOTS)
+    for lo in range(0, n, rows_per_block):
+        hi = min(lo + rows_per_block, n)
+        grid_e = np.repeat(ue[lo:hi] * AFFINITY_SLOTS, AFFINITY_SLOTS) + np.tile(slots, hi - lo)
+        grid_t = np.repeat(ut[lo:hi], AFFINITY_SLOTS)
+        counts = engagement.total(grid_e, grid_t, 30 * DAY).reshape(hi - lo, AFFINITY_SLOTS)
+        for name, win in histories.items():
+            block = win.total(grid_e, grid_t, HISTORY_S).reshape(hi - lo, AFFINITY_SLOTS)
+            history_out[name][:, lo:hi] = block.astype(np.float32).T
+        total = counts.sum(axis=1)
+        share = (counts + 1.0 / AFFINITY_SLOTS) / (total[:, None] + 1.0)
+        share_out[:, lo:hi] = share.astype(np.float32).T
+        top[lo:hi] = np.where(total > 0, counts.argmax(axis=1), -1)
+        top_share[lo:hi] = np.where(total > 0, share.max(axis=1), np.nan).astype(np.float32)
     seen = Windows(u[np.isin(kind, ["view", "click"])], t[np.isin(kind, ["view", "click"])])
     bought = Windows(u[kind == "purchase"], t[kind == "purchase"])
-    tables["user_affinity"] = pd.DataFrame(
+    return pd.DataFrame(
         {
             "user_id": user_ids.to_numpy(dtype=object)[ue],
+            **{f"affinity_{slot:02d}": share_out[slot] for slot in range(AFFINITY_SLOTS)},
             **{
-                f"affinity_{slot:02d}": share[:, slot].astype(np.float32)
+                f"{name}_{slot:02d}": values[slot]
+                for name, values in history_out.items()
                 for slot in range(AFFINITY_SLOTS)
             },
-            **{
-                f"{name}_{slot:02d}": values[:, slot]
-                for name, values in history.items()
-                for slot in range(AFFINITY_SLOTS)
-            },
-            "top_category": np.where(total > 0, counts.argmax(axis=1), -1).astype(np.int64),
-            "top_category_share": np.where(total > 0, share.max(axis=1), np.nan).astype(np.float32),
+            "top_category": top,
+            "top_category_share": top_share,
             "days_since_last_view": ((ut - seen.last_before(ue, ut)) / DAY).astype(np.float32),
             "days_since_last_purchase": ((ut - bought.last_before(ue, ut)) / DAY).astype(
                 np.float32
             ),
             "event_timestamp": _utc(ut),
-        }
+        },
+        copy=False,  # the columns are rows of the blocks above: no second copy of them
     )
-
-    step("collaborative: recent items, co-occurrence, embeddings")
-    interactions = Interactions.of(ev, t, u, i, len(user_ids), len(item_ids))
-    ids = user_ids.to_numpy(dtype=object), item_ids.to_numpy(dtype=object)
-    tables.update(collaborative_tables(interactions, *ids, created, snaps))
-
-    step("activities")
-    _activity_tables(log, vocab, t, u, kind, has_item, snapshot_times(t, HOUR), tables)
-
-    step("labels")
-    tables["impressions_item"] = _labels(ev, t, has_item, "item_id")
-    tables["impressions_activity"] = _labels(ev, t, ~has_item, "activity_id")
-    vocab.save()
-    return tables
 
 
 def _activity_tables(

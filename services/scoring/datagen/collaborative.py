@@ -309,8 +309,10 @@ def collaborative_tables(
     after = np.searchsorted(snaps, x.t, side="right")
     pair = np.unique(x.user * np.int64(len(snaps) + 1) + after)
     pu, pt = pair // (len(snaps) + 1), snaps[np.minimum(pair % (len(snaps) + 1), len(snaps) - 1)]
-    columns, _ = _recent_columns(history, codes, pu, pt)
-    tables["user_recent"] = _frame("user_id", user_ids[pu], pt, **columns)
+    # The columns dict is a temporary: held here, it would double the table's memory.
+    tables["user_recent"] = _frame(
+        "user_id", user_ids[pu], pt, **_recent_columns(history, codes, pu, pt)[0]
+    )
 
     # Creation rows of item_cooccurrence: the code, no neighbours yet.
     empty_n = np.full(len(item_ids), np.nan)

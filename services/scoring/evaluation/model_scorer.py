@@ -11,20 +11,20 @@ probability saturates at 1.0 and would tie the most confident candidates.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from scoring.core.settings import Settings
-from scoring.evaluation.metrics import Scorer
 from scoring.evaluation.protocol import timestamps_ns
 
 logger = logging.getLogger(__name__)
 ORDER = "__order"
 
 
-def model_scorer(settings: Settings, target: str, version: int) -> Scorer | None:
+def model_scorer(settings: Settings, target: str, version: int) -> ModelScorer | None:
     """A scorer for trained version `version` of `target`.
 
     What it does (scoring.evaluation.metrics.Scorer): takes a frame of rows with user_id and
@@ -81,10 +81,10 @@ def model_scorer(settings: Settings, target: str, version: int) -> Scorer | None
             target,
             version,
         )
-    return _Scorer(store, TARGETS[target], contract, model)
+    return ModelScorer(store, TARGETS[target], contract, model)
 
 
-class _Scorer:
+class ModelScorer:
     """Point-in-time features -> contract matrix -> the TorchScript model's click logit."""
 
     def __init__(self, store: Any, target: Any, contract: Any, model: Any) -> None:
@@ -93,7 +93,18 @@ class _Scorer:
         self.store, self.target, self.contract, self.model = store, target, contract, model
         service = store.get_feature_service(contract.service)
         # The views' tables are read once for every batch of the evaluation.
+        self.service = service
         self.join = AsOfJoin(store, service) if supports(store, service) else None
+
+    def only_users(self, users: Iterable[str]) -> None:
+        """Reads the views' rows of these users only (the evaluated ones; before the first
+        call): a large shop's user tables hold every active user's daily snapshots. Scoring
+        another user's rows afterwards raises ValueError."""
+        from scoring.core.targets import USER_JOIN_KEY
+        from scoring.trainer.asof_join import AsOfJoin
+
+        if self.join is not None:
+            self.join = AsOfJoin(self.store, self.service, {USER_JOIN_KEY: users})
 
     def __call__(self, frame: pd.DataFrame) -> np.ndarray:
         import torch
@@ -122,4 +133,4 @@ class _Scorer:
         return out
 
 
-__all__ = ["model_scorer"]
+__all__ = ["ModelScorer", "model_scorer"]

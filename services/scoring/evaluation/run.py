@@ -117,6 +117,10 @@ def run_evaluation(
     except (EventLogMissingError, ValueError) as exc:
         raise EvaluationError(str(exc)) from None
     if model is not None:
+        from scoring.evaluation.model_scorer import ModelScorer
+
+        if isinstance(model[1], ModelScorer):  # read the evaluated users' features only
+            model[1].only_users(tasks.heldout["user_id"].astype(str))
         scorers[model[0]] = model[1]
     with Progress(
         TextColumn("{task.description}"),

@@ -24,7 +24,12 @@ import logging
 from dataclasses import dataclass, field, replace
 
 from scoring.core.contract import FeatureContract
-from scoring.core.errors import BackendUnavailableError, ContractMismatchError, ScoringError
+from scoring.core.errors import (
+    BackendUnavailableError,
+    ContractMismatchError,
+    ModelNotDeployedError,
+    ScoringError,
+)
 from scoring.core.model_io import (
     CONTRIB_OUTPUT,
     PARAM_FEATURE_GROUPS,
@@ -39,6 +44,10 @@ from scoring.registry.types import Routing, RoutingSource, VersionRecord
 
 logger = logging.getLogger(__name__)
 PRODUCTION, CANARY, SHADOW, UNMANAGED = "production", "canary", "shadow", "unmanaged"
+
+
+class ModelNotReadyError(BackendUnavailableError):
+    """Triton answered: the model (or version) is not loaded."""
 
 
 class TritonSilentError(BackendUnavailableError):
@@ -128,7 +137,7 @@ class ModelRouter:
         if not info.answered:
             raise TritonSilentError(f"{target.name}: triton did not answer about {what}")
         if not info.ready:
-            raise BackendUnavailableError(f"{target.name}: {what} is not ready in triton")
+            raise ModelNotReadyError(f"{target.name}: {what} is not ready in triton")
         if record is not None:
             served_service, served_hash = record.feature_service, record.schema_hash
         else:
@@ -225,6 +234,7 @@ class ModelRouter:
             return False
         revision = self._routing.revision if self._routing is not None else 0
         complete = True
+        deployed = []
         for target in self.targets:
             try:
                 serving = await self._check(target)
@@ -234,7 +244,18 @@ class ModelRouter:
                 problem = BackendUnavailableError(f"{target.name}: {exc}")
             else:
                 self._apply(target, serving)
+                deployed.append(target)
                 continue
+            if self._not_deployed(target, problem):
+                # Nothing in the registry and nothing in Triton: not a fault of this gateway,
+                # and no reason to stop serving the targets that are deployed.
+                self._problems[target.name] = ModelNotDeployedError(
+                    f"{target.name}: no version is deployed (the model registry has none in "
+                    f"production, canary or shadow, and triton has none loaded): train one "
+                    f"(`scoring train --target {target.name}`) and promote it"
+                )
+                continue
+            deployed.append(target)
             complete = False
             previous = self._problems.get(target.name)
             if str(previous) != str(problem):
@@ -249,7 +270,13 @@ class ModelRouter:
         if complete and revision != self.applied_revision:
             self.applied_revision = revision
         await self._heartbeat()
-        return all(t.name in self._applied for t in self.targets)
+        return bool(deployed) and all(t.name in self._applied for t in deployed)
+
+    def _not_deployed(self, target: Target, problem: ScoringError) -> bool:
+        """The registry (read) wants no version of `target` and Triton has no model for it."""
+        if self.registry is None or self._routing is None or self._wanted(target) != ("", "", ""):
+            return False
+        return isinstance(problem, ModelNotReadyError)
 
     def _wanted(self, target: Target) -> tuple[str, str, str]:
         """(production, canary, shadow) versions the registry asks for ("" for none)."""

@@ -15,6 +15,12 @@ values and the request fields, as Feast does. A view with no such row leaves its
 missing (NaN), as serving does (the contract then applies the declared defaults). It answers
 what Feast answers: tests/trainer/test_asof_join.py compares the two on the same rows.
 
+Given the rows' entities up front (`entities`, e.g. the users of a training set or of an
+evaluation), only their rows of each table are read: a large shop's user tables hold every
+active user's daily snapshots (tens of millions of rows for 10 million events), of which a join
+of 300,000 rows needs a few percent; the answer is the same (a row only ever joins rows of its
+own entity).
+
 Only views over a Parquet `FileSource` are joined here (both store profiles use the file
 offline store); `supports(store, service)` says whether a service qualifies, and
 examples.point_in_time_frame uses Feast otherwise.
@@ -22,12 +28,14 @@ examples.point_in_time_frame uses Feast otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FileSource
 from feast.errors import FeatureViewNotFoundException
@@ -77,12 +85,23 @@ class AsOfJoin:
     Args:
         store: a feast.FeatureStore (its registry names the views, TTLs and tables).
         service: the feast.FeatureService to join (the model's contract).
+        entities: join key -> the only values rows may have (e.g. {"user_id": users}): the
+            tables' rows of other entities are not read. A row with another value is refused.
     """
 
-    def __init__(self, store: Any, service: Any) -> None:
+    def __init__(
+        self,
+        store: Any,
+        service: Any,
+        entities: Mapping[str, Iterable[str]] | None = None,
+    ) -> None:
         self.store, self.service = store, service
         self.stored, self.on_demand = _views(store, service)
         self._tables: dict[str, pd.DataFrame] = {}
+        self.entities = {
+            key: pd.Index(pd.Series(list(values), dtype=object).astype(str).unique())
+            for key, values in (entities or {}).items()
+        }
 
     def _table(self, name: str) -> pd.DataFrame:
         """The view's rows: join key(s), event_timestamp (ns, UTC) and features, time-sorted."""
@@ -95,11 +114,28 @@ class AsOfJoin:
             keys = [c.name for c in view.entity_columns]
             ts = source.timestamp_field
             columns = [*keys, ts, *(f.name for f in view.features)]
-            table = pq.read_table(path, columns=columns).to_pandas()
+            table = pq.read_table(path, columns=columns, filters=self._only(path, keys))
+            table = table.to_pandas()
             table[ts] = pd.to_datetime(table[ts], utc=True).astype("datetime64[ns, UTC]")
             table = table.rename(columns={ts: "__feature_ts"})
             self._tables[name] = table.sort_values("__feature_ts", kind="stable")
         return self._tables[name]
+
+    def _only(self, path: Path, keys: list[str]) -> pc.Expression | None:
+        """The filter that keeps the rows of `self.entities` (None: every row). A key column
+        of another type than text (an empty table's is null) is not filtered."""
+        where = None
+        schema = pq.read_schema(path)
+        for key in keys:
+            kind = schema.field(key).type
+            if key not in self.entities or not (
+                pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            ):
+                continue
+            known = pa.array(self.entities[key].to_numpy(), pa.string()).cast(kind)
+            condition = pc.field(key).isin(known)
+            where = condition if where is None else where & condition
+        return where
 
     def _view_values(self, name: str, rows: pd.DataFrame) -> pd.DataFrame:
         """`rows` (time-sorted, `__ts`) with the view's features as of each row, same order."""
@@ -131,6 +167,9 @@ class AsOfJoin:
         """The service's features (columns `<view>__<feature>`) of each row of `rows` as of
         `rows[timestamp]`, in `rows`' order and index. `rows` holds the views' join keys, the
         timestamp and the on-demand views' request fields."""
+        for key, known in self.entities.items():
+            if key in rows and not rows[key].astype(str).isin(known).all():
+                raise ValueError(f"AsOfJoin: a row's {key} is not among the join's entities")
         order = np.argsort(pd.to_datetime(rows[timestamp], utc=True).to_numpy(), kind="stable")
         ordered = rows.iloc[order]
         ordered = ordered.assign(

@@ -95,7 +95,9 @@ def point_in_time_frame(
     rows = rows.reset_index(drop=True)
     service = store.get_feature_service(contract.service)
     if engine == "auto" and (join is not None or supports(store, service)):
-        join = join or AsOfJoin(store, service)
+        # Only the rows' users and candidates are read from the views' tables.
+        keys = (USER_JOIN_KEY, target.join_key)
+        join = join or AsOfJoin(store, service, {k: rows[k] for k in keys})
         joined = join(rows[entity_cols], TIMESTAMP, progress)
         out = pd.concat([rows, joined[[c for c in contract.refs if c in joined.columns]]], axis=1)
         out[TIMESTAMP] = pd.to_datetime(out[TIMESTAMP], utc=True)

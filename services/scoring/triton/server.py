@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import sysconfig
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +85,19 @@ def server_env(install: TritonInstall) -> dict[str, str]:
     )
     env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
     return env
+
+
+def servable_models(model_repository: Path, names: Iterable[str]) -> list[str]:
+    """The models of `names` with at least one version folder in the repository: what Triton
+    can load. A shop without campaigns has no activity_ranker version, and Triton refuses to
+    start when asked to load a model with none."""
+    root = Path(model_repository)
+    return [
+        name
+        for name in names
+        if (root / name).is_dir()
+        and any(p.is_dir() and p.name.isdigit() for p in (root / name).iterdir())
+    ]
 
 
 @dataclass

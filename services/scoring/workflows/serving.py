@@ -142,16 +142,19 @@ class Servers:
 
     def __post_init__(self) -> None:
         from scoring.gateway.process import GatewayProcess
-        from scoring.triton.server import TritonServer
+        from scoring.triton.server import TritonServer, servable_models
 
         logs = self.run_dir
-        self.triton = TritonServer(
-            self.settings.triton, list(TARGETS), log_path=logs / "triton.log"
-        )
+        models = servable_models(self.settings.triton.model_repository, TARGETS)
+        self.triton = TritonServer(self.settings.triton, models, log_path=logs / "triton.log")
         self.gateway = GatewayProcess(self.settings, log_path=logs / "gateway.log")
 
     def start_triton(self) -> dict[str, list[int]]:
         """Starts Triton, waits until it is ready and loads the registry's versions."""
+        from scoring.triton.server import servable_models
+
+        # The targets trained by now (a shop without campaigns has no activity_ranker).
+        self.triton.models = servable_models(self.settings.triton.model_repository, TARGETS)
         self.triton.start()
         self.triton.wait_ready()
         return sync_triton(self.settings)
