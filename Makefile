@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint fmt protos bench bench-implicit real-data clean
+.PHONY: help install demo test lint fmt protos bench bench-scale bench-implicit real-data clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36mmake %-8s\033[0m %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ fmt: install ## Format and auto-fix
 
 bench: install ## Gateway latency and throughput vs the naive pipeline and the floor (bench/RESULTS.md)
 	$(PY) bench/gateway_bench.py
+
+bench-scale: install ## A 10M-event shop log: import, train, evaluate; time, memory vs 1M (bench/SHOP_SCALE.md)
+	$(PY) bench/shop_scale_bench.py
 
 bench-implicit: install ## Implicit-only vs impression training vs the oracle, synthetic log (docs/model-quality.md)
 	$(PY) bench/synthetic_implicit.py

@@ -3,8 +3,8 @@ leave-one-out split, the baselines' fit and their scoring, each step's time and 
 
     PYTHONPATH=services .venv/bin/python bench/evaluate_bench.py --events 10000000
 
-The log: Zipf-popular items, users with Zipf-many events (a few heavy ones), 90 days, 70% views,
-15% add-to-carts, 10% purchases, 5% clicks, written as events.parquet the way the build keeps it.
+The log: bench/shop_log.py's shop (Zipf-popular items, heavy-tailed users, 90 days of views,
+clicks, add-to-carts and purchases with orders), read from its events.parquet.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
+from shop_log import write_shop_log
 
 from scoring.evaluation import EvalProtocol, build_tasks, evaluate, load_interactions
 from scoring.evaluation.baselines import BASELINES, fit_baselines
@@ -29,30 +27,6 @@ console = Console()
 
 def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def write_log(path: Path, events: int, users: int, items: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    user = (rng.zipf(1.6, events) - 1 + rng.integers(0, users, events)) % users
-    item = (rng.zipf(1.2, events) - 1) % items
-    item = (item * 7_919) % items  # popular items spread over the id range
-    seconds = np.sort(rng.integers(0, 90 * 86_400, events)) + 1_760_000_000
-    kinds = ["view", "add_to_cart", "purchase", "click"]
-    kind = rng.choice(4, events, p=[0.70, 0.15, 0.10, 0.05]).astype(np.int8)
-
-    def ids(prefix: str, n: int, codes: np.ndarray) -> pa.DictionaryArray:
-        names = pa.array([f"{prefix}{k:08d}" for k in range(n)])
-        return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), names)
-
-    table = pa.table(
-        {
-            "user_id": ids("u", users, user),
-            "item_id": ids("i", items, item),
-            "event_type": pa.DictionaryArray.from_arrays(pa.array(kind), pa.array(kinds)),
-            "timestamp": pa.array(seconds * 1_000_000_000, pa.timestamp("ns", tz="UTC")),
-        }
-    )
-    pq.write_table(table, path / "events.parquet", row_group_size=1_000_000)
 
 
 def main() -> None:
@@ -69,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.monotonic()
         with console.status("writing the log"):
-            write_log(Path(tmp), args.events, args.users, args.items, seed=1)
+            write_shop_log(Path(tmp), args.events, args.users, args.items, seed=1)
         table.add_row("write log (not timed below)", f"{time.monotonic() - started:.1f}", "", "")
         steps = []
         t = time.monotonic()

@@ -130,7 +130,10 @@ def gateway(
     """The real gateway process, SERVING, wired to the Triton and feature repo above."""
     from scoring.gateway.process import GatewayProcess
 
-    settings = gateway_settings(feature_repo_ready.path, triton.settings, max_candidates=100)
+    # Small limits, so that tests reach them cheaply (the defaults: 1,000 and 10,000).
+    settings = gateway_settings(
+        feature_repo_ready.path, triton.settings, max_candidates=100, max_batch_candidates=2_000
+    )
     log = tmp_path_factory.mktemp("gateway") / "gateway.log"
     with GatewayProcess(settings, log_path=log) as process:
         yield process

@@ -65,6 +65,23 @@ def test_rank_batch_answers_in_order_and_names_bad_sub_requests(gateway: Any) ->
     assert (info.value.details() or "").startswith("requests[1].candidates[1].type:")
 
 
+def test_a_batch_at_its_request_limit_reads_every_sub_requests_features(gateway: Any) -> None:
+    # 64 reads started at once queued behind each other at the store with their budgets
+    # running: 27-30 of 64 sub-answers (57 here) came back features_timeout on an idle machine.
+    limit = gateway.settings.gateway.max_batch_requests
+    batch = pb.RankBatchRequest(
+        requests=[
+            rank_request(f"u_{i:06d}", [f"i_{(i + j) % 150:06d}" for j in range(20)])
+            for i in range(limit)
+        ]
+    )
+    response = stub(gateway.address).RankBatch(batch, timeout=120)
+    assert len(response.responses) == limit
+    timed_out = [r.degradations for r in response.responses if r.degraded]
+    assert not timed_out, f"{len(timed_out)} of {limit} degraded: {timed_out[0]}"
+    assert all(not r.unknown_user for r in response.responses)
+
+
 def test_out_of_stock_items_are_filtered_and_reported(
     gateway: Any, feature_repo_ready: Any
 ) -> None:

@@ -38,3 +38,14 @@ def test_event_log_writes_a_burst_as_one_batch_without_waiting_for_close(tmp_pat
     assert read_events(tmp_path, "feedback") == [click(i) for i in range(20)]
     assert log.batches == 1  # one append for the burst, not one per event
     log.close()
+
+
+def test_event_day_folders_past_the_retention_are_deleted(tmp_path: Path) -> None:
+    old = tmp_path / "feedback" / "2001-01-01"
+    old.mkdir(parents=True)
+    (old / "gw-0.jsonl").write_text("{}\n")
+    log = ServedEventWriter(tmp_path, "gw-1", retention_days=30)
+    log.append("feedback", click(1))
+    log.close()
+    assert not old.exists()
+    assert read_events(tmp_path, "feedback") == [click(1)]

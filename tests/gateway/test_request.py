@@ -8,7 +8,13 @@ import pytest
 from scoring.api.v1 import scoring_pb2 as pb
 from scoring.core.errors import InvalidRequestError
 from scoring.core.targets import CandidateKind
-from scoring.gateway.request import MAX_ID_LENGTH, parse_rank_request
+from scoring.gateway.request import (
+    MAX_BATCH_ANSWER_BYTES,
+    MAX_ID_LENGTH,
+    check_batch_size,
+    parse_feedback,
+    parse_rank_request,
+)
 
 ITEM = pb.CANDIDATE_TYPE_ITEM
 ACTIVITY = pb.CANDIDATE_TYPE_ACTIVITY
@@ -45,7 +51,7 @@ def test_activity_candidates_pick_the_activity_target() -> None:
 def test_context_timestamp_and_request_id_are_kept() -> None:
     req = request(request_id="abc", top_k=2)
     req.context.timestamp.seconds = 1_650_000_000
-    query = parse_rank_request(req, 10, now_s=0)
+    query = parse_rank_request(req, 10, now_s=1_700_000_000)
     assert (query.request_id, query.top_k, query.request_ts) == ("abc", 2, 1_650_000_000)
 
 
@@ -89,9 +95,81 @@ def test_bad_timestamp() -> None:
     assert error_of(req).startswith("context.timestamp:")
 
 
-def feedback_error(*events: pb.FeedbackEvent) -> str:
-    from scoring.gateway.request import parse_feedback
+NOW = 1_700_000_000  # the server clock of these tests: 2023-11-14T22:13:20Z
 
+
+def context_error(seconds: int, nanos: int = 0, max_skew_s: float = 300.0) -> str:
+    req = request()
+    req.context.timestamp.seconds = seconds
+    req.context.timestamp.nanos = nanos
+    with pytest.raises(InvalidRequestError) as info:
+        parse_rank_request(req, 10, now_s=NOW, max_skew_s=max_skew_s)
+    return info.value.message
+
+
+def test_a_far_future_context_timestamp_is_refused() -> None:
+    # Year 9999: every stored value would count as expired (all candidates unknown).
+    assert context_error(253_402_300_799) == (
+        "context.timestamp: 9999-12-31T23:59:59Z is 251702300799 s ahead of the server clock "
+        "(2023-11-14T22:13:20Z); at most 300 s of clock skew is accepted"
+    )
+    assert context_error(NOW + 301).startswith("context.timestamp: 2023-11-14T22:18:21Z is 301 s")
+    assert context_error(NOW + 3600, max_skew_s=60).endswith(
+        "at most 60 s of clock skew is accepted"
+    )
+    # Beyond datetime's range (year 10000 on): still named, no OverflowError.
+    assert context_error(2**62).startswith(f"context.timestamp: {2**62} s after 1970-01-01 is")
+
+
+def test_context_timestamp_nanos_and_early_seconds_are_refused() -> None:
+    for nanos in (-1, 1_000_000_000, -(2**31)):
+        assert context_error(NOW, nanos) == (
+            f"context.timestamp: nanos must be in [0, 999999999], got {nanos}"
+        )
+    assert context_error(1).startswith(
+        "context.timestamp: 1970-01-01T00:00:01Z is before 1990-01-01T00:00:00Z"
+    )
+
+
+def test_past_and_slightly_skewed_timestamps_are_accepted() -> None:
+    # Ranking an imported log as of its time is a feature (scoring rank --at 2011-12-09T13:00).
+    for seconds in (1_323_435_600, 973_000_000, NOW + 300):
+        req = request()
+        req.context.timestamp.seconds = seconds
+        req.context.timestamp.nanos = 999_999_999 if seconds < NOW else 0
+        assert parse_rank_request(req, 10, now_s=NOW).request_ts == seconds
+
+
+def batch(n_requests: int, n_candidates: int, id_length: int = 8) -> pb.RankBatchRequest:
+    return pb.RankBatchRequest(
+        requests=[
+            pb.RankRequest(
+                user_id="u",
+                candidates=[
+                    pb.Candidate(id=f"{c:0{id_length}d}", type=ITEM) for c in range(n_candidates)
+                ],
+            )
+            for _ in range(n_requests)
+        ]
+    )
+
+
+def test_a_batch_caps_its_candidates_in_all_and_its_answer() -> None:
+    check_batch_size(batch(10, 1000), 10_000)
+    with pytest.raises(InvalidRequestError) as info:
+        check_batch_size(batch(64, 1000), 10_000)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.message == (
+        "requests: 64000 candidates in all exceed the batch maximum of 10000; split the batch"
+    )
+    # Long ids: the count is within the cap, the answer would not fit a client's 4 MiB.
+    with pytest.raises(InvalidRequestError) as info:
+        check_batch_size(batch(10, 1000, id_length=MAX_ID_LENGTH), 10_000)
+    assert info.value.message.startswith("requests: the answer would take about 3.7 MiB")
+    assert MAX_BATCH_ANSWER_BYTES < 4 * 1024 * 1024
+
+
+def feedback_error(*events: pb.FeedbackEvent) -> str:
     with pytest.raises(InvalidRequestError) as info:
         parse_feedback(pb.FeedbackRequest(events=events), now_s=1_700_000_000)
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
@@ -99,8 +177,6 @@ def feedback_error(*events: pb.FeedbackEvent) -> str:
 
 
 def test_feedback_validation_names_the_field() -> None:
-    from scoring.gateway.request import parse_feedback
-
     click = pb.FEEDBACK_TYPE_CLICK
     assert feedback_error() == "events: at least one event is required"
     assert feedback_error(pb.FeedbackEvent(candidate_id="c", type=click)).startswith(
@@ -118,3 +194,20 @@ def test_feedback_validation_names_the_field() -> None:
     assert feedback_error(bad_ts).startswith("events[0].timestamp")
     (event,) = parse_feedback(pb.FeedbackRequest(events=[ok]), now_s=123.0)
     assert event == {"request_id": "r", "candidate_id": "c", "type": "click", "at": 123.0}
+
+
+def test_feedback_timestamps_follow_the_context_rules() -> None:
+    click = pb.FEEDBACK_TYPE_CLICK
+    ok = pb.FeedbackEvent(request_id="r", candidate_id="c", type=click)
+    late = pb.FeedbackEvent(request_id="r", candidate_id="c", type=click)
+    late.timestamp.seconds = 253_402_300_799
+    assert feedback_error(ok, late).startswith("events[1].timestamp: 9999-12-31T23:59:59Z is ")
+    negative = pb.FeedbackEvent(request_id="r", candidate_id="c", type=click)
+    negative.timestamp.seconds, negative.timestamp.nanos = 1_600_000_000, -5
+    assert feedback_error(negative) == (
+        "events[0].timestamp: nanos must be in [0, 999999999], got -5"
+    )
+    past = pb.FeedbackEvent(request_id="r", candidate_id="c", type=click)
+    past.timestamp.seconds, past.timestamp.nanos = 1_600_000_000, 500_000_000
+    (event,) = parse_feedback(pb.FeedbackRequest(events=[past]), now_s=1_700_000_000)
+    assert event["at"] == 1_600_000_000.5

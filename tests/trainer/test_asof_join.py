@@ -81,3 +81,31 @@ def test_one_join_serves_many_calls_in_any_row_order(feature_repo_ready: Feature
     later = rows.assign(**{TIMESTAMP: rows[TIMESTAMP] + pd.Timedelta(days=30)})
     moved = join(later[fields], TIMESTAMP)
     assert not moved.equals(first)
+
+
+def test_a_join_limited_to_the_rows_entities_answers_the_same_and_refuses_others(
+    feature_repo_ready: FeatureRepo,
+) -> None:
+    target = TARGETS["item_ranker"]
+    store = feature_repo_ready.store()
+    contract = contract_from_store(store, target.feature_service)
+    service = store.get_feature_service(contract.service)
+    rows = _rows(feature_repo_ready, CandidateKind.ITEM, 200, seed=7)
+    fields = [USER_JOIN_KEY, target.join_key, TIMESTAMP, *contract.request_fields]
+    some = rows[rows[USER_JOIN_KEY].isin(rows[USER_JOIN_KEY].unique()[:20])]
+    limited = AsOfJoin(
+        store,
+        service,
+        entities={
+            USER_JOIN_KEY: some[USER_JOIN_KEY].unique(),
+            target.join_key: some[target.join_key].unique(),
+        },
+    )
+    everything = AsOfJoin(store, service)
+    pd.testing.assert_frame_equal(
+        limited(some[fields], TIMESTAMP), everything(some[fields], TIMESTAMP)
+    )
+    # A row of a user outside the set is refused, not answered from missing tables.
+    outside = rows[~rows[USER_JOIN_KEY].isin(some[USER_JOIN_KEY])].head(3)
+    with pytest.raises(ValueError):
+        limited(outside[fields], TIMESTAMP)

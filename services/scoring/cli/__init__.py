@@ -2,7 +2,18 @@
 
 import typer
 
-from scoring.cli import data, demo, evaluate, experiments, features, models, rank, serve, train
+from scoring.cli import (
+    data,
+    demo,
+    evaluate,
+    experiments,
+    features,
+    models,
+    privacy,
+    rank,
+    serve,
+    train,
+)
 
 __all__ = ["app"]
 
@@ -12,6 +23,7 @@ app.add_typer(features.app, name="features")
 app.add_typer(serve.app, name="serve")
 app.add_typer(models.app, name="models")
 app.add_typer(experiments.app, name="experiments")
+app.add_typer(privacy.app, name="privacy")
 app.command()(train.train)
 app.command()(train.report)
 app.command()(evaluate.evaluate)

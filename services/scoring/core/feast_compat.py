@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
 from feast.online_response import TIMESTAMP_POSTFIX
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
@@ -29,6 +30,7 @@ WRAPPED = (
     "online_response.TIMESTAMP_POSTFIX",
     "SqlRegistry._get_last_updated_metadata",
     "Registry._registry_store._filepath",
+    "SqliteOnlineStore tables `<project>_<view>` keyed by a serialized `entity_key` column",
 )
 
 # `to_dict(include_event_timestamps=True)` names a feature's event time `<feature>__ts`.
@@ -55,6 +57,50 @@ def redis_key(project: str, join_key: str, entity_id: str, serialization_version
     (`helpers._redis_key`)."""
     key = EntityKey(join_keys=[join_key], entity_values=[Value(string_val=entity_id)])
     return bytes(_redis_key(project, key, entity_key_serialization_version=serialization_version))
+
+
+def delete_entity(store: Any, join_key: str, entity_id: str) -> int:
+    """Deletes one string entity's online rows in every view of the store's project (Feast has
+    no delete): its Redis hash, or its rows in each SQLite table of the project.
+
+    Returns:
+        The Redis keys or SQLite rows deleted.
+    """
+    config = store.config
+    version = config.entity_key_serialization_version
+    kind = config.online_store.type
+    if kind == "redis":
+        deleted: int = redis_client(store).delete(
+            redis_key(store.project, join_key, entity_id, version)
+        )
+        return deleted
+    if kind != "sqlite":
+        raise NotImplementedError(f"deleting online rows from a {kind} online store")
+    import sqlite3
+
+    path = Path(config.online_store.path)
+    if not path.is_absolute() and config.repo_path:
+        path = Path(config.repo_path) / path
+    if not path.exists():
+        return 0
+    key = EntityKey(join_keys=[join_key], entity_values=[Value(string_val=entity_id)])
+    blob = serialize_entity_key(key, entity_key_serialization_version=version)
+    prefix = f"{store.project}_"
+    conn = sqlite3.connect(path)
+    try:
+        with conn:  # one transaction
+            tables = [
+                name
+                for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                if name.startswith(prefix)
+                and "entity_key" in {r[1] for r in conn.execute(f'PRAGMA table_info("{name}")')}
+            ]
+            return sum(
+                conn.execute(f'DELETE FROM "{name}" WHERE entity_key = ?', (blob,)).rowcount
+                for name in tables
+            )
+    finally:
+        conn.close()
 
 
 def redis_field(view: str, feature: str) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import hashlib
 import logging
 import logging.handlers
 import queue
@@ -88,8 +87,3 @@ def stop_background_logging() -> None:
     if _listener is not None:
         _listener.stop()
         _listener = None
-
-
-def hash_id(value: str) -> str:
-    """A stable pseudonym for ids that must not appear in logs (user ids)."""
-    return hashlib.sha256(value.encode()).hexdigest()[:12]

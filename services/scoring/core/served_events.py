@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, TypedDict, overload
+from typing import Any, Literal, NotRequired, TypedDict, overload
 
 Kind = Literal["request", "shadow", "feedback"]
 KINDS: tuple[Kind, ...] = ("request", "shadow", "feedback")
@@ -54,6 +54,9 @@ class FeedbackEvent(TypedDict):
     candidate_id: str
     type: FeedbackType
     at: float
+    # False when the gateway that took it had not served `request_id` lately (another replica
+    # or an earlier run may have); absent in logs written before it was recorded.
+    matched: NotRequired[bool]
 
 
 def event_file(directory: Path, kind: Kind, day: str, instance_id: str) -> Path:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,7 +60,28 @@ class GatewaySettings(BaseModel):
     feature_log_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     feature_log_flush_rows: int = Field(default=5000, ge=1)
     feature_log_flush_interval_s: float = Field(default=5.0, gt=0)
+    # At most this many candidate rows wait in memory (queued, or kept while writes fail and
+    # are retried); beyond it new requests are not logged, counted in
+    # scoring_feature_log_dropped_rows_total{reason="queue_full"}: the request path never waits.
+    feature_log_max_rows: int = Field(default=200_000, ge=1)
+    # A failed write is retried with a backoff doubling up to this; the rows stay in memory.
+    feature_log_retry_max_s: float = Field(default=30.0, gt=0)
     max_batch_requests: int = Field(default=64, ge=1)
+    # Candidates of a RankBatch, all its requests together: bounds the batch's work (the loop
+    # is shared with other callers) and its answer (~80 bytes a candidate; a gRPC client takes
+    # 4 MiB by default, 64 x 1,000 candidates made 5 MB).
+    max_batch_candidates: int = Field(default=10_000, ge=1)
+    # A batch's requests read features this many at a time, each with its own feature budget
+    # from when its turn comes: 64 reads started at once queued behind each other and ran out
+    # of budget. 1 suits the SDK path's one worker thread (feature_workers).
+    batch_feature_reads: int = Field(default=1, ge=1)
+    # How far ahead of the server clock a context or Feedback timestamp may be; later ones are
+    # refused (INVALID_ARGUMENT). Past times are accepted: ranking a log as of its time.
+    max_clock_skew_s: float = Field(default=300.0, ge=0)
+    # Request ids this gateway served last, kept to match Feedback against: Feedback for one it
+    # does not hold is still accepted (another replica or an earlier run may have served it),
+    # recorded with `matched: false` and counted (scoring_feedback_unmatched_total).
+    feedback_match_window: int = Field(default=100_000, ge=0)
     # Online read path: "redis" reads Feast's Redis layout directly (pipelined, cached);
     # "sdk" goes through the Feast SDK; "auto" picks redis when the online store is Redis.
     feature_read: Literal["auto", "sdk", "redis"] = "auto"
@@ -81,6 +102,29 @@ class GatewaySettings(BaseModel):
     # The gateway's event loop: uvloop (libuv, in C) spends less of each request in the loop's
     # own bookkeeping than the standard library's; "asyncio" is the fallback.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+
+
+class PrivacySettings(BaseModel):
+    """User ids in logs and metrics, what the served-feature log keeps, and for how long.
+
+    User ids are written as keyed hashes (HMAC-SHA256, scoring.core.privacy) under `secret`,
+    else the content of `secret_file`. Locally that file is generated on first use (a random
+    key per installation, under .run/); production sets SCORING_PRIVACY__SECRET or
+    SCORING_PRIVACY__SECRET_FILE (a mounted secret, the same for every replica and the CLI) and
+    SCORING_PRIVACY__GENERATE_SECRET=false, so a missing secret stops the process instead.
+    """
+
+    secret: SecretStr | None = None
+    secret_file: Path = Path(".run/privacy_secret")
+    generate_secret: bool = True
+    # Served-feature log columns left out, and columns written as keyed hashes (user_id by
+    # default: training needs only a stable user key, since each row holds its model input).
+    feature_log_drop: tuple[str, ...] = ()
+    feature_log_hash: tuple[str, ...] = ("user_id",)
+    # Day folders older than this are deleted (by the gateway as days roll over, or by
+    # `scoring privacy expire`); 0 keeps them.
+    feature_log_retention_days: int = Field(default=90, ge=0)
+    events_retention_days: int = Field(default=90, ge=0)
 
 
 class RegistrySettings(BaseModel):
@@ -146,6 +190,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     gateway: GatewaySettings = GatewaySettings()
     registry: RegistrySettings = RegistrySettings()
+    privacy: PrivacySettings = PrivacySettings()
     training: TrainingSettings = TrainingSettings()
     log_json: bool = False
     log_level: str = "INFO"
@@ -173,4 +218,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
                     env[f"SCORING_{section.upper()}__{key.upper()}"] = text
         else:
             env[f"SCORING_{section.upper()}"] = str(value)
+    if settings.privacy.secret is not None:  # dumped masked above
+        env["SCORING_PRIVACY__SECRET"] = settings.privacy.secret.get_secret_value()
     return env

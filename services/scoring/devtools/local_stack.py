@@ -10,6 +10,7 @@ from typing import Any
 from scoring.core.settings import (
     FeastSettings,
     GatewaySettings,
+    PrivacySettings,
     RegistrySettings,
     Settings,
     TritonSettings,
@@ -42,9 +43,9 @@ def gateway_settings(
     registry_url: str | None = None,
     **gateway: Any,
 ) -> Settings:
-    """A gateway on free ports; its served-feature log, experiment events and (unless
-    `registry_url` is given) a SQLite model registry go under `run`. `gateway` overrides
-    GatewaySettings fields."""
+    """A gateway on free ports; its served-feature log, experiment events, privacy secret and
+    (unless `registry_url` is given) a SQLite model registry go under `run`. `gateway`
+    overrides GatewaySettings fields."""
     fields = {
         "port": free_port(),
         "metrics_port": free_port(),
@@ -57,4 +58,5 @@ def gateway_settings(
         triton=triton,
         gateway=GatewaySettings(**fields),
         registry=RegistrySettings(url=registry_url or f"sqlite:///{run / 'registry.db'}"),
+        privacy=PrivacySettings(secret_file=run / "privacy_secret"),
     )

@@ -5,11 +5,14 @@ The hot path only queues a dict; a writer thread appends batches to the day's fi
 gateway instance and flushes them. A batch is what arrived within `linger_s` of its first event
 (at most `batch` events): one file append per batch, not per request, so the writer's syscalls
 do not compete with requests on a busy host. A crash loses at most the last batch; a clean
-shutdown (`close`) loses nothing.
+shutdown (`close`) loses nothing. Each append holds the file's lock (`flock`), so that
+`scoring privacy forget` can rewrite a file a gateway is appending to; day folders older than
+`retention_days` are deleted as days roll over.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import queue
@@ -20,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, overload
 
+from scoring.core.privacy import expire
 from scoring.core.served_events import FeedbackEvent, Kind, RequestEvent, ShadowEvent, event_file
 from scoring.core.writer import BackgroundWriter
 
@@ -30,11 +34,18 @@ class ServedEventWriter(BackgroundWriter[tuple[Kind, Mapping[str, object]]]):
     """Non-blocking append of served events, written by one background thread."""
 
     def __init__(
-        self, directory: Path, instance_id: str, batch: int = 512, linger_s: float = 0.2
+        self,
+        directory: Path,
+        instance_id: str,
+        batch: int = 512,
+        linger_s: float = 0.2,
+        retention_days: int = 0,
     ) -> None:
         self.instance_id = instance_id
         self.batch = batch
         self.linger_s = linger_s
+        self.retention_days = retention_days
+        self._expired_on = ""
         self.written = 0
         self.batches = 0
         super().__init__("event-log", directory)
@@ -75,7 +86,12 @@ class ServedEventWriter(BackgroundWriter[tuple[Kind, Mapping[str, object]]]):
 
     def _write(self, events: list[tuple[Kind, Mapping[str, object]]]) -> None:
         self.batches += 1
-        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        now = datetime.now(UTC)
+        day = now.strftime("%Y-%m-%d")
+        if self.retention_days and self._expired_on != day:
+            self._expired_on = day
+            for folder in expire(self.directory, self.retention_days, now.date()):
+                logger.info("event_log_expired folder=%s", folder)
         by_kind: dict[Kind, list[str]] = defaultdict(list)
         for kind, event in events:
             by_kind[kind].append(json.dumps(event, separators=(",", ":")))
@@ -83,6 +99,7 @@ class ServedEventWriter(BackgroundWriter[tuple[Kind, Mapping[str, object]]]):
             path = event_file(self.directory, kind, day, self.instance_id)
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a") as out:
+                fcntl.flock(out, fcntl.LOCK_EX)  # released on close
                 out.write("\n".join(lines) + "\n")
                 out.flush()
             self.written += len(lines)

@@ -70,6 +70,12 @@ class GatewayMetrics:
             "Feedback events accepted, by type (click, purchase).",
             ["type"],
         )
+        self.feedback_unmatched = counter(
+            "scoring_feedback_unmatched",
+            "Feedback events accepted for a request id this gateway has not served (lately): "
+            "served by another replica or an earlier run, or not a Rank answer's id.",
+            ["type"],
+        )
         self.feature_log_rows = counter(
             "scoring_feature_log_rows",
             "Served candidate rows written to the served-feature log.",
@@ -78,6 +84,10 @@ class GatewayMetrics:
     def track_cache(self, cache: CacheStats) -> None:
         """Exposes a feature cache's hit and miss counts and size (read at scrape time)."""
         self.registry.register(_CacheCollector(cache))
+
+    def track_feature_log(self, log: FeatureLogStats) -> None:
+        """Exposes the served-feature log's held, dropped and lost rows (read at scrape time)."""
+        self.registry.register(_FeatureLogCollector(log))
 
     def serve(self, host: str, port: int) -> None:
         """Exposes /metrics over HTTP (a daemon thread)."""
@@ -108,4 +118,39 @@ class _CacheCollector(Collector):
         )
         yield GaugeMetricFamily(
             "scoring_feature_cache_rows", "Rows held by the feature cache.", value=len(self.cache)
+        )
+
+
+class FeatureLogStats(Protocol):
+    dropped_rows: int
+    lost_rows: int
+    write_failures: int
+
+    @property
+    def pending_rows(self) -> int: ...
+
+
+class _FeatureLogCollector(Collector):
+    def __init__(self, log: FeatureLogStats) -> None:
+        self.log = log
+
+    def collect(self) -> Iterator[Metric]:
+        dropped = CounterMetricFamily(
+            "scoring_feature_log_dropped_rows",
+            "Served candidate rows not in the served-feature log: queue_full (the memory bound "
+            "was reached), write_failed (still unwritable at shutdown).",
+            labels=["reason"],
+        )
+        dropped.add_metric(["queue_full"], self.log.dropped_rows)
+        dropped.add_metric(["write_failed"], self.log.lost_rows)
+        yield dropped
+        yield CounterMetricFamily(
+            "scoring_feature_log_write_failures",
+            "Failed served-feature log writes (their rows are kept and retried).",
+            value=self.log.write_failures,
+        )
+        yield GaugeMetricFamily(
+            "scoring_feature_log_pending_rows",
+            "Served candidate rows accepted and not yet written.",
+            value=self.log.pending_rows,
         )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from scoring.api.v1 import scoring_pb2 as pb
 from scoring.core.errors import InvalidRequestError
@@ -11,6 +14,15 @@ from scoring.core.served_events import FeedbackEvent, FeedbackType
 from scoring.core.targets import DEFAULT_TARGET, TARGETS, CandidateKind, Target
 
 MAX_ID_LENGTH = 256
+# The earliest request or event time accepted, 1990-01-01: before any log this platform serves
+# (the public ones start in 2000), so an earlier one is a value in the wrong unit.
+EARLIEST_TIMESTAMP_S = 631_152_000
+NANOS_PER_SECOND = 1_000_000_000
+# What a ranked candidate adds to an answer besides its id (score, rank, flags, three reasons:
+# about 70 bytes measured), rounded up; and the largest answer a batch may need: gRPC clients
+# accept 4 MiB by default, a quarter of it is kept as margin.
+ANSWER_BYTES_PER_CANDIDATE = 128
+MAX_BATCH_ANSWER_BYTES = 3 * 1024 * 1024
 
 KIND_OF_TYPE: dict[int, CandidateKind] = {
     pb.CANDIDATE_TYPE_ITEM: CandidateKind.ITEM,
@@ -58,13 +70,74 @@ def _check_id(value: str, field: str) -> None:
         raise InvalidRequestError(f"{field}: longer than {MAX_ID_LENGTH} characters")
 
 
-def parse_rank_request(request: pb.RankRequest, max_candidates: int, now_s: float) -> RankQuery:
+def _iso(seconds: int) -> str:
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds} s after 1970-01-01"
+
+
+def check_timestamp(ts: Timestamp, field: str, now_s: float, max_skew_s: float) -> float:
+    """Unix seconds of `ts`, once it is a time the gateway can rank or record at.
+
+    The past is accepted from 1990 on (an imported log is ranked as of its own time); the future
+    only up to `max_skew_s` ahead of the server clock: later, every stored feature would count as
+    expired and the answer would be defaults presented as a normal one.
+
+    Raises:
+        InvalidRequestError: naming `field`: nanos outside [0, 1e9) (not a valid protobuf
+            Timestamp), before 1990-01-01, or more than `max_skew_s` ahead of `now_s`.
+    """
+    if not 0 <= ts.nanos < NANOS_PER_SECOND:
+        raise InvalidRequestError(
+            f"{field}: nanos must be in [0, {NANOS_PER_SECOND - 1}], got {ts.nanos}"
+        )
+    if ts.seconds < EARLIEST_TIMESTAMP_S:
+        raise InvalidRequestError(
+            f"{field}: {_iso(ts.seconds)} is before {_iso(EARLIEST_TIMESTAMP_S)} "
+            "(seconds since 1970-01-01 expected)"
+        )
+    at = ts.seconds + ts.nanos / NANOS_PER_SECOND
+    if at > now_s + max_skew_s:
+        raise InvalidRequestError(
+            f"{field}: {_iso(ts.seconds)} is {at - now_s:.0f} s ahead of the server clock "
+            f"({_iso(int(now_s))}); at most {max_skew_s:g} s of clock skew is accepted"
+        )
+    return at
+
+
+def check_batch_size(request: pb.RankBatchRequest, max_candidates: int) -> None:
+    """Checks that a batch's candidates, all requests together, and its answer stay bounded.
+
+    Raises:
+        InvalidRequestError: naming `requests`, with the batch's figures and the limit.
+    """
+    total = sum(len(item.candidates) for item in request.requests)
+    if total > max_candidates:
+        raise InvalidRequestError(
+            f"requests: {total} candidates in all exceed the batch maximum of {max_candidates}; "
+            "split the batch"
+        )
+    # The answer repeats each id next to its score, rank and reasons.
+    answer = request.ByteSize() + ANSWER_BYTES_PER_CANDIDATE * total
+    if answer > MAX_BATCH_ANSWER_BYTES:
+        raise InvalidRequestError(
+            f"requests: the answer would take about {answer / 2**20:.1f} MiB "
+            f"({total} candidates), over the {MAX_BATCH_ANSWER_BYTES / 2**20:.0f} MiB a batch "
+            "may return; split the batch"
+        )
+
+
+def parse_rank_request(
+    request: pb.RankRequest, max_candidates: int, now_s: float, max_skew_s: float = 300.0
+) -> RankQuery:
     """Validates `request`.
 
     Args:
         request: the wire request.
         max_candidates: the configured maximum number of candidates.
         now_s: the server clock (Unix seconds), used when the context has no timestamp.
+        max_skew_s: how far ahead of `now_s` the context's timestamp may be.
 
     Raises:
         InvalidRequestError: with a message naming the offending field.
@@ -112,8 +185,7 @@ def parse_rank_request(request: pb.RankRequest, max_candidates: int, now_s: floa
 
     ts = request.context.timestamp
     if request.context.HasField("timestamp"):
-        if ts.seconds <= 0:
-            raise InvalidRequestError("context.timestamp: must be after 1970-01-01")
+        check_timestamp(ts, "context.timestamp", now_s, max_skew_s)
         request_ts = ts.seconds
     else:
         request_ts = int(now_s)
@@ -143,8 +215,12 @@ FEEDBACK_TYPES: dict[int, FeedbackType] = {
 }
 
 
-def parse_feedback(request: pb.FeedbackRequest, now_s: float) -> list[FeedbackEvent]:
+def parse_feedback(
+    request: pb.FeedbackRequest, now_s: float, max_skew_s: float = 300.0
+) -> list[FeedbackEvent]:
     """Validates a Feedback call; returns its events as the served-event log records them.
+
+    Event timestamps follow the rules of a Rank request's (`check_timestamp`).
 
     Raises:
         InvalidRequestError: naming the first offending field (`events[2].type: ...`); then no
@@ -163,9 +239,7 @@ def parse_feedback(request: pb.FeedbackRequest, now_s: float) -> list[FeedbackEv
             )
         at = now_s
         if event.HasField("timestamp"):
-            if event.timestamp.seconds <= 0:
-                raise InvalidRequestError(f"events[{i}].timestamp: must be after 1970-01-01")
-            at = event.timestamp.seconds + event.timestamp.nanos / 1e9
+            at = check_timestamp(event.timestamp, f"events[{i}].timestamp", now_s, max_skew_s)
         events.append(
             {
                 "request_id": event.request_id,

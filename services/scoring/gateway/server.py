@@ -13,16 +13,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from scoring.api.v1 import scoring_pb2 as pb
 from scoring.api.v1 import scoring_pb2_grpc as pb_grpc
-from scoring.core.errors import ScoringError
+from scoring.core.errors import InvalidRequestError, ScoringError
+from scoring.core.privacy import pseudonymizer
 from scoring.core.settings import Settings
 from scoring.core.targets import TARGETS
 from scoring.gateway.event_writer import ServedEventWriter
-from scoring.gateway.feature_log import FeatureLog
+from scoring.gateway.feature_log import FeatureLog, ServedLogPolicy
 from scoring.gateway.feature_source import FeastFeatureSource, FeatureSource
 from scoring.gateway.prometheus import GatewayMetrics
 from scoring.gateway.redis_source import RedisFeatureSource
@@ -74,9 +76,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         assert inner is not None
         method = full_method.rsplit("/", 1)[-1]
         requests = self.metrics.requests
+        deserialize = handler.request_deserializer
 
-        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def guarded(payload: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
+                request = payload if deserialize is None else _parse(deserialize, payload)
                 response = await inner(request, context)  # type: ignore[arg-type]
             except ScoringError as exc:
                 requests.labels(method, exc.code.name).inc()
@@ -95,11 +99,19 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             requests.labels(method, grpc.StatusCode.OK.name).inc()
             return response
 
+        # The request is parsed in `guarded`, not by gRPC: bytes that are no valid message are
+        # the caller's error, which gRPC would answer UNKNOWN naming the exception's class.
         return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            guarded, response_serializer=handler.response_serializer
         )
+
+
+def _parse(deserialize: Callable[[bytes], Any], payload: bytes) -> Any:
+    """The request message of `payload`; InvalidRequestError when it does not parse."""
+    try:
+        return deserialize(payload)
+    except DecodeError as exc:
+        raise InvalidRequestError(f"request: not a valid message ({exc})") from None
 
 
 def feature_source(settings: Settings) -> FeatureSource:
@@ -140,18 +152,31 @@ class Gateway:
         self.metrics = GatewayMetrics()
         if isinstance(self.features, RedisFeatureSource):
             self.metrics.track_cache(self.features.cache)
-        gw = settings.gateway
+        gw, privacy = settings.gateway, settings.privacy
+        self.pseudonym = pseudonymizer(privacy)
         self.feature_log = (
             FeatureLog(
                 gw.feature_log_dir,
                 gw.feature_log_sample_rate,
                 gw.feature_log_flush_rows,
                 gw.feature_log_flush_interval_s,
+                max_rows=gw.feature_log_max_rows,
+                policy=ServedLogPolicy(
+                    frozenset(privacy.feature_log_drop),
+                    frozenset(privacy.feature_log_hash),
+                    self.pseudonym,
+                ),
+                retention_days=privacy.feature_log_retention_days,
+                retry_max_s=gw.feature_log_retry_max_s,
             )
             if gw.feature_log_sample_rate > 0
             else None
         )
-        self.events = ServedEventWriter(gw.events_dir, self.instance_id)
+        if self.feature_log is not None:
+            self.metrics.track_feature_log(self.feature_log)
+        self.events = ServedEventWriter(
+            gw.events_dir, self.instance_id, retention_days=privacy.events_retention_days
+        )
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(interceptors=[ErrorInterceptor(self.metrics)])
         self.servicer = RankingServicer(
@@ -162,6 +187,7 @@ class Gateway:
             self.metrics,
             self.feature_log,
             self.events,
+            pseudonym=self.pseudonym,
         )
         pb_grpc.add_RankingServiceServicer_to_server(  # type: ignore[no-untyped-call]
             self.servicer, self.server
@@ -241,9 +267,12 @@ class Gateway:
             await asyncio.to_thread(self.feature_log.close)
         await self.scorer.close()
         await self.features.aclose()
+        log = self.feature_log
         logger.info(
-            "gateway_stopped feature_log_rows=%s",
-            self.feature_log.rows_written if self.feature_log else 0,
+            "gateway_stopped feature_log_rows=%s feature_log_dropped=%s feature_log_lost=%s",
+            log.rows_written if log else 0,
+            log.dropped_rows if log else 0,
+            log.lost_rows if log else 0,
         )
 
 

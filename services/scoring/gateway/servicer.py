@@ -23,7 +23,7 @@ from scoring.core.errors import (
     InvalidRequestError,
     ScoringError,
 )
-from scoring.core.logging import hash_id
+from scoring.core.privacy import Pseudonymizer
 from scoring.core.settings import GatewaySettings
 from scoring.core.targets import USER_ENTITY
 from scoring.gateway.event_writer import ServedEventWriter
@@ -34,6 +34,7 @@ from scoring.gateway.ranking import Columns, rank, top_reasons, unavailable
 from scoring.gateway.request import (
     TYPE_OF_KIND,
     RankQuery,
+    check_batch_size,
     check_count,
     parse_feedback,
     parse_rank_request,
@@ -100,8 +101,12 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         metrics: GatewayMetrics,
         feature_log: FeatureLog | None = None,
         events: ServedEventWriter | None = None,
+        *,
+        pseudonym: Callable[[str], str] | None = None,
     ) -> None:
         self.settings = settings
+        # User ids in log lines and events: keyed hashes (a key of this process when none).
+        self.pseudonym = pseudonym or Pseudonymizer.random()
         self.features = features
         self.scorer = scorer
         self.router = router
@@ -109,62 +114,105 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         self.feature_log = feature_log
         self.events = events
         self._shadow_tasks: set[asyncio.Task[None]] = set()
+        # Turns of batched requests at the feature store (one gateway-wide queue: two batches
+        # share it too); single Rank requests do not wait for a turn.
+        self._batch_reads = asyncio.Semaphore(settings.batch_feature_reads)
+        # The request ids served last, oldest first (a dict keeps insertion order), for Feedback.
+        self._served_ids: dict[str, None] = {}
 
     # The RPCs, named as the service defines them.
     async def Rank(self, request: pb.RankRequest, context: RankContext) -> pb.RankResponse:
         deadline = Deadline(context, self.settings.default_timeout_ms / 1000.0)
-        query = parse_rank_request(request, self.settings.max_candidates, time.time())
+        query = parse_rank_request(
+            request, self.settings.max_candidates, time.time(), self.settings.max_clock_skew_s
+        )
         return await self._answer(query, deadline)
 
     async def RankBatch(
         self, request: pb.RankBatchRequest, context: BatchContext
     ) -> pb.RankBatchResponse:
         deadline = Deadline(context, self.settings.default_timeout_ms / 1000.0)
-        check_count(len(request.requests), "requests", self.settings.max_batch_requests)
+        settings = self.settings
+        check_count(len(request.requests), "requests", settings.max_batch_requests)
+        check_batch_size(request, settings.max_batch_candidates)
         queries = []
         now = time.time()
         for i, item in enumerate(request.requests):
             try:
-                queries.append(parse_rank_request(item, self.settings.max_candidates, now))
+                queries.append(
+                    parse_rank_request(
+                        item, settings.max_candidates, now, settings.max_clock_skew_s
+                    )
+                )
             except InvalidRequestError as exc:
                 raise InvalidRequestError(f"requests[{i}].{exc.message}") from None
-        responses = await asyncio.gather(*(self._answer(q, deadline) for q in queries))
+        turn = self._batch_reads
+        responses = await asyncio.gather(*(self._answer(q, deadline, turn) for q in queries))
         return pb.RankBatchResponse(responses=responses)
 
     async def Feedback(
         self, request: pb.FeedbackRequest, context: FeedbackContext
     ) -> pb.FeedbackResponse:
-        events = parse_feedback(request, time.time())
+        events = parse_feedback(request, time.time(), self.settings.max_clock_skew_s)
         if self.events is None:
             raise BackendUnavailableError("feedback: the event log is turned off on this gateway")
+        unmatched = 0
         for event in events:
+            # Accepted either way (another replica or an earlier run may have served the
+            # request), but recorded and counted as unmatched: ids no Rank answer gave show up.
+            event["matched"] = event["request_id"] in self._served_ids
             self.events.append("feedback", event)
             self.metrics.feedback.labels(event["type"]).inc()
+            if not event["matched"]:
+                unmatched += 1
+                self.metrics.feedback_unmatched.labels(event["type"]).inc()
+        if unmatched:
+            logger.info("feedback_unmatched", events=len(events), unmatched=unmatched)
         return pb.FeedbackResponse(accepted=len(events))
 
+    def _remember(self, request_id: str) -> None:
+        """Keeps `request_id` among the last `feedback_match_window` ids served."""
+        window = self.settings.feedback_match_window
+        if window <= 0:
+            return
+        served = self._served_ids
+        served[request_id] = None
+        if len(served) > window:
+            del served[next(iter(served))]
+
     async def _features(
-        self, query: RankQuery, contract: FeatureContract, deadline: Deadline, outcome: Outcome
+        self,
+        query: RankQuery,
+        contract: FeatureContract,
+        deadline: Deadline,
+        outcome: Outcome,
+        turn: asyncio.Semaphore | None = None,
     ) -> Assembled:
-        """Online features, or all defaults (flagged) when the store is slow or down."""
-        budget = min(
-            self.settings.feature_timeout_ms / 1000.0, FEATURE_SHARE * deadline.remaining()
-        )
+        """Online features, or all defaults (flagged) when the store is slow or down.
+
+        Args:
+            turn: a batched request reads when it gets a turn of this, and its feature budget
+                starts then: read at once, a batch's reads would queue behind each other at
+                the store with their budgets running.
+        """
         started = time.monotonic()
-        values = {"request_ts": query.request_ts}
-        request = FeatureRequest(contract, query.target, query.user_id, query.candidate_ids, values)
-        fetch = self.features.read(request)
         online: OnlineFeatures | None = None
-        try:
-            # A timer on this task, not wait_for's extra task: two loop turns less a request.
-            async with asyncio.timeout(budget):
-                online = await fetch
-        except TimeoutError:
-            outcome.degradations.append(f"features_timeout: no answer in {budget * 1000:.0f} ms")
-        except ScoringError:
-            raise
-        except Exception as exc:
-            logger.warning("feature_store_error", error=str(exc))
-            outcome.degradations.append("features_unavailable: feature store error")
+        if turn is None:
+            online = await self._read(query, contract, deadline, outcome)
+        else:
+            wait = FEATURE_SHARE * deadline.remaining()
+            try:
+                async with asyncio.timeout(wait):
+                    await turn.acquire()
+            except TimeoutError:
+                outcome.degradations.append(
+                    f"features_timeout: no turn to read in {wait * 1000:.0f} ms (batch)"
+                )
+            else:
+                try:
+                    online = await self._read(query, contract, deadline, outcome)
+                finally:
+                    turn.release()
         outcome.stages["features"] = time.monotonic() - started
         started = time.monotonic()
         if online is None:
@@ -175,6 +223,29 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             assembled = contract.assemble(online.columns)
         outcome.stages["assembly"] = time.monotonic() - started
         return assembled
+
+    async def _read(
+        self, query: RankQuery, contract: FeatureContract, deadline: Deadline, outcome: Outcome
+    ) -> OnlineFeatures | None:
+        """The online read under the request's feature budget; None (flagged) when it fails."""
+        budget = min(
+            self.settings.feature_timeout_ms / 1000.0, FEATURE_SHARE * deadline.remaining()
+        )
+        values = {"request_ts": query.request_ts}
+        request = FeatureRequest(contract, query.target, query.user_id, query.candidate_ids, values)
+        fetch = self.features.read(request)
+        try:
+            # A timer on this task, not wait_for's extra task: two loop turns less a request.
+            async with asyncio.timeout(budget):
+                return await fetch
+        except TimeoutError:
+            outcome.degradations.append(f"features_timeout: no answer in {budget * 1000:.0f} ms")
+        except ScoringError:
+            raise
+        except Exception as exc:
+            logger.warning("feature_store_error", error=str(exc))
+            outcome.degradations.append("features_unavailable: feature store error")
+        return None
 
     async def _score(
         self,
@@ -283,7 +354,9 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         except ScoringError:
             return None
 
-    async def _answer(self, query: RankQuery, deadline: Deadline) -> pb.RankResponse:
+    async def _answer(
+        self, query: RankQuery, deadline: Deadline, turn: asyncio.Semaphore | None = None
+    ) -> pb.RankResponse:
         REQUEST_ID.set(query.request_id)
         structlog.contextvars.bind_contextvars(request_id=query.request_id)
         target = query.target
@@ -297,7 +370,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             if query.disable_fallback:
                 raise
         outcome = Outcome(served=served)
-        assembled = await self._features(query, contract, deadline, outcome)
+        assembled = await self._features(query, contract, deadline, outcome, turn)
         columns = Columns.of(target, contract, assembled.matrix, assembled.missing)
         scored = await self._score(query, served, problem, assembled, columns, deadline, outcome)
         served = outcome.served if scored.version else None
@@ -313,6 +386,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         for view, age in outcome.feature_age_s.items():
             response.feature_age_s[view] = age
         response.degraded = bool(outcome.degradations)
+        self._remember(query.request_id)
         outcome.stages["postprocess"] = time.monotonic() - started
         outcome.stages["total"] = time.monotonic() - deadline.started
         # Metrics, events, the feature log and the log line are bookkeeping the caller does not
@@ -335,7 +409,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         outcome: Outcome,
     ) -> None:
         target = query.target.name
-        now, user = time.time(), hash_id(query.user_id)
+        now, user = time.time(), self.pseudonym(query.user_id)
         for stage, seconds in outcome.stages.items():
             self.metrics.stage_latency.labels(stage, target).observe(seconds)
         self.metrics.candidates.observe(len(query.candidate_ids))

@@ -7,6 +7,10 @@ rows carry the contract's feature values (`FeatureContract.disassemble` of the s
 so they go through the same assembly, fit and evaluation as the offline rows, and training sees
 exactly what serving saw: no training/serving skew for them.
 
+The log's `user_id` is the keyed hash of the user (SCORING_PRIVACY__FEATURE_LOG_HASH, the
+default): the features come from the logged input, so the user is only a grouping key here
+(per-user metrics); a log without the column groups by request.
+
 Only rows served with the target's current schema hash can be used (another hash is another
 column layout); degraded answers (features timed out, so defaults were scored) are left out.
 """
@@ -124,7 +128,7 @@ def served_rows(
     matrix = np.stack(keep["features"].to_numpy()).astype(np.float32)
     frame = pd.DataFrame(
         {
-            USER_JOIN_KEY: keep["user_id"].to_numpy(),
+            USER_JOIN_KEY: keep["user_id" if "user_id" in keep else "request_id"].to_numpy(),
             target.join_key: keep["candidate_id"].to_numpy(),
             TIMESTAMP: served_at.to_numpy(),
             "request_ts": seconds.astype(np.int64),

@@ -30,6 +30,7 @@ from scoring.workflows.demo import (
     demo_items,
     demo_requests,
 )
+from scoring.workflows.privacy import ForgetReport, Removed, expire_logs, forget_user
 from scoring.workflows.serving import (
     BootstrapOutcome,
     Say,
@@ -43,7 +44,9 @@ from scoring.workflows.training import RegisteredModel, TrainProgress, train_and
 __all__ = [
     "BootstrapOutcome",
     "DemoAnswers",
+    "ForgetReport",
     "RegisteredModel",
+    "Removed",
     "Say",
     "Servers",
     "TrainProgress",
@@ -60,6 +63,8 @@ __all__ = [
     "demo_data_config",
     "demo_items",
     "demo_requests",
+    "expire_logs",
+    "forget_user",
     "generate_events",
     "import_data",
     "materialize_features",
