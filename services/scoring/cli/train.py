@@ -58,7 +58,10 @@ def train(
         names = workflows.check_targets(target)
         workflows.check_device(device)
         cfg = TrainConfig(epochs=epochs, device=device, seed=seed)
-        train_and_show(settings, names, cfg, report, holdout=holdout, served=log)
+        # Every target by default: one with nothing to train on is skipped, said why.
+        train_and_show(
+            settings, names, cfg, report, holdout=holdout, served=log, skip_untrainable=not target
+        )
 
 
 def train_and_show(
@@ -68,18 +71,28 @@ def train_and_show(
     report: bool,
     holdout: Holdout = "none",
     served: ServedLog | None = None,
+    skip_untrainable: bool = False,
 ) -> None:
     """Trains and registers `names` with a progress bar each, then prints their metrics."""
     from scoring.trainer.implicit import TrainingDataError
 
+    skipped: list[tuple[str, str]] = []
     try:
         with _training_progress(cfg.epochs) as on_progress:
             models = workflows.train_and_register(
-                settings, names, cfg, on_progress=on_progress, holdout=holdout, served=served
+                settings,
+                names,
+                cfg,
+                on_progress=on_progress,
+                holdout=holdout,
+                served=served,
+                on_skip=(lambda n, why: skipped.append((n, why))) if skip_untrainable else None,
             )
     except TrainingDataError as exc:
         console.print(f"train refused: {exc}", style="red", markup=False, highlight=False)
         raise typer.Exit(code=2) from None
+    for name, why in skipped:
+        console.print(f"{name} skipped: {why}", style="yellow", markup=False, highlight=False)
     _print_trained(models, report)
 
 

@@ -47,6 +47,7 @@ def train_and_register(
     on_progress: TrainProgress | None = None,
     holdout: Holdout = "none",
     served: ServedLog | None = None,
+    on_skip: Callable[[str, str], None] | None = None,
 ) -> list[RegisteredModel]:
     """Trains each target from Feast into the model repository and registers the version.
 
@@ -58,33 +59,46 @@ def train_and_register(
         actor: who registers (audited); "trainer (<$SCORING_ACTOR or user@host>)" by default.
         holdout: leave out what `scoring evaluate --protocol loo|time` holds out.
         served: also (or only) train on what the gateway served and the Feedback on it.
+        on_skip: when given, a target with nothing to train on (a shop without campaigns has
+            no activity_ranker data) is skipped and reported as (target, why) instead of
+            failing the whole run, as long as one target trains.
 
     Raises:
-        TrainingDataError: a target has nothing to train on; the message says what is missing.
+        TrainingDataError: a target has nothing to train on (every target, with `on_skip`);
+            the message says what is missing.
     """
     from scoring.registry import Registry
     from scoring.registry.promotion import default_actor, register_version
+    from scoring.trainer.implicit import TrainingDataError
     from scoring.trainer.train import train_target
 
     names = check_targets(targets)
     store = open_feature_store(settings)
     models = settings.triton.model_repository
     registered = []
+    skipped: TrainingDataError | None = None
     with Registry(settings.registry.url) as registry:
         for name in names:
             started = time.monotonic()
             hook = None if on_progress is None else functools.partial(on_progress, name)
-            result = train_target(
-                store,
-                TARGETS[name],
-                settings.feast.repo_path,
-                models,
-                cfg,
-                on_progress=hook,
-                implicit=settings.training.implicit.get(name),
-                holdout=holdout,
-                served=served,
-            )
+            try:
+                result = train_target(
+                    store,
+                    TARGETS[name],
+                    settings.feast.repo_path,
+                    models,
+                    cfg,
+                    on_progress=hook,
+                    implicit=settings.training.implicit.get(name),
+                    holdout=holdout,
+                    served=served,
+                )
+            except TrainingDataError as exc:
+                if on_skip is None:
+                    raise
+                skipped = exc
+                on_skip(name, str(exc))
+                continue
             register_version(
                 registry,
                 models,
@@ -103,4 +117,6 @@ def train_and_register(
                     time.monotonic() - started,
                 )
             )
+    if not registered and skipped is not None:
+        raise skipped
     return registered
