@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,14 +83,23 @@ def demo(
         )
         print_ranking("a brand-new user and a brand-new product", answers.newcomer)
         if serve:
-            try:  # from the line on: Ctrl-C (or SIGTERM) is the way out, not an error
+            # From here on Ctrl-C (or SIGTERM) is the way out, not an error. The handlers only
+            # set an event that the wait checks: an exception raised wherever the signal lands
+            # (inside a library that catches it) could be lost, and the demo would serve on.
+            stop = threading.Event()
+            previous = {
+                sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)
+            }
+            try:
                 console.print(
                     f"[green]serving[/]: gateway on {address}, Triton on {settings.triton.url} "
                     f"(logs in {run_dir}/); Ctrl-C to stop"
                 )
-                stopped = servers.wait()
-            except KeyboardInterrupt:
-                pass
+                stopped = servers.wait(stop)
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
     finally:
         with console.status("shutting down"):
             servers.stop()

@@ -4,7 +4,7 @@ synced with the registry, and Triton + the gateway run as child processes."""
 from __future__ import annotations
 
 import contextlib
-import time
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,14 +165,15 @@ class Servers:
         self.gateway.wait_ready()
         return self.gateway.address
 
-    def wait(self, poll_s: float = 0.5) -> str:
-        """Blocks while both run (a signal handler ends it by raising); returns the name of the
-        one that stopped."""
-        while True:
+    def wait(self, stop: threading.Event, poll_s: float = 0.5) -> str | None:
+        """Blocks while both run and `stop` is not set (a signal handler sets it); returns the
+        name of the one that stopped, or None when `stop` was set."""
+        while not stop.is_set():
             for name, proc in (("triton", self.triton.process), ("gateway", self.gateway.process)):
                 if proc is None or proc.poll() is not None:
                     return name
-            time.sleep(poll_s)
+            stop.wait(poll_s)
+        return None
 
     def stop(self) -> None:
         self.gateway.stop()
