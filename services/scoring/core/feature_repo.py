@@ -77,16 +77,15 @@ def materialize(
     """
     end = end or datetime.now(UTC)
     store = open_store(repo_path, fs_yaml)
-    views = store.list_feature_views()
     recent = []
-    for view in views:
+    for view in store.list_feature_views():
         ttl = view.ttl if view.ttl else timedelta(days=3650)
-        newest = None if not (full or _never_loaded(view)) else newest_row(repo_path, view)
-        if full or (newest is not None and newest < end - ttl):
-            start = end - ttl if newest is None else min(end, newest) - ttl
-            store.materialize(start_date=start, end_date=end, feature_views=[view.name])
-        else:
+        newest = newest_row(repo_path, view) if full or _never_loaded(view) else None
+        if not (full or (newest is not None and newest < end - ttl)):
             recent.append(view.name)
+            continue
+        start = (end if newest is None else min(end, newest)) - ttl
+        store.materialize(start_date=start, end_date=end, feature_views=[view.name])
     if recent:
         store.materialize_incremental(end_date=end, feature_views=recent)
     return end

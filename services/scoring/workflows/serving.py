@@ -142,11 +142,11 @@ class Servers:
 
     def __post_init__(self) -> None:
         from scoring.gateway.process import GatewayProcess
-        from scoring.triton.server import TritonServer, servable_models
+        from scoring.triton.server import TritonServer
 
         logs = self.run_dir
-        models = servable_models(self.settings.triton.model_repository, TARGETS)
-        self.triton = TritonServer(self.settings.triton, models, log_path=logs / "triton.log")
+        # The models are the targets trained by then: `start_triton` sets them.
+        self.triton = TritonServer(self.settings.triton, [], log_path=logs / "triton.log")
         self.gateway = GatewayProcess(self.settings, log_path=logs / "gateway.log")
 
     def start_triton(self) -> dict[str, list[int]]:
