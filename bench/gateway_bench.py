@@ -114,10 +114,16 @@ def machine() -> str:
 
 
 class Stack:
-    """Feature repo on Redis + PostgreSQL, trained models, Triton and the gateway."""
+    """Feature repo on Redis + PostgreSQL, trained models, Triton and the gateway.
 
-    def __init__(self, work: Path, n_items: int, n_users: int) -> None:
+    Args:
+        gateway: GatewaySettings fields that replace this benchmark's (bench/soak.py logs what
+            it serves, with the default deadlines).
+    """
+
+    def __init__(self, work: Path, n_items: int, n_users: int, **gateway: Any) -> None:
         self.work = work
+        self.overrides = gateway
         self.project = f"scoring_bench_{uuid.uuid4().hex[:8]}"
         os.environ["FEAST_REDIS_CONNECTION"] = REDIS
         os.environ["FEAST_REGISTRY_PATH"] = REGISTRY
@@ -152,8 +158,8 @@ class Stack:
         # there, and served as Triton loaded them (none is promoted).
         self.settings = gateway_settings(
             FeastSettings(repo_path=self.repo, fs_yaml=self.fs_yaml), triton_cfg, self.work,
-            feature_log_sample_rate=0.0, default_timeout_ms=10_000, feature_timeout_ms=10_000,
-            feature_read="redis",
+            **{"feature_log_sample_rate": 0.0, "default_timeout_ms": 10_000,
+               "feature_timeout_ms": 10_000, "feature_read": "redis", **self.overrides},
         )  # fmt: skip
         self.settings.log_json = True  # as deployed (docker-compose, k8s): one JSON line a request
         with console.status("training (1 epoch: latency, not quality)"):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from scoring.api.v1 import scoring_pb2 as pb
 from scoring.api.v1 import scoring_pb2_grpc as pb_grpc
+from scoring.core.channels import open_channel
 from scoring.core.closeable import Closeable
+from scoring.core.settings import Settings, TlsSettings
 from scoring.core.targets import CandidateKind
 
 CANDIDATE_TYPES = {
@@ -24,10 +25,18 @@ def _timestamp(seconds: int | None) -> Timestamp | None:
 
 
 class RankingClient(Closeable):
-    """A blocking client; one channel per instance. Use as a context manager."""
+    """A blocking client; one channel per instance. Use as a context manager.
 
-    def __init__(self, address: str) -> None:
-        self.channel = grpc.insecure_channel(address)
+    Args:
+        tls: how to reach a TLS gateway (CA, client certificate under mutual TLS); plaintext
+            when None or not enabled.
+        token: a bearer token sent with every call (the caller's identity).
+    """
+
+    def __init__(
+        self, address: str, tls: TlsSettings | None = None, token: str | None = None
+    ) -> None:
+        self.channel = open_channel(address, tls, token)
         self.stub = pb_grpc.RankingServiceStub(self.channel)  # type: ignore[no-untyped-call]
 
     def rank(
@@ -86,6 +95,17 @@ class RankingClient(Closeable):
             pb.FeedbackRequest(events=[item]), timeout=timeout_s
         )
         return int(response.accepted)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, address: str | None = None) -> RankingClient:
+        """A client to `address` (the settings' gateway by default) with the settings' TLS and
+        bearer token (SCORING_TLS__*, SCORING_AUTH__TOKEN)."""
+        token = settings.auth.token
+        return cls(
+            address or f"{settings.gateway.host}:{settings.gateway.port}",
+            settings.tls,
+            token.get_secret_value() if token is not None else None,
+        )
 
     def close(self) -> None:
         self.channel.close()

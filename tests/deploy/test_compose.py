@@ -31,6 +31,9 @@ PINNED_IMAGE = re.compile(
     r"^[a-z0-9./_-]+(:[A-Za-z0-9._-]*[0-9][A-Za-z0-9._-]*)(@sha256:[0-9a-f]{64})?$"
 )
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY", re.IGNORECASE)
+# Names that match SECRET_KEY but hold no secret: a switch, and paths to mounted secret files.
+NOT_A_SECRET = re.compile(r"^SCORING_PRIVACY__GENERATE_SECRET$|_FILE$")
+SECRETS_DIR = "/run/secrets/"
 URL_WITH_PASSWORD = re.compile(r"://[^/:@\s]+:(?P<password>[^@\s]+)@")
 JOB_ORDER = [
     "data-generate", "feast-apply", "feast-materialize", "train", "register",
@@ -174,7 +177,9 @@ def test_every_variable_is_documented_in_env_example(compose_raw: dict[str, Any]
 def test_no_secret_is_written_in_the_compose_file(compose_raw: dict[str, Any]) -> None:
     for name, service in compose_raw["services"].items():
         for key, value in service_environment(service).items():
-            if SECRET_KEY.search(key):
+            if SECRET_KEY.search(key) and key.endswith("_FILE"):
+                assert value.startswith(SECRETS_DIR), f"{name}.{key}: not a mounted secret"
+            elif SECRET_KEY.search(key) and not NOT_A_SECRET.search(key):
                 assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", value), (
                     f"{name}.{key} must come from a required variable: ${{{key}:?...}}"
                 )
@@ -190,11 +195,52 @@ def test_env_example_is_not_a_real_env_file() -> None:
             assert value in ("", "change-me"), f".env.example {key}: placeholder only"
 
 
-def test_published_ports_bind_monitoring_to_localhost(services: dict[str, dict[str, Any]]) -> None:
-    for name in ("prometheus", "grafana"):
+def test_published_ports_bind_to_localhost_only(services: dict[str, dict[str, Any]]) -> None:
+    for name in ("gateway", "prometheus", "grafana"):
         for port in services[name]["ports"]:
             assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is public"
-    assert not services["redis"].get("ports") and not services["postgres"].get("ports")
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"gateway", "prometheus", "grafana"}, "the rest: compose network only"
+
+
+def test_gateway_serves_tls_and_requires_auth_with_mounted_secrets(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    gateway = services["gateway"]
+    env = service_environment(gateway)
+    assert env["SCORING_TLS__ENABLED"] == "true"
+    assert env["SCORING_AUTH__REQUIRED"] == "true"
+    assert env["SCORING_PRIVACY__GENERATE_SECRET"] == "false"
+    mounted = {s["target"]: s["source"] for s in gateway["secrets"]}
+    for key in (
+        "SCORING_TLS__CERT_FILE",
+        "SCORING_TLS__KEY_FILE",
+        "SCORING_TLS__CA_FILE",
+        "SCORING_AUTH__CALLERS_FILE",
+        "SCORING_PRIVACY__SECRET_FILE",
+    ):
+        assert env[key] in mounted, f"gateway: {key}={env[key]} is not a mounted secret"
+    declared = compose["secrets"]
+    for source in mounted.values():
+        assert declared[source]["file"].startswith("./secrets/"), source
+    gitignore = (ROOT / ".gitignore").read_text().splitlines()
+    assert "/secrets/" in gitignore, "the secrets folder must never be committed"
+    # The health check (grpc health over TLS, from the same settings) checks this name.
+    assert env["SCORING_TLS__SERVER_NAME"]
+    assert gateway["healthcheck"]["test"] == ["CMD", "scoring-healthcheck"]
+
+
+def test_registry_changes_present_an_admin_token(services: dict[str, dict[str, Any]]) -> None:
+    register = services["register"]
+    env = service_environment(register)
+    assert env["SCORING_AUTH__REQUIRED"] == "true"
+    assert env["SCORING_AUTH__ADMIN_TOKEN"] == "change-me"  # .env.example's placeholder
+    assert {s["target"] for s in register["secrets"]} == {env["SCORING_AUTH__CALLERS_FILE"]}
+    # Only the register job holds the admin token, not the gateway or the other jobs.
+    holders = {
+        n for n, s in services.items() if "SCORING_AUTH__ADMIN_TOKEN" in service_environment(s)
+    }
+    assert holders == {"register"}
 
 
 def test_compose_file_parses_with_anchors_resolved() -> None:

@@ -92,6 +92,8 @@ def test_deployments_are_production_ready(
     assert "memory" in resources["limits"]
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     for env in container.get("env", []):
+        if env["name"].endswith("_FILE") or env["name"] == "SCORING_PRIVACY__GENERATE_SECRET":
+            continue  # a path to a mounted Secret (checked below), a switch
         if re.search("PASSWORD|SECRET|TOKEN|REGISTRY_PATH", env["name"]):
             assert "secretKeyRef" in env.get("valueFrom", {}), f"{env['name']}: use a Secret"
     pod_ports = {p["containerPort"] for p in container["ports"]}
@@ -127,7 +129,42 @@ def test_gateway_scales_horizontally(k8s_docs: list[tuple[Path, dict[str, Any]]]
     # Liveness must not depend on Triton: a Triton outage must not restart every gateway.
     container = only_container(deployment)
     assert "grpc" not in container["livenessProbe"]
-    assert "grpc" in container["readinessProbe"]
+    assert "exec" not in container["livenessProbe"]
+    # Readiness is grpc health SERVING, over TLS: the image's health check (the kubelet's grpc
+    # probe speaks no TLS).
+    assert container["readinessProbe"]["exec"]["command"] == ["scoring-healthcheck"]
+
+
+def test_gateway_serves_tls_and_requires_auth_from_mounted_secrets(
+    k8s_docs: list[tuple[Path, dict[str, Any]]],
+) -> None:
+    deployment = k8s_object(k8s_docs, "Deployment", "gateway")
+    container = only_container(deployment)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SCORING_TLS__ENABLED"] == "true"
+    assert env["SCORING_AUTH__REQUIRED"] == "true"
+    assert env["SCORING_PRIVACY__GENERATE_SECRET"] == "false"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    files = {}
+    for name, mount in mounts.items():
+        projected = volumes[name].get("projected")
+        if projected is None:
+            continue
+        assert mount["readOnly"] is True
+        for source in projected["sources"]:
+            for item in source["secret"]["items"]:
+                files[f"{mount['mountPath']}/{item['path']}"] = source["secret"]["name"]
+    for key in (
+        "SCORING_TLS__CERT_FILE",
+        "SCORING_TLS__KEY_FILE",
+        "SCORING_TLS__CA_FILE",
+        "SCORING_AUTH__CALLERS_FILE",
+        "SCORING_PRIVACY__SECRET_FILE",
+    ):
+        assert env[key] in files, f"{key}={env[key]} is no file of a mounted Secret"
+    # The Service keeps the gateway inside the cluster.
+    assert k8s_object(k8s_docs, "Service", "gateway")["spec"]["type"] == "ClusterIP"
 
 
 @pytest.mark.parametrize("name", ["gateway", "triton"])

@@ -161,7 +161,14 @@ def test_k8s_gateway_and_triton_match_compose(
     ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
     assert ports["grpc"] == int(env["SCORING_GATEWAY__PORT"])
     assert str(ports["metrics"]) in [str(p) for p in services["gateway"]["expose"]]
-    assert gateway["readinessProbe"]["grpc"]["port"] == ports["grpc"]
+    # The same health check, and the same access settings (TLS, auth, secret files' paths).
+    assert (
+        gateway["readinessProbe"]["exec"]["command"]
+        == services["gateway"]["healthcheck"]["test"][1:]
+    )
+    for key in compose_gateway_env:
+        if key.startswith(("SCORING_TLS__", "SCORING_AUTH__", "SCORING_PRIVACY__")):
+            assert env[key] == compose_gateway_env[key], key
 
     triton = only_container(k8s_object(k8s_docs, "Deployment", "triton"))
     assert triton["image"] == services["triton"]["image"]

@@ -6,6 +6,7 @@ The end-to-end switch under load, with Triton, is tests/e2e/test_promotion.py.
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -190,3 +191,36 @@ def test_canary_shadow_and_stop(setup: tuple[Registry, Promoter, Path]) -> None:
     assert routing.canary is None and routing.shadow is not None
     with pytest.raises(GateRefused, match="already"):
         promoter.promote(TARGET, 1)
+
+
+def test_a_gateway_silent_since_the_switch_began_holds_it_and_a_gone_one_does_not(
+    tmp_path: Path,
+) -> None:
+    """Waiting for gateways: silence during the wait is no confirmation (timeout, False); one
+    already silent beyond the heartbeat bound, or one that forgot itself, is not waited for."""
+    settings = Settings(
+        registry=RegistrySettings(
+            url=f"sqlite:///{tmp_path / 'r.db'}", ack_timeout_s=0.6, heartbeat_max_age_s=0.3
+        )
+    )
+    registry = Registry(settings.registry.url)
+    said: list[str] = []
+    promoter = Promoter(settings, registry, lambda service: LIVE, say=said.append)
+    registry.heartbeat("gone", 1)
+    time.sleep(0.4)  # "gone" is silent beyond the bound before the switch begins
+    assert promoter.live_gateways() == set()
+    registry.heartbeat("live", 1)
+    registry.heartbeat("frozen", 1)
+    expected = {"live", "frozen"}  # what live_gateways() says as the switch begins
+    registry.heartbeat("live", 2)
+    # "frozen" never confirms and goes stale during the wait: it still counts.
+    assert not promoter.wait_for_gateways(2, expected)
+    assert said[-1] == "gateways still behind revision 2: frozen (silent > 0.3 s)"
+    assert promoter.unconfirmed == ["frozen (silent > 0.3 s)"]  # the CLI exits 3 on it
+    # Stopped cleanly: it forgets itself, and the wait is over.
+    registry.forget_instance("frozen")
+    registry.heartbeat("live", 2)
+    assert promoter.wait_for_gateways(2, expected)
+    assert said[-1] == "gateways: 1 live, all on revision >= 2"
+    assert promoter.unconfirmed == []
+    registry.close()

@@ -3,6 +3,7 @@
 import typer
 
 from scoring.cli import (
+    access,
     data,
     demo,
     evaluate,
@@ -24,6 +25,7 @@ app.add_typer(serve.app, name="serve")
 app.add_typer(models.app, name="models")
 app.add_typer(experiments.app, name="experiments")
 app.add_typer(privacy.app, name="privacy")
+app.add_typer(access.app, name="access")
 app.command()(train.train)
 app.command()(train.report)
 app.command()(evaluate.evaluate)

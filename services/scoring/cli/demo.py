@@ -16,6 +16,7 @@ from scoring.cli.common import (
     console,
     load_settings,
     print_ranking,
+    refusals,
     stop_on_sigterm,
     versions_table,
 )
@@ -42,6 +43,9 @@ def demo(
     from scoring.trainer.train import TrainConfig
 
     settings = load_settings()
+    # Promotion needs an admin identity where auth is required: refuse now, not at step 4.
+    with refusals():
+        actor = workflows.registry_actor(settings, local_name=f"demo/{default_actor()}")
     stop_on_sigterm()
     started = time.monotonic()
     console.rule("1/6 data")
@@ -56,7 +60,7 @@ def demo(
     # Registry only: Triton is not running yet and loads the production versions when it starts.
     console.rule("4/6 promotion (model registry)")
     with Registry(settings.registry.url) as registry:
-        bootstrap(settings, registry, f"demo ({default_actor()})", newest=True)
+        bootstrap(settings, registry, actor, newest=True)
         console.print(versions_table(registry.versions()))
     console.rule("5/6 serving")
     run_dir = Path(".run")

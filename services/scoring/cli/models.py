@@ -14,6 +14,7 @@ from rich.table import Table
 from scoring import workflows
 from scoring.cli.common import fmt_metric, load_settings, refusals, versions_table
 from scoring.cli.common import wide_console as console
+from scoring.core.access import Actor
 from scoring.core.settings import Settings
 from scoring.registry import Registry, RegistryError
 from scoring.registry.promotion import Promoter
@@ -24,8 +25,15 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Actor = Annotated[
-    str | None, typer.Option(help="Who makes the change (audited); $SCORING_ACTOR or user@host.")
+# Who makes a change is an authenticated admin caller (the audit trail records its name), not a
+# name given on the command line: with auth off, the change is recorded as not authenticated.
+Token = Annotated[
+    str | None,
+    typer.Option(
+        help="An admin caller's bearer token (default: $SCORING_AUTH__ADMIN_TOKEN); required "
+        "when SCORING_AUTH__REQUIRED=true. The audit trail records that caller.",
+        show_default=False,
+    ),
 ]
 NoTriton = Annotated[
     bool,
@@ -43,11 +51,11 @@ Change = Callable[..., str]
 
 def _audited_options(gated: bool) -> list[inspect.Parameter]:
     """The options every stage change takes, after its own: --force (where the metric gate
-    applies), --reason, --actor, --registry-only."""
+    applies), --reason, --token, --registry-only."""
     options: list[tuple[str, Any, Any]] = [("force", Force, False)] if gated else []
     options += [
         ("reason", GatedReason if gated else Reason, ""),
-        ("actor", Actor, None),
+        ("token", Token, None),
         ("registry_only", NoTriton, False),
     ]
     keyword = inspect.Parameter.KEYWORD_ONLY
@@ -80,9 +88,13 @@ def _say(message: str) -> None:
 
 
 @contextmanager
-def _promoting(actor: str | None, registry_only: bool) -> Iterator[Promoter]:
-    """A promoter on the configured registry (refusals print and exit 1)."""
+def _promoting(token: str | None, registry_only: bool) -> Iterator[Promoter]:
+    """A promoter on the configured registry (refusals print and exit 1), for the admin caller
+    whose token is given; without an admin identity where auth is required, exit 2 before the
+    registry is opened."""
     settings = load_settings()
+    with refusals():
+        actor = workflows.registry_actor(settings, token)
     with _registry(settings) as registry:
         with refusals():
             promoter = workflows.build_promoter(
@@ -134,9 +146,18 @@ def _stage_change(name: str, *, gated: bool = False) -> Callable[[Change], Chang
         params = list(inspect.signature(change, eval_str=True).parameters.values())[1:]
         own = [p for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
 
-        def command(actor: str | None, registry_only: bool, **arguments: Any) -> None:
-            with _promoting(actor, registry_only) as promoter:
+        def command(token: str | None, registry_only: bool, **arguments: Any) -> None:
+            with _promoting(token, registry_only) as promoter:
                 console.print(change(promoter, **arguments))
+            if promoter.unconfirmed:
+                # Switched in the registry, but not every gateway confirmed: say so, and exit
+                # non-zero so that a pipeline does not take it for a finished rollout.
+                console.print(
+                    f"[yellow]not confirmed by {', '.join(promoter.unconfirmed)}: the old "
+                    "versions stay loaded; `scoring models sync` unloads them once every "
+                    "gateway has switched[/]"
+                )
+                raise typer.Exit(3)
 
         signature = inspect.Signature([*own, *_audited_options(gated)])  # what typer reads
         command.__signature__ = signature  # type: ignore[attr-defined]
@@ -232,7 +253,9 @@ def models_history(
         console.print(table)
 
 
-def bootstrap(settings: Settings, registry: Registry, actor: str, newest: bool = False) -> None:
+def bootstrap(
+    settings: Settings, registry: Registry, actor: Actor | None = None, newest: bool = False
+) -> None:
     """Runs the bootstrap workflow, printing the promotions and each target's outcome."""
     workflows.bootstrap(
         settings, registry, actor, newest=newest, say=_say, on_outcome=_print_outcome
@@ -250,11 +273,13 @@ def _print_outcome(outcome: workflows.BootstrapOutcome) -> None:
 
 
 @app.command("bootstrap")
-def models_bootstrap(actor: Actor = None) -> None:
+def models_bootstrap(token: Token = None) -> None:
     """Give each target without a production version its newest registered one (first deploy)."""
     settings = load_settings()
+    with refusals():
+        actor = workflows.registry_actor(settings, token)
     with _registry(settings) as registry, refusals():
-        bootstrap(settings, registry, actor or "bootstrap")
+        bootstrap(settings, registry, actor)
         console.print(versions_table(registry.versions()))
 
 

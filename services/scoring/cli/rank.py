@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from scoring.cli.common import load_settings, print_ranking
+from scoring.cli.common import console, load_settings, print_ranking
 from scoring.core.targets import CandidateKind
 
 
@@ -26,12 +26,19 @@ def rank(
     ] = None,
 ) -> None:
     """Send one Rank request to a running gateway and print the ranking."""
+    import grpc
+
     from scoring.client import RankingClient
 
     settings = load_settings()
-    with RankingClient(address or f"{settings.gateway.host}:{settings.gateway.port}") as client:
+    # TLS and the bearer token come from the settings (SCORING_TLS__*, SCORING_AUTH__TOKEN).
+    with RankingClient.for_settings(settings, address) as client:
         timestamp_s = None
         if at is not None:
             timestamp_s = int((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp())
-        response = client.rank(user_id, candidates, kind, top_k, timestamp_s=timestamp_s)
+        try:
+            response = client.rank(user_id, candidates, kind, top_k, timestamp_s=timestamp_s)
+        except grpc.RpcError as exc:  # refused (credentials, limits, input) or unreachable
+            console.print(f"[red]{exc.code().name}:[/] {exc.details()}", highlight=False)
+            raise typer.Exit(1) from None
         print_ranking(f"{kind.value}s for {user_id}", response)

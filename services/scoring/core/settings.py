@@ -7,10 +7,11 @@ Nested sections use a double underscore: `SCORING_TRITON__URL=10.0.0.5:8001`,
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,6 +48,17 @@ class GatewaySettings(BaseModel):
     # Deadline applied when the caller sends none.
     default_timeout_ms: int = Field(default=1000, ge=1)
     health_poll_interval_s: float = Field(default=1.0, gt=0)
+    # Circuit breaker per model: this many failed inferences in a row (timeouts, Triton down,
+    # a model failing while READY) and requests skip Triton for the popularity fallback until
+    # the health loop's own probe answers again (gateway/breaker.py). A timeout counts only
+    # when Triton had at least breaker_min_timeout_ms: a caller's tiny deadline is not a fault.
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_min_timeout_ms: int = Field(default=50, ge=0)
+    probe_timeout_ms: int = Field(default=1000, ge=1)
+    # A model whose probe fails while Triton reports it READY (a dead python-backend stub) is
+    # reloaded in Triton, at most once per interval; False leaves that to an operator.
+    triton_repair: bool = True
+    triton_repair_interval_s: float = Field(default=30.0, gt=0)
     # Threads for Feast SDK reads; one, because the SQLite online store shares a connection.
     feature_workers: int = Field(default=1, ge=1)
     # Feature reads get at most this long (and at most 70% of the request's time left); when
@@ -92,6 +104,11 @@ class GatewaySettings(BaseModel):
     # feedback (clicks, purchases) callers send back; `scoring experiments report` joins them
     # (<feast.repo_path>/data/events unless set).
     events_dir: Path = Path("features/data/events")
+    # Memory the events waiting to be written may take (queued, or kept while a failed write
+    # is retried; about 1 KiB an event plus 32 B per candidate it lists); beyond it events are
+    # not recorded, counted in scoring_events_dropped_total{reason="queue_full"}: the request
+    # path never waits.
+    events_max_queued_mib: int = Field(default=64, ge=1)
     # Shadow scoring runs off the hot path; beyond this many in flight, shadow calls are skipped
     # (and counted) rather than queued behind live traffic.
     shadow_max_in_flight: int = Field(default=8, ge=1)
@@ -125,6 +142,105 @@ class PrivacySettings(BaseModel):
     # `scoring privacy expire`); 0 keeps them.
     feature_log_retention_days: int = Field(default=90, ge=0)
     events_retention_days: int = Field(default=90, ge=0)
+
+
+class TlsSettings(BaseModel):
+    """TLS on the gateway's gRPC port (server side), and how clients reach a TLS gateway.
+
+    Off locally (plaintext on 127.0.0.1). With `enabled`, the gateway serves `cert_file` and
+    `key_file` (PEM); with `require_client_cert` too (mutual TLS), only clients whose
+    certificate `client_ca_file` signed can connect, and the certificate's subject CN names
+    the caller (AuthSettings.callers). The client side (scoring rank, the healthcheck, the
+    Python client) trusts `ca_file` (the system's roots when unset), presents
+    `client_cert_file`/`client_key_file` under mutual TLS, and checks the gateway's
+    certificate for `server_name` when the address differs (127.0.0.1 in a container).
+    """
+
+    enabled: bool = False
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_ca_file: Path | None = None
+    require_client_cert: bool = False
+    ca_file: Path | None = None
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+    server_name: str | None = None
+
+
+# An RPC method of the RankingService (Rank, RankBatch, Feedback), or "*" for all of them.
+_RPC_NAME = r"^(\*|[A-Z][A-Za-z0-9]*)$"
+# A caller's name: it goes into logs, metric labels and the registry's audit trail.
+_CALLER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
+
+
+class CallerSettings(BaseModel):
+    """One caller of the gateway: how it is recognised, what it may call, and its limits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=_CALLER_NAME)
+    # Recognised by the subject CN of its client certificate (mutual TLS) ...
+    cert_cn: str | None = Field(default=None, min_length=1)
+    # ... and/or by a bearer token, kept as the token's SHA-256 (hex), never the token itself
+    # (`scoring access token` makes one). Several during a rotation: the old and the new.
+    token_sha256: tuple[str, ...] = ()
+    # RankingService methods it may call ("*": all); health and reflection need none.
+    rpcs: tuple[str, ...] = ()
+    # "admin": may change the model registry (promote, canary, shadow, stop, rollback).
+    roles: tuple[str, ...] = ()
+    # Requests of this caller in flight at once, and a token bucket of `rate_per_s` requests a
+    # second holding `burst` (default: the rate, rounded up); past either, RESOURCE_EXHAUSTED.
+    # Per gateway replica. None: no limit.
+    max_concurrent: int | None = Field(default=None, ge=1)
+    rate_per_s: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _hex_digests(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        digests = tuple(v.strip().lower() for v in value)
+        for digest in digests:
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(
+                    "token_sha256: a hex SHA-256 of the token (64 characters), not the token"
+                )
+        return digests
+
+    @field_validator("rpcs")
+    @classmethod
+    def _rpc_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.match(_RPC_NAME, name):
+                raise ValueError(f"rpcs: {name!r} is no method name (Rank, RankBatch, Feedback)")
+        return value
+
+    @model_validator(mode="after")
+    def _recognisable(self) -> CallerSettings:
+        if self.cert_cn is None and not self.token_sha256:
+            raise ValueError(f"caller {self.name!r}: needs a cert_cn or a token_sha256")
+        if self.burst is not None and self.rate_per_s is None:
+            raise ValueError(f"caller {self.name!r}: burst without rate_per_s")
+        return self
+
+
+class AuthSettings(BaseModel):
+    """Who may call the gateway and change the model registry (scoring.core.access).
+
+    Callers come from `callers_file` (YAML or JSON: a list of CallerSettings, or a mapping
+    with a `callers` list) plus `callers` (SCORING_AUTH__CALLERS, JSON). With `required`
+    false (the local default), a caller without credentials is "local" and may call every
+    RPC, and registry changes are recorded as unauthenticated; with `required`, unknown
+    callers get UNAUTHENTICATED and registry changes need an admin's token. Credentials that
+    are presented are checked either way.
+    """
+
+    required: bool = False
+    callers_file: Path | None = None
+    callers: tuple[CallerSettings, ...] = ()
+    # The bearer token this process presents to the gateway (scoring rank, the client) ...
+    token: SecretStr | None = None
+    # ... and the admin token registry changes present (`scoring models promote --token`).
+    admin_token: SecretStr | None = None
 
 
 class RegistrySettings(BaseModel):
@@ -191,6 +307,8 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     registry: RegistrySettings = RegistrySettings()
     privacy: PrivacySettings = PrivacySettings()
+    tls: TlsSettings = TlsSettings()
+    auth: AuthSettings = AuthSettings()
     training: TrainingSettings = TrainingSettings()
     log_json: bool = False
     log_level: str = "INFO"
@@ -218,6 +336,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
                     env[f"SCORING_{section.upper()}__{key.upper()}"] = text
         else:
             env[f"SCORING_{section.upper()}"] = str(value)
-    if settings.privacy.secret is not None:  # dumped masked above
-        env["SCORING_PRIVACY__SECRET"] = settings.privacy.secret.get_secret_value()
+    secrets = {  # dumped masked above
+        "SCORING_PRIVACY__SECRET": settings.privacy.secret,
+        "SCORING_AUTH__TOKEN": settings.auth.token,
+        "SCORING_AUTH__ADMIN_TOKEN": settings.auth.admin_token,
+    }
+    for name, secret in secrets.items():
+        if secret is not None:
+            env[name] = secret.get_secret_value()
     return env

@@ -12,17 +12,21 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from scoring.core.channels import open_channel
 from scoring.core.process import ManagedProcess, ProcessStartError
-from scoring.core.settings import Settings, settings_env
+from scoring.core.settings import Settings, TlsSettings, settings_env
 
 
 class GatewayStartError(ProcessStartError):
     """The gateway exited or did not report SERVING in time; the message holds its log tail."""
 
 
-def health_status(address: str, service: str = "", timeout_s: float = 1.0) -> int | None:
-    """The gateway's grpc health status, or None if it cannot be reached."""
-    with grpc.insecure_channel(address) as channel:
+def health_status(
+    address: str, service: str = "", timeout_s: float = 1.0, tls: TlsSettings | None = None
+) -> int | None:
+    """The gateway's grpc health status, or None if it cannot be reached (TLS as `tls` says:
+    health needs no caller credentials)."""
+    with open_channel(address, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
@@ -59,4 +63,5 @@ class GatewayProcess(ManagedProcess):
         return nullcontext(self._serving)
 
     def _serving(self) -> bool:
-        return bool(health_status(self.address) == health_pb2.HealthCheckResponse.SERVING)
+        status = health_status(self.address, tls=self.settings.tls)
+        return bool(status == health_pb2.HealthCheckResponse.SERVING)

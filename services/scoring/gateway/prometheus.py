@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -76,9 +76,31 @@ class GatewayMetrics:
             "served by another replica or an earlier run, or not a Rank answer's id.",
             ["type"],
         )
+        self.breaker_trips = counter(
+            "scoring_breaker_trips",
+            "Circuit breaker openings per model, by cause (failures in a row, triton not ready).",
+            ["model", "cause"],
+        )
+        self.breaker_open = Gauge(
+            "scoring_breaker_open",
+            "1 while a model's circuit breaker is open (requests get the fallback).",
+            ["model"],
+            registry=self.registry,
+        )
+        self.triton_repairs = counter(
+            "scoring_triton_repairs",
+            "Reloads the gateway asked of Triton for a model failing while READY, by outcome.",
+            ["model", "outcome"],
+        )
         self.feature_log_rows = counter(
             "scoring_feature_log_rows",
             "Served candidate rows written to the served-feature log.",
+        )
+        self.auth_rejected = counter(
+            "scoring_auth_rejected",
+            "Calls refused by the access check, by reason (unauthenticated, permission_denied, "
+            "concurrency, rate) and caller (unknown when not authenticated).",
+            ["reason", "caller"],
         )
 
     def track_cache(self, cache: CacheStats) -> None:
@@ -88,6 +110,11 @@ class GatewayMetrics:
     def track_feature_log(self, log: FeatureLogStats) -> None:
         """Exposes the served-feature log's held, dropped and lost rows (read at scrape time)."""
         self.registry.register(_FeatureLogCollector(log))
+
+    def track_events(self, events: EventLogStats) -> None:
+        """Exposes the served-event writer's written, dropped and queued events (read at
+        scrape time)."""
+        self.registry.register(_EventLogCollector(events))
 
     def serve(self, host: str, port: int) -> None:
         """Exposes /metrics over HTTP (a daemon thread)."""
@@ -153,4 +180,52 @@ class _FeatureLogCollector(Collector):
             "scoring_feature_log_pending_rows",
             "Served candidate rows accepted and not yet written.",
             value=self.log.pending_rows,
+        )
+
+
+class EventLogStats(Protocol):
+    written: int
+    write_failures: int
+    dropped: dict[tuple[str, str], int]
+
+    @property
+    def queued(self) -> int: ...
+
+    @property
+    def queued_bytes(self) -> int: ...
+
+
+class _EventLogCollector(Collector):
+    def __init__(self, events: EventLogStats) -> None:
+        self.events = events
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "scoring_events_written",
+            "Served events (request, shadow, feedback) written to the event log.",
+            value=self.events.written,
+        )
+        dropped = CounterMetricFamily(
+            "scoring_events_dropped",
+            "Served events not in the event log, by kind and reason: queue_full (the memory "
+            "bound was reached), unserializable, write_failed (still unwritable at shutdown).",
+            labels=["kind", "reason"],
+        )
+        for (kind, reason), count in sorted(self.events.dropped.items()):
+            dropped.add_metric([kind, reason], count)
+        yield dropped
+        yield CounterMetricFamily(
+            "scoring_events_write_failures",
+            "Failed event log appends (their events are kept and retried).",
+            value=self.events.write_failures,
+        )
+        yield GaugeMetricFamily(
+            "scoring_events_queued",
+            "Served events accepted and not yet written (queued, or kept for a retry).",
+            value=self.events.queued,
+        )
+        yield GaugeMetricFamily(
+            "scoring_events_queued_bytes",
+            "Estimated memory of the served events accepted and not yet written.",
+            value=self.events.queued_bytes,
         )

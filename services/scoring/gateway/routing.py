@@ -125,7 +125,21 @@ class ModelRouter:
 
     def __post_init__(self) -> None:
         for t in self.targets:
-            self._problems[t.name] = BackendUnavailableError(f"{t.name}: not checked yet")
+            self._problems[t.name] = BackendUnavailableError(
+                f"{t.name}: not checked yet (triton not reached)"
+            )
+
+    async def read_contracts(self) -> None:
+        """The live contract of every target, read whether or not Triton answers: a request
+        needs it to read features and rank by popularity when the model cannot answer (a
+        gateway started before Triton served nothing at all)."""
+        for target in self.targets:
+            try:
+                self._contracts[target.name] = await asyncio.to_thread(
+                    self.features.contract, target.feature_service
+                )
+            except Exception as exc:
+                logger.warning("contract_unreadable target=%s error=%s", target.name, exc)
 
     async def _model(
         self, target: Target, contract: FeatureContract, record: VersionRecord | None, arm: str

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,10 +20,13 @@ from grpc_reflection.v1alpha import reflection
 
 from scoring.api.v1 import scoring_pb2 as pb
 from scoring.api.v1 import scoring_pb2_grpc as pb_grpc
+from scoring.core.access import load_callers
 from scoring.core.errors import InvalidRequestError, ScoringError
 from scoring.core.privacy import pseudonymizer
 from scoring.core.settings import Settings
 from scoring.core.targets import TARGETS
+from scoring.gateway.auth import AuthInterceptor, add_port
+from scoring.gateway.breaker import Breakers
 from scoring.gateway.event_writer import ServedEventWriter
 from scoring.gateway.feature_log import FeatureLog, ServedLogPolicy
 from scoring.gateway.feature_source import FeastFeatureSource, FeatureSource
@@ -175,10 +179,21 @@ class Gateway:
         if self.feature_log is not None:
             self.metrics.track_feature_log(self.feature_log)
         self.events = ServedEventWriter(
-            gw.events_dir, self.instance_id, retention_days=privacy.events_retention_days
+            gw.events_dir,
+            self.instance_id,
+            retention_days=privacy.events_retention_days,
+            max_bytes=gw.events_max_queued_mib * 2**20,
         )
+        self.metrics.track_events(self.events)
+        self.breakers = Breakers(gw.breaker_failures)
+        self._probe_failures: dict[str, int] = {}
+        self._repaired_at: dict[str, float] = {}
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(interceptors=[ErrorInterceptor(self.metrics)])
+        # The access check runs first on every call, before the request is even parsed.
+        self.auth = AuthInterceptor(
+            load_callers(settings.auth), settings.auth, settings.tls, self.metrics
+        )
+        self.server = grpc.aio.server(interceptors=[self.auth, ErrorInterceptor(self.metrics)])
         self.servicer = RankingServicer(
             gw,
             self.features,
@@ -188,6 +203,7 @@ class Gateway:
             self.feature_log,
             self.events,
             pseudonym=self.pseudonym,
+            breakers=self.breakers,
         )
         pb_grpc.add_RankingServiceServicer_to_server(  # type: ignore[no-untyped-call]
             self.servicer, self.server
@@ -197,13 +213,14 @@ class Gateway:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         self.address = f"{settings.gateway.host}:{settings.gateway.port}"
-        self.port = self.server.add_insecure_port(self.address)
+        self.port = add_port(self.server, self.address, settings.tls)
         self._serving: bool | None = None
         self._frozen = False
         self._health_task: asyncio.Task[None] | None = None
 
     async def check_once(self) -> bool:
-        """One health round: Triton up, feature store readable, every target servable."""
+        """One health round: Triton up, feature store readable, every target servable, no
+        model's circuit breaker open (an open one is probed, and repaired when it must be)."""
         triton_ok = await self.scorer.server_ready()
         try:
             await asyncio.to_thread(self.features.check)
@@ -211,8 +228,15 @@ class Gateway:
         except Exception as exc:
             logger.warning("feature_store_unreachable error=%s", exc)
             features_ok = False
+        if not triton_ok:
+            self._trip_all("triton not ready")
+            if features_ok:
+                await self.router.read_contracts()  # the fallback needs them
         targets_ok = await self.router.refresh() if triton_ok and features_ok else False
-        serving = triton_ok and features_ok and targets_ok
+        if triton_ok:
+            await self._probe_open()
+        breakers_ok = not self.breakers.open_models()
+        serving = triton_ok and features_ok and targets_ok and breakers_ok
         if serving and not self._frozen and self.settings.gateway.gc_freeze:
             # Start-up is done (stores open, contracts read, models warmed up): what it left
             # on the heap lives as long as the process. Collect once, then keep it out of
@@ -223,17 +247,88 @@ class Gateway:
             logger.info("gc_frozen objects=%s", gc.get_freeze_count())
         if serving != self._serving:
             logger.info(
-                "health serving=%s triton=%s features=%s targets=%s",
+                "health serving=%s triton=%s features=%s targets=%s open_breakers=%s",
                 serving,
                 triton_ok,
                 features_ok,
                 targets_ok,
+                ",".join(self.breakers.open_models()) or "-",
             )
             status = SERVING if serving else NOT_SERVING
             for name in ("", SERVICE_NAME):
                 await self.health.set(name, status)
             self._serving = serving
         return serving
+
+    def _trip_all(self, reason: str) -> None:
+        for target in self.router.targets:
+            breaker = self.breakers[target.name]
+            if not breaker.is_open:
+                breaker.trip(reason)
+                self.metrics.breaker_trips.labels(target.name, "triton_not_ready").inc()
+                self.metrics.breaker_open.labels(target.name).set(1)
+                logger.warning("breaker_opened model=%s reason=%s", target.name, reason)
+
+    async def _probe_open(self) -> None:
+        """Probes every model whose breaker is open with one small inference; closes the
+        breaker when it answers. Two failed probes in a row while Triton reports the model
+        READY: its worker is broken, so it is reloaded (at most once per repair interval)."""
+        gw = self.settings.gateway
+        for model in self.breakers.open_models():
+            target = TARGETS[model]
+            try:
+                served = self.router.serving(target).production
+            except ScoringError:
+                # Nothing routed to probe: the router keeps requests off this model until it
+                # serves again (re-checked, warmed up), so the breaker has nothing to guard.
+                self._close(model, "not routed")
+                continue
+            matrix = served.contract.defaults(1).matrix
+            try:
+                await self.scorer.score(
+                    model,
+                    matrix,
+                    gw.probe_timeout_ms / 1000.0,
+                    served.max_batch_size,
+                    version=served.version,
+                )
+            except ScoringError as exc:
+                failures = self._probe_failures[model] = self._probe_failures.get(model, 0) + 1
+                logger.warning("probe_failed model=%s failures=%s error=%s", model, failures, exc)
+                if failures >= 2:
+                    await self._repair(model, served.version)
+                continue
+            self._close(model, "probe answered")
+
+    def _close(self, model: str, why: str) -> None:
+        breaker = self.breakers[model]
+        logger.info("breaker_closed model=%s why=%s open_s=%.2f", model, why, breaker.open_for_s())
+        breaker.success()
+        self._probe_failures.pop(model, None)
+        self.metrics.breaker_open.labels(model).set(0)
+
+    async def _repair(self, model: str, version: str) -> None:
+        """Reloads `model` in Triton when it still reports it READY (else Triton knows)."""
+        gw = self.settings.gateway
+        now = time.monotonic()
+        if not gw.triton_repair or now - self._repaired_at.get(model, -1e9) < (
+            gw.triton_repair_interval_s
+        ):
+            return
+        info = await self.scorer.model_info(model, version)
+        if not info.ready:
+            return
+        self._repaired_at[model] = now
+        logger.warning("triton_repair model=%s reason=ready but failing", model)
+        try:
+            await self.scorer.reload(model, f"{self.instance_id}-{int(time.time())}")
+        except ScoringError as exc:
+            self.metrics.triton_repairs.labels(model, "failed").inc()
+            logger.warning("triton_repair_failed model=%s error=%s", model, exc)
+            return
+        self.metrics.triton_repairs.labels(model, "reloaded").inc()
+        logger.info("triton_repaired model=%s seconds=%.2f", model, time.monotonic() - now)
+        self._probe_failures.pop(model, None)
 
     async def _health_loop(self) -> None:
         while True:
@@ -246,11 +341,22 @@ class Gateway:
     async def start(self) -> None:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, NOT_SERVING)
+        # The feature contracts before the first request: with them a request is answered
+        # (the popularity fallback) even when Triton is not up yet.
+        await self.router.read_contracts()
         await self.server.start()
         if self.settings.gateway.metrics_port:
             self.metrics.serve(self.settings.gateway.host, self.settings.gateway.metrics_port)
         self._health_task = asyncio.create_task(self._health_loop())
-        logger.info("gateway_started address=%s", self.address)
+        tls, auth = self.settings.tls, self.settings.auth
+        logger.info(
+            "gateway_started address=%s tls=%s mutual_tls=%s auth_required=%s callers=%s",
+            self.address,
+            tls.enabled,
+            tls.enabled and tls.require_client_cert,
+            auth.required,
+            len(self.auth.callers.by_name),
+        )
 
     async def stop(self, grace_s: float = 5.0) -> None:
         if self._health_task is not None:
@@ -269,10 +375,13 @@ class Gateway:
         await self.features.aclose()
         log = self.feature_log
         logger.info(
-            "gateway_stopped feature_log_rows=%s feature_log_dropped=%s feature_log_lost=%s",
+            "gateway_stopped feature_log_rows=%s feature_log_dropped=%s feature_log_lost=%s "
+            "events_written=%s events_dropped=%s",
             log.rows_written if log else 0,
             log.dropped_rows if log else 0,
             log.lost_rows if log else 0,
+            self.events.written,
+            sum(self.events.dropped.values()),
         )
 
 

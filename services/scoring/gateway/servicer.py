@@ -26,6 +26,7 @@ from scoring.core.errors import (
 from scoring.core.privacy import Pseudonymizer
 from scoring.core.settings import GatewaySettings
 from scoring.core.targets import USER_ENTITY
+from scoring.gateway.breaker import Breakers
 from scoring.gateway.event_writer import ServedEventWriter
 from scoring.gateway.feature_log import FeatureLog, ServedRequest
 from scoring.gateway.feature_source import FeatureRequest, FeatureSource, OnlineFeatures
@@ -103,8 +104,10 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         events: ServedEventWriter | None = None,
         *,
         pseudonym: Callable[[str], str] | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self.settings = settings
+        self.breakers = breakers or Breakers(settings.breaker_failures)
         # User ids in log lines and events: keyed hashes (a key of this process when none).
         self.pseudonym = pseudonym or Pseudonymizer.random()
         self.features = features
@@ -261,25 +264,40 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         started = time.monotonic()
         retried = False
         while served is not None:
+            model = served.target.name
+            breaker = self.breakers[model]
+            if not breaker.allow():
+                problem = BackendUnavailableError(f"{model}: circuit open ({breaker.reason})")
+                break
             try:
                 left = deadline.remaining()
-                return await self.scorer.score(
-                    served.target.name,
+            except DeadlineExceededError as exc:  # the caller's time, not the model's fault
+                problem = exc
+                break
+            given = left - min(ANSWER_MARGIN_S, ANSWER_MARGIN_SHARE * left)
+            try:
+                scored = await self.scorer.score(
+                    model,
                     assembled.matrix,
-                    left - min(ANSWER_MARGIN_S, ANSWER_MARGIN_SHARE * left),
+                    given,
                     served.max_batch_size,
                     contributions=served.explains,
                     version=served.version,
                 )
+                breaker.success()
+                return scored
             except (BackendUnavailableError, DeadlineExceededError) as exc:
                 problem = exc
                 # The routing switched while this request was in flight (its version was just
-                # unloaded): score once more with the version now routed to.
+                # unloaded): score once more with the version now routed to; not a failure of
+                # the model.
                 current = self._current(query)
-                if retried or current is None or current == served:
-                    break
-                served, retried = current, True
-                outcome.served = current
+                if not retried and current is not None and current != served:
+                    served, retried = current, True
+                    outcome.served = current
+                    continue
+                self._count_failure(model, exc, given)
+                break
             finally:
                 outcome.stages["inference"] = time.monotonic() - started
         assert problem is not None
@@ -291,6 +309,17 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         n = len(query.candidate_ids)
         scores = np.zeros(n) if popularity is None else np.nan_to_num(popularity)
         return Scored(scores.astype(np.float32), "", None)
+
+    def _count_failure(self, model: str, exc: ScoringError, given_s: float) -> None:
+        """A failed inference, for the model's breaker: a timeout counts only when Triton had
+        a fair share of time (a caller's 10 ms deadline is not the model's fault)."""
+        too_short = self.settings.breaker_min_timeout_ms / 1000.0
+        if isinstance(exc, DeadlineExceededError) and given_s < too_short:
+            return
+        if self.breakers[model].failure(exc.message):
+            self.metrics.breaker_trips.labels(model, "failures").inc()
+            self.metrics.breaker_open.labels(model).set(1)
+            logger.warning("breaker_opened", model=model, reason=exc.message)
 
     def _shadow(
         self, query: RankQuery, served: ServedModel, assembled: Assembled, scored: Scored

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,6 +13,7 @@ from tritonclient.utils import InferenceServerException
 
 from scoring.core.errors import BackendUnavailableError, DeadlineExceededError, ScoringError
 from scoring.core.model_io import CONTRIB_OUTPUT, FEATURES_INPUT, SCORE_OUTPUT
+from scoring.gateway.breaker import repair_token
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,12 @@ class Scored:
     contributions: np.ndarray | None
 
 
+class ModelFailedError(BackendUnavailableError):
+    """Triton took the request and the model failed it (INTERNAL): a broken worker, such as a
+    killed python-backend stub ("Stub process ... is not healthy"), while Triton still reports
+    the model READY. The caller gets the fallback; the circuit breaker counts it."""
+
+
 def _to_scoring_error(exc: InferenceServerException, model: str) -> ScoringError:
     status = str(exc.status() or "")
     message = f"triton ({model}): {exc.message()}"
@@ -47,6 +55,8 @@ def _to_scoring_error(exc: InferenceServerException, model: str) -> ScoringError
         return DeadlineExceededError(message)
     if "UNAVAILABLE" in status or "unknown model" in (exc.message() or ""):
         return BackendUnavailableError(message)
+    if "INTERNAL" in status:
+        return ModelFailedError(message)
     return ScoringError(message)
 
 
@@ -78,6 +88,16 @@ class TritonScorer:
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         outputs = tuple(o["name"] for o in config.get("output", []))
         return ModelInfo(True, int(config.get("max_batch_size", 0)), version, params, outputs)
+
+    async def reload(self, model: str, token: str, timeout_s: float = 120.0) -> None:
+        """Makes Triton load fresh instances of `model` with the config it serves now (versions
+        included), marked with `token` so that Triton does not skip an unchanged reload."""
+        try:
+            response = await self.client.get_model_config(model, as_json=True, client_timeout=2.0)
+            config = repair_token(response["config"], token)
+            await self.client.load_model(model, config=json.dumps(config), client_timeout=timeout_s)
+        except InferenceServerException as exc:
+            raise _to_scoring_error(exc, model) from exc
 
     async def _infer(
         self, model: str, rows: np.ndarray, timeout_s: float, contributions: bool, version: str

@@ -9,18 +9,21 @@ Every stage change that adds a version to serving runs the same steps:
 2. Triton loads the new version beside the ones serving (explicit model control), waits until
    it is ready, and warms it up;
 3. the registry records the stage change (the audit event is the new routing revision);
-4. the promotion waits until every live gateway reports that revision applied (heartbeats);
+4. the promotion waits until every live gateway reports that revision applied (heartbeats),
+   including one that was live when the promotion began and has gone silent since;
 5. after a drain period for requests already sent to the old version, Triton unloads the
    versions that no longer serve.
 
 If a gateway does not confirm in time, nothing is unloaded: a stale gateway keeps working.
+A gateway that stopped cleanly (it forgets itself), or was silent for `heartbeat_max_age_s`
+before the promotion began (presumed gone), is not waited for.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,7 +107,13 @@ class Promoter:
     Attributes:
         live_schema: the live feature service's schema hash, by service name (from Feast).
         control: Triton's model control; None changes the registry only (no Triton to drive).
+        actor: who makes the changes (audited): an authenticated caller's name, or a name
+            marked as not authenticated (scoring.core.access.Actor).
+        actor_auth: how `actor` was authenticated, added to each change's audit details under
+            "auth" (None: nothing added).
         say: progress messages for a person (the CLI prints them).
+        unconfirmed: the gateways that had not applied the last switch when the wait for them
+            timed out (its old versions are kept loaded); empty when every one confirmed.
     """
 
     settings: Settings
@@ -113,6 +122,8 @@ class Promoter:
     control: TritonControl | None = None
     actor: str = "unknown"
     say: Callable[[str], None] = field(default=lambda message: None)
+    unconfirmed: list[str] = field(default_factory=list)
+    actor_auth: dict[str, str] | None = None
 
     # --- gates ---------------------------------------------------------------------------
 
@@ -191,11 +202,14 @@ class Promoter:
         target = record.target
         before = serving_versions(self.registry, target)
         adds = stage in SERVING_STAGES and record.version not in before
+        expected = self.live_gateways()  # live when the switch began: they must confirm it
         if self.control is not None and adds:
             self.say(f"triton: loading {target} v{record.version} beside {sorted(before)}")
             self.control.load(target, before | {record.version})
             self.say(f"triton: warming up {target} v{record.version}")
             self.control.warm_up(target, record.version)
+        if self.actor_auth is not None:
+            details = {**(details or {}), "auth": self.actor_auth}
         events = self.registry.set_stage(
             target,
             record.version,
@@ -215,8 +229,11 @@ class Promoter:
         after = serving_versions(self.registry, target)
         if self.control is None:
             return events
-        if not self.wait_for_gateways(events[-1].id):
-            self.say("not unloading old versions: a gateway has not applied the new routing")
+        if not self.wait_for_gateways(events[-1].id, expected):
+            self.say(
+                "not unloading old versions: a gateway has not applied the new routing "
+                "(`scoring models sync` unloads them once it has)"
+            )
             return events
         if before - after:
             time.sleep(self.settings.registry.drain_s)
@@ -229,18 +246,39 @@ class Promoter:
             self.say(f"triton: serving {target} {sorted(after)}")
         return events
 
-    def wait_for_gateways(self, revision: int) -> bool:
-        """True once every live gateway reports `revision` (or a later one) applied."""
+    def live_gateways(self) -> set[str]:
+        """The gateways whose last heartbeat is younger than `heartbeat_max_age_s`."""
+        max_age = self.settings.registry.heartbeat_max_age_s
+        return {i.instance_id for i in self.registry.instances(max_age)}
+
+    def wait_for_gateways(self, revision: int, expected: Collection[str] | None = None) -> bool:
+        """True once every gateway that must confirm reports `revision` (or a later one) applied.
+
+        Those are the live gateways and the `expected` ones (live when the switch began; by
+        default, live now) that have not stopped cleanly. An expected gateway whose heartbeat
+        goes stale during the wait (frozen, cut off from the registry) still counts: it may
+        still route to the old versions, so silence is no confirmation; the wait times out and
+        nothing is unloaded. One already silent for `heartbeat_max_age_s` when the switch began
+        is presumed gone, and one that stopped cleanly has forgotten itself: neither blocks.
+        """
         cfg = self.settings.registry
+        must = set(self.live_gateways() if expected is None else expected)
         deadline = time.monotonic() + cfg.ack_timeout_s
+        self.unconfirmed = []
         while True:
-            live = self.registry.instances(cfg.heartbeat_max_age_s)
-            behind = [i.instance_id for i in live if i.revision < revision]
+            live = self.live_gateways()
+            counted = [i for i in self.registry.instances() if i.instance_id in must | live]
+            behind = [i.instance_id for i in counted if i.revision < revision]
             if not behind:
-                self.say(f"gateways: {len(live)} live, all on revision >= {revision}")
+                self.say(f"gateways: {len(counted)} live, all on revision >= {revision}")
                 return True
             if time.monotonic() > deadline:
-                self.say(f"gateways still behind revision {revision}: {', '.join(behind)}")
+                silent = [
+                    f"{i} (silent > {cfg.heartbeat_max_age_s:g} s)" for i in behind if i not in live
+                ]
+                names = [i for i in behind if i in live] + silent
+                self.say(f"gateways still behind revision {revision}: {', '.join(names)}")
+                self.unconfirmed = names
                 return False
             time.sleep(0.1)
 

@@ -518,14 +518,13 @@ class Registry(Closeable):
         with self._writing(appends_events=False) as session:
             session.execute(statement)
 
-    def instances(self, max_age_s: float) -> list[Instance]:
-        """Serving instances whose last heartbeat is younger than `max_age_s`, by id."""
-        cutoff = _now() - timedelta(seconds=max_age_s)
-        query = (
-            select(ServingInstance)
-            .where(ServingInstance.heartbeat_at > cutoff)
-            .order_by(ServingInstance.instance_id)
-        )
+    def instances(self, max_age_s: float | None = None) -> list[Instance]:
+        """Serving instances whose last heartbeat is younger than `max_age_s` (None: every one
+        that has not forgotten itself), by id."""
+        query = select(ServingInstance).order_by(ServingInstance.instance_id)
+        if max_age_s is not None:
+            cutoff = _now() - timedelta(seconds=max_age_s)
+            query = query.where(ServingInstance.heartbeat_at > cutoff)
         with self._reading() as session:
             return [_plain(Instance, row) for row in session.scalars(query)]
 

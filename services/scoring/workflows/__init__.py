@@ -37,6 +37,7 @@ from scoring.workflows.serving import (
     Servers,
     bootstrap,
     build_promoter,
+    registry_actor,
     sync_triton,
 )
 from scoring.workflows.training import RegisteredModel, TrainProgress, train_and_register
@@ -69,6 +70,7 @@ __all__ = [
     "import_data",
     "materialize_features",
     "open_feature_store",
+    "registry_actor",
     "sync_triton",
     "train_and_register",
     "trained_version",

@@ -64,7 +64,7 @@ def demo_requests(settings: Settings, address: str, n_items: int, now: int) -> D
     items = demo_items(n_items)
     activities = demo_activities(settings.feast.repo_path, now)
     user, item, activity = "u_000042", CandidateKind.ITEM, CandidateKind.ACTIVITY
-    with RankingClient(address) as client:
+    with RankingClient.for_settings(settings, address) as client:
         products = client.rank(user, items, item, top_k=5, timestamp_s=now)
         accepted = client.feedback(products.request_id, products.candidates[0].id, "click")
         campaigns = client.rank(user, activities, activity, top_k=5, timestamp_s=now)

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from scoring.core.access import AccessError, Actor
 from scoring.core.settings import Settings
 from scoring.core.targets import TARGETS
-from scoring.workflows.checks import open_feature_store
+from scoring.workflows.checks import WorkflowError, open_feature_store
 
 if TYPE_CHECKING:
     from scoring.gateway.process import GatewayProcess
@@ -24,20 +25,63 @@ Say = Callable[[str], None]
 """A progress message for a person (the CLI prints it)."""
 
 
+def registry_actor(
+    settings: Settings, token: str | None = None, local_name: str | None = None
+) -> Actor:
+    """Who may change the registry: the admin caller whose token is `token` (default
+    SCORING_AUTH__ADMIN_TOKEN). Without one and with auth not required, `local_name`
+    ($SCORING_ACTOR or user@host by default) marked as not authenticated.
+
+    Raises:
+        WorkflowError: auth is required and there is no admin token, or the token is not an
+            admin caller's (option --token). Check before opening the registry: a refusal
+            writes nothing.
+    """
+    from scoring.core.access import registry_actor as resolve
+    from scoring.registry.promotion import default_actor
+
+    auth = settings.auth
+    if token is None and auth.admin_token is not None:
+        token = auth.admin_token.get_secret_value()
+    try:
+        return resolve(auth, token, local_name or default_actor())
+    except AccessError as exc:
+        raise WorkflowError(str(exc), option="--token") from None
+
+
 def build_promoter(
     settings: Settings,
     registry: Registry,
-    actor: str | None = None,
+    actor: Actor | str | None = None,
     *,
     registry_only: bool = False,
     say: Say | None = None,
 ) -> Promoter:
     """A promoter on the configured feature store (live schemas) and, unless `registry_only`,
-    Triton; `actor` defaults to $SCORING_ACTOR or user@host."""
+    Triton.
+
+    Args:
+        actor: who makes the changes: an Actor from `registry_actor`; by default the one the
+            settings give (SCORING_AUTH__ADMIN_TOKEN). A plain name is taken as it is while
+            auth is not required, and refused when it is (it proves nothing).
+
+    Raises:
+        WorkflowError: no admin identity while auth is required.
+    """
     from scoring.core.contract import contract_from_store
-    from scoring.registry.promotion import Promoter, default_actor
+    from scoring.registry.promotion import Promoter
     from scoring.triton.control import TritonControl
 
+    if actor is None:
+        actor = registry_actor(settings)
+    elif isinstance(actor, str):
+        if settings.auth.required:
+            raise WorkflowError(
+                f"registry changes need an admin identity (auth is required), not a name "
+                f"({actor!r}): pass --token or set SCORING_AUTH__ADMIN_TOKEN",
+                option="--token",
+            )
+        actor = Actor(actor, "none")
     store = open_feature_store(settings)
 
     def live_schema(service: str) -> str:
@@ -48,8 +92,9 @@ def build_promoter(
         registry,
         live_schema,
         None if registry_only else TritonControl(settings.triton),
-        actor or default_actor(),
+        actor.name,
         say=say or (lambda message: None),
+        actor_auth=actor.audit(),
     )
 
 
@@ -72,7 +117,7 @@ class BootstrapOutcome:
 def bootstrap(
     settings: Settings,
     registry: Registry,
-    actor: str,
+    actor: Actor | str | None = None,
     *,
     newest: bool = False,
     say: Say | None = None,
@@ -84,6 +129,7 @@ def bootstrap(
     Registry only: Triton loads the production versions when it starts (`sync_triton`).
 
     Args:
+        actor: who promotes (see `build_promoter`).
         say: the promoter's progress messages.
         on_outcome: called with each target's outcome as soon as it is known.
     """

@@ -1,0 +1,198 @@
+"""A steady Rank load on a gateway: open loop (a slow answer does not delay the next request),
+each request with its own id and deadline, and what the client saw of each; a click Feedback
+for a share of the answers."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import grpc
+
+from scoring.api.v1 import scoring_pb2 as pb
+from scoring.api.v1 import scoring_pb2_grpc as pb_grpc
+
+OK, DEGRADED, ERROR, PENDING = "ok", "degraded", "error", "pending"
+
+
+@dataclass(slots=True)
+class RankRecord:
+    """One Rank request as the client saw it; times on the monotonic clock."""
+
+    request_id: str
+    index: int
+    sent: float
+    deadline_s: float
+    candidates: int
+    outcome: str = PENDING  # ok, degraded (response.degraded), error; pending: no answer yet
+    code: str = ""  # the gRPC status of an error
+    detail: str = ""  # and its message
+    answered: float | None = None
+    model_version: str = ""
+    degradations: tuple[str, ...] = ()
+
+    @property
+    def latency_s(self) -> float | None:
+        return None if self.answered is None else self.answered - self.sent
+
+    @property
+    def answered_ok(self) -> bool:
+        """Status OK (degraded or not)."""
+        return self.outcome in (OK, DEGRADED)
+
+    @property
+    def within_deadline(self) -> bool:
+        """Answered OK, and (checked again here, beside the client's own timeout) in time."""
+        latency = self.latency_s
+        return self.answered_ok and latency is not None and latency <= self.deadline_s
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    """One click Feedback on the top candidate of an answer; `accepted` as the gateway said."""
+
+    request_id: str
+    candidate_id: str
+    accepted: bool
+    code: str = "OK"
+
+
+class LoadRunner:
+    """Rank requests at `rate_per_s` to `address` until stopped, from one dispatching thread
+    (gRPC futures, so the rate holds while answers are slow), plus a click Feedback on every
+    `feedback_every`-th OK answer from a thread of its own.
+
+    Request ids are `<prefix>-<n>`: unique per run when the prefix is (see `unique_prefix`).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        prefix: str,
+        users: Sequence[str],
+        candidates: Sequence[str],
+        *,
+        rate_per_s: float = 20.0,
+        deadline_s: float = 1.0,
+        per_request: int = 20,
+        feedback_every: int = 5,
+    ) -> None:
+        self.prefix = prefix
+        self.users = list(users)
+        self.candidates = list(candidates)
+        self.rate_per_s = rate_per_s
+        self.deadline_s = deadline_s
+        self.per_request = min(per_request, len(self.candidates))
+        self.feedback_every = feedback_every
+        self.records: list[RankRecord] = []
+        self.feedback: list[FeedbackRecord] = []
+        self._channel = grpc.insecure_channel(address)
+        self._stub = pb_grpc.RankingServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+        self._clicks: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._dispatch, name="load-rank", daemon=True),
+            threading.Thread(target=self._send_feedback, name="load-feedback", daemon=True),
+        ]
+
+    def start(self) -> LoadRunner:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stops sending, waits for every answer (each has a deadline), then for the Feedback."""
+        self._stopping.set()
+        self._threads[0].join()
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, self.deadline_s + 10.0)
+        self._clicks.put(None)
+        self._threads[1].join(30.0)
+        self._channel.close()
+
+    def __enter__(self) -> LoadRunner:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _dispatch(self) -> None:
+        started = time.monotonic()
+        n = 0
+        while not self._stopping.is_set():
+            late = time.monotonic() - (started + n / self.rate_per_s)
+            if late < 0 and self._stopping.wait(-late):
+                return
+            if late > 1.0:  # the machine stalled: carry on at the rate, not in a burst
+                started += late
+            self._send(n)
+            n += 1
+
+    def _send(self, n: int) -> None:
+        span = len(self.candidates) - self.per_request + 1
+        first = (n * 7) % span
+        ids = self.candidates[first : first + self.per_request]
+        request = pb.RankRequest(
+            request_id=f"{self.prefix}-{n:06d}",
+            user_id=self.users[n % len(self.users)],
+            candidates=[pb.Candidate(id=c, type=pb.CANDIDATE_TYPE_ITEM) for c in ids],
+        )
+        record = RankRecord(request.request_id, n, time.monotonic(), self.deadline_s, len(ids))
+        with self._lock:
+            self.records.append(record)
+            self._in_flight += 1
+        future = self._stub.Rank.future(request, timeout=self.deadline_s)
+        future.add_done_callback(partial(self._answered, record))
+
+    def _answered(self, record: RankRecord, future: Any) -> None:
+        answered = time.monotonic()
+        click: tuple[str, str] | None = None
+        try:
+            response = future.result()
+        except grpc.RpcError as exc:
+            record.outcome, record.code = ERROR, exc.code().name
+            record.detail = exc.details() or ""
+        except Exception as exc:  # cancelled at shutdown, or a client-side failure
+            record.outcome, record.code = ERROR, type(exc).__name__
+        else:
+            record.outcome = DEGRADED if response.degraded else OK
+            record.model_version = response.model_version
+            record.degradations = tuple(response.degradations)
+            if response.candidates and record.index % self.feedback_every == 0:
+                click = (record.request_id, response.candidates[0].id)
+        record.answered = answered
+        if click is not None:
+            self._clicks.put(click)
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+    def _send_feedback(self) -> None:
+        while (click := self._clicks.get()) is not None:
+            request_id, candidate_id = click
+            event = pb.FeedbackEvent(
+                request_id=request_id, candidate_id=candidate_id, type=pb.FEEDBACK_TYPE_CLICK
+            )
+            try:
+                response = self._stub.Feedback(
+                    pb.FeedbackRequest(events=[event]), timeout=max(self.deadline_s, 2.0)
+                )
+                record = FeedbackRecord(request_id, candidate_id, response.accepted == 1)
+            except grpc.RpcError as exc:
+                record = FeedbackRecord(request_id, candidate_id, False, exc.code().name)
+            with self._lock:
+                self.feedback.append(record)
+
+
+def unique_prefix(name: str) -> str:
+    """A request id prefix no other run uses."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
