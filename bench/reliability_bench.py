@@ -33,7 +33,8 @@ from rich.console import Console
 
 from scoring.devtools.fault_stack import FaultStack
 from scoring.devtools.faults import SCENARIOS, load_shape, run_all
-from scoring.devtools.reliability import LoadShape, Phases, ScenarioResult
+from scoring.devtools.load import LoadShape
+from scoring.devtools.reliability import Phases, ScenarioResult
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "RELIABILITY.md"

@@ -4,12 +4,12 @@ as they go and each judged against a stated bound.
 Brings up the production profile as `make bench` does (bench/gateway_bench.py's Stack: Feast
 Redis online store + SQL registry on PostgreSQL, real Triton, the gateway as a child process),
 with every request written to the served-feature log and the event log. Then it sends --rate
-Rank requests a second (open loop: on schedule, however long answers take) of --candidates
-random items for a random user, for --minutes, and a Feedback click on the top candidate for a
---feedback share of the answers. Every --interval seconds it samples the gateway's and Triton's
-(with its python backend stubs) resident memory, open file descriptors and threads from /proc,
-the feature-log and event-log queues from the gateway's /metrics, and the requests sent, ok,
-degraded and failed in the interval.
+Rank requests a second (open loop: on schedule, however long answers take; scoring.devtools.load)
+of --candidates random items for a random user, for --minutes, and a Feedback click on the top
+candidate for a --feedback share of the answers. Every --interval seconds it samples the
+gateway's and Triton's (with its python backend stubs) resident memory, open file descriptors
+and threads from /proc, the feature-log and event-log queues from the gateway's /metrics, and
+the requests sent, ok, degraded and failed in the interval.
 
 Samples inside the first --warmup seconds are shown, not judged; from the first sample after it
 to the last, each resource is held to a bound (growth of memory, descriptors and threads, queue
@@ -21,8 +21,6 @@ run). Needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import random
 import shutil
 import tempfile
 import time
@@ -31,15 +29,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import grpc
 import numpy as np
 from gateway_bench import REDIS, ROOT, Stack, machine
 from rich.console import Console
 from rich.table import Table
 
-from scoring.api.v1 import scoring_pb2 as pb
-from scoring.api.v1 import scoring_pb2_grpc as pb_grpc
 from scoring.core.settings import GatewaySettings
+from scoring.devtools.load import DEGRADED, ERROR, LoadRunner, LoadShape, RankRecord, unique_prefix
 from scoring.devtools.soak import (
     Bound,
     Verdict,
@@ -81,97 +77,42 @@ COLUMNS = (
 
 
 @dataclass
-class Interval:
-    """What the load did since the last sample."""
+class Tally:
+    """The load's figures interval by interval: the requests sent since the last call, and the
+    answers and Feedback calls that came back since (each counted once)."""
 
-    sent: int = 0
-    ok: int = 0
-    degraded: int = 0
-    failed: int = 0
-    feedback: int = 0
-    feedback_failed: int = 0
-    latencies: list[float] = field(default_factory=list)
-    codes: Counter[str] = field(default_factory=Counter)
+    load: LoadRunner
+    sent: int = 0  # records counted as sent so far
+    unanswered: list[RankRecord] = field(default_factory=list)
+    feedback: int = 0  # Feedback records counted so far
+
+    def interval(self) -> dict[str, float]:
+        sent = self.load.records[self.sent :]
+        self.sent += len(sent)
+        pending, answered, self.unanswered = [*self.unanswered, *sent], [], []
+        for record in pending:
+            (answered if record.answered is not None else self.unanswered).append(record)
+        clicks = self.load.feedback[self.feedback :]
+        self.feedback += len(clicks)
+        ok = [r for r in answered if r.answered_ok]
+        latencies = np.array([r.latency_s for r in ok] or [0.0]) * 1000
+        return {
+            "sent": len(sent),
+            "ok": len(ok),
+            "degraded": sum(r.outcome == DEGRADED for r in ok),
+            "failed": sum(r.outcome == ERROR for r in answered),
+            "feedback": len(clicks),
+            "feedback_failed": sum(f.code != "OK" for f in clicks),
+            "p50_ms": float(np.percentile(latencies, 50)),
+            "p99_ms": float(np.percentile(latencies, 99)),
+        }
 
 
-@dataclass
-class Load:
-    """An open-loop Rank (+ Feedback) load on one channel."""
-
-    address: str
-    rate: float
-    candidates: int
-    feedback_share: float
-    deadline_s: float
-    items: list[str]
-    users: list[str]
-    interval: Interval = field(default_factory=Interval)
-    codes: Counter[str] = field(default_factory=Counter)
-
-    def rotate(self) -> Interval:
-        done, self.interval = self.interval, Interval()
-        self.codes.update(done.codes)
-        return done
-
-    async def run(self, duration_s: float) -> None:
-        rng = random.Random(0)
-        # A request still unanswered after its deadline has failed: more in flight than that
-        # means the gateway has fallen behind, and the next ones are counted as failed.
-        max_in_flight = max(int(self.rate * self.deadline_s * 2), 8)
-        async with grpc.aio.insecure_channel(self.address) as channel:
-            stub = pb_grpc.RankingServiceStub(channel)  # type: ignore[no-untyped-call]
-            loop = asyncio.get_running_loop()
-            tasks: set[asyncio.Task[None]] = set()
-            start = loop.time()
-            i = 0
-            while (due := start + i / self.rate) < start + duration_s:
-                await asyncio.sleep(max(due - loop.time(), 0))
-                i += 1
-                self.interval.sent += 1
-                if len(tasks) >= max_in_flight:
-                    self.interval.failed += 1
-                    self.interval.codes["CLIENT_BACKLOG"] += 1
-                    continue
-                request = pb.RankRequest(
-                    user_id=rng.choice(self.users),
-                    candidates=[
-                        pb.Candidate(id=c, type=pb.CANDIDATE_TYPE_ITEM)
-                        for c in rng.sample(self.items, self.candidates)
-                    ],
-                    top_k=20,
-                )
-                task = asyncio.create_task(self._rank(stub, request, rng.random()))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            if tasks:
-                await asyncio.wait(tasks)
-
-    async def _rank(
-        self, stub: pb_grpc.RankingServiceStub, request: pb.RankRequest, draw: float
-    ) -> None:
-        started = time.perf_counter()
-        try:
-            response = await stub.Rank(request, timeout=self.deadline_s)
-        except grpc.aio.AioRpcError as exc:
-            self.interval.failed += 1
-            self.interval.codes[exc.code().name] += 1
-            return
-        self.interval.latencies.append(time.perf_counter() - started)
-        self.interval.ok += 1
-        self.interval.degraded += bool(response.degraded)
-        if draw >= self.feedback_share or not response.candidates:
-            return
-        event = pb.FeedbackEvent(
-            request_id=response.request_id,
-            candidate_id=response.candidates[0].id,
-            type=pb.FEEDBACK_TYPE_CLICK,
-        )
-        self.interval.feedback += 1
-        try:
-            await stub.Feedback(pb.FeedbackRequest(events=[event]), timeout=self.deadline_s)
-        except grpc.aio.AioRpcError as exc:
-            self.interval.feedback_failed += 1
-            self.interval.codes[f"feedback {exc.code().name}"] += 1
+def error_codes(load: LoadRunner) -> Counter[str]:
+    """The gRPC errors of the run, Rank's and Feedback's."""
+    codes = Counter(r.code for r in load.records if r.outcome == ERROR)
+    codes.update(f"feedback {f.code}" for f in load.feedback if f.code != "OK")
+    return codes
 
 
 def resources(
@@ -210,54 +151,44 @@ def resources(
     return sample, kinds
 
 
-async def soak(
-    load: Load, duration_s: float, interval_s: float, pids: tuple[int, int], metrics_url: str
+def soak(
+    load: LoadRunner, duration_s: float, interval_s: float, pids: tuple[int, int], metrics_url: str
 ) -> tuple[list[dict[str, float]], list[Counter[str]]]:
     """Runs `load` for `duration_s`, one sample every `interval_s` (the last at the end);
     returns the samples and the gateway's descriptors by kind at each."""
     samples: list[dict[str, float]] = []
     kinds: list[Counter[str]] = []
-    previous, _ = await asyncio.to_thread(resources, *pids, metrics_url)
-    runner = asyncio.create_task(load.run(duration_s))
-    loop = asyncio.get_running_loop()
-    start = last = loop.time()
+    previous, _ = resources(*pids, metrics_url)
+    tally = Tally(load)
     ticks = max(round(duration_s / interval_s), 1)
-    for k in range(1, ticks + 1):
-        await asyncio.sleep(max(start + k * duration_s / ticks - loop.time(), 0))
-        now = loop.time()
-        done = load.rotate()
-        sample, fds = await asyncio.to_thread(resources, *pids, metrics_url)
-        kinds.append(fds)
-        latencies = np.array(done.latencies or [0.0]) * 1000
-        sample |= {
-            "t_s": now - start,
-            "sent": done.sent,
-            "rate": done.sent / (now - last),
-            "ok": done.ok,
-            "degraded": done.degraded,
-            "failed": done.failed,
-            "feedback": done.feedback,
-            "feedback_failed": done.feedback_failed,
-            "p50_ms": float(np.percentile(latencies, 50)),
-            "p99_ms": float(np.percentile(latencies, 99)),
-        }
-        for name in ("gateway", "triton"):
-            spent = sample[f"{name}_cpu_s"] - previous[f"{name}_cpu_s"]
-            sample[f"{name}_cpu_pct"] = 100 * spent / (now - last)
-        last, previous = now, sample
-        samples.append(sample)
-        console.print(
-            f"t={sample['t_s']:.0f}s sent={done.sent} ok={done.ok} failed={done.failed} "
-            f"gw_rss={sample['gateway_rss_mib']:.1f}MiB gw_fds={sample['gateway_fds']:.0f} "
-            f"gw_threads={sample['gateway_threads']:.0f} "
-            f"fl_queue={sample['feature_log_pending_rows']:.0f} "
-            f"ev_queue={sample['events_queued']:.0f}"
-        )
-    await runner
+    with load:
+        start = last = time.monotonic()
+        for k in range(1, ticks + 1):
+            time.sleep(max(start + k * duration_s / ticks - time.monotonic(), 0))
+            if k == ticks:
+                load.stop_sending()  # answers still in flight count in this last interval
+            now = time.monotonic()
+            done = tally.interval()
+            sample, fds = resources(*pids, metrics_url)
+            kinds.append(fds)
+            sample |= {"t_s": now - start, "rate": done["sent"] / (now - last), **done}
+            for name in ("gateway", "triton"):
+                spent = sample[f"{name}_cpu_s"] - previous[f"{name}_cpu_s"]
+                sample[f"{name}_cpu_pct"] = 100 * spent / (now - last)
+            last, previous = now, sample
+            samples.append(sample)
+            console.print(
+                f"t={sample['t_s']:.0f}s sent={done['sent']} ok={done['ok']} "
+                f"failed={done['failed']} gw_rss={sample['gateway_rss_mib']:.1f}MiB "
+                f"gw_fds={sample['gateway_fds']:.0f} "
+                f"gw_threads={sample['gateway_threads']:.0f} "
+                f"fl_queue={sample['feature_log_pending_rows']:.0f} "
+                f"ev_queue={sample['events_queued']:.0f}"
+            )
     # Answers that came after the last sample: their outcome counts, in the last interval.
-    rest = load.rotate()
+    rest = tally.interval()
     for name in ("ok", "degraded", "failed", "feedback", "feedback_failed"):
-        samples[-1][name] += getattr(rest, name)
+        samples[-1][name] += rest[name]
     return samples, kinds
 
 
@@ -427,25 +358,27 @@ def main() -> None:
         assert stack.gateway is not None and stack.triton is not None
         assert stack.gateway.process is not None and stack.triton.process is not None
         gw = stack.settings.gateway
-        load = Load(
-            stack.gateway.address, args.rate, args.candidates, args.feedback,
-            args.deadline_ms / 1000, [f"i_{i:06d}" for i in range(stack.n_items)],
-            [f"u_{i:06d}" for i in range(stack.n_users)],
+        shape = LoadShape(
+            tuple(f"u_{i:06d}" for i in range(stack.n_users)),
+            tuple(f"i_{i:06d}" for i in range(stack.n_items)),
+            rate_per_s=args.rate, deadline_s=args.deadline_ms / 1000,
+            per_request=args.candidates, top_k=20, seed=0,
+            feedback_every=round(1 / args.feedback) if args.feedback > 0 else 0,  # one in n
         )  # fmt: skip
+        load = LoadRunner(stack.gateway.address, unique_prefix("soak"), shape)
         pids = (stack.gateway.process.pid, stack.triton.process.pid)
         metrics_url = f"http://{gw.host}:{gw.metrics_port}/metrics"
         console.print(
             f"soak: {args.rate:g} Rank/s for {args.minutes:g} min, a sample every "
             f"{args.interval:g} s (gateway pid {pids[0]}, Triton pid {pids[1]})"
         )
-        samples, kinds = asyncio.run(
-            soak(load, args.minutes * 60, args.interval, pids, metrics_url)
-        )
+        samples, kinds = soak(load, args.minutes * 60, args.interval, pids, metrics_url)
     finally:
         stack.close()
         shutil.rmtree(work, ignore_errors=True)
     verdicts = judge([s for s in samples if s["t_s"] > args.warmup], bounds(args.rate, gw))
-    raise SystemExit(0 if report(args, samples, kinds, verdicts, load.codes, build_s) else 1)
+    codes = error_codes(load)
+    raise SystemExit(0 if report(args, samples, kinds, verdicts, codes, build_s) else 1)
 
 
 if __name__ == "__main__":

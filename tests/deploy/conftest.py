@@ -20,6 +20,17 @@ K8S_DIR = ROOT / "deploy" / "k8s"
 PROMETHEUS_FILE = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA_DIR = ROOT / "deploy" / "grafana"
 
+# The gateway's settings that name a file of a mounted secret (compose secrets, k8s Secrets).
+GATEWAY_SECRET_FILES = (
+    "SCORING_TLS__CERT_FILE",
+    "SCORING_TLS__KEY_FILE",
+    "SCORING_TLS__CA_FILE",
+    "SCORING_AUTH__CALLERS_FILE",
+    "SCORING_PRIVACY__SECRET_FILE",
+)
+# Names that look like a secret's but hold none: a switch, and paths to mounted secret files.
+NOT_A_SECRET = re.compile(r"^SCORING_PRIVACY__GENERATE_SECRET$|_FILE$")
+
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}; "$$" is a literal "$".
 _INTERPOLATION = re.compile(
     r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"

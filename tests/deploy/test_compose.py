@@ -17,6 +17,8 @@ from scoring.core.targets import TARGETS
 from .conftest import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
+    GATEWAY_SECRET_FILES,
+    NOT_A_SECRET,
     ROOT,
     interpolation_refs,
     is_job,
@@ -31,8 +33,6 @@ PINNED_IMAGE = re.compile(
     r"^[a-z0-9./_-]+(:[A-Za-z0-9._-]*[0-9][A-Za-z0-9._-]*)(@sha256:[0-9a-f]{64})?$"
 )
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY", re.IGNORECASE)
-# Names that match SECRET_KEY but hold no secret: a switch, and paths to mounted secret files.
-NOT_A_SECRET = re.compile(r"^SCORING_PRIVACY__GENERATE_SECRET$|_FILE$")
 SECRETS_DIR = "/run/secrets/"
 URL_WITH_PASSWORD = re.compile(r"://[^/:@\s]+:(?P<password>[^@\s]+)@")
 JOB_ORDER = [
@@ -212,13 +212,7 @@ def test_gateway_serves_tls_and_requires_auth_with_mounted_secrets(
     assert env["SCORING_AUTH__REQUIRED"] == "true"
     assert env["SCORING_PRIVACY__GENERATE_SECRET"] == "false"
     mounted = {s["target"]: s["source"] for s in gateway["secrets"]}
-    for key in (
-        "SCORING_TLS__CERT_FILE",
-        "SCORING_TLS__KEY_FILE",
-        "SCORING_TLS__CA_FILE",
-        "SCORING_AUTH__CALLERS_FILE",
-        "SCORING_PRIVACY__SECRET_FILE",
-    ):
+    for key in GATEWAY_SECRET_FILES:
         assert env[key] in mounted, f"gateway: {key}={env[key]} is not a mounted secret"
     declared = compose["secrets"]
     for source in mounted.values():

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import K8S_DIR, k8s_object, only_container, require_module
+from .conftest import (
+    GATEWAY_SECRET_FILES,
+    K8S_DIR,
+    NOT_A_SECRET,
+    k8s_object,
+    only_container,
+    require_module,
+)
 
 # Oldest Kubernetes the manifests promise to work on (grpc probes GA 1.27) and the newest the
 # validator knows.
@@ -92,7 +99,7 @@ def test_deployments_are_production_ready(
     assert "memory" in resources["limits"]
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     for env in container.get("env", []):
-        if env["name"].endswith("_FILE") or env["name"] == "SCORING_PRIVACY__GENERATE_SECRET":
+        if NOT_A_SECRET.search(env["name"]):
             continue  # a path to a mounted Secret (checked below), a switch
         if re.search("PASSWORD|SECRET|TOKEN|REGISTRY_PATH", env["name"]):
             assert "secretKeyRef" in env.get("valueFrom", {}), f"{env['name']}: use a Secret"
@@ -155,13 +162,7 @@ def test_gateway_serves_tls_and_requires_auth_from_mounted_secrets(
         for source in projected["sources"]:
             for item in source["secret"]["items"]:
                 files[f"{mount['mountPath']}/{item['path']}"] = source["secret"]["name"]
-    for key in (
-        "SCORING_TLS__CERT_FILE",
-        "SCORING_TLS__KEY_FILE",
-        "SCORING_TLS__CA_FILE",
-        "SCORING_AUTH__CALLERS_FILE",
-        "SCORING_PRIVACY__SECRET_FILE",
-    ):
+    for key in GATEWAY_SECRET_FILES:
         assert env[key] in files, f"{key}={env[key]} is no file of a mounted Secret"
     # The Service keeps the gateway inside the cluster.
     assert k8s_object(k8s_docs, "Service", "gateway")["spec"]["type"] == "ClusterIP"

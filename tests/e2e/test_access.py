@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from scoring.cli import app
 from scoring.client import RankingClient
 from scoring.core.access import token_sha256
 from scoring.core.channels import open_channel
-from scoring.core.settings import AuthSettings, CallerSettings, Settings, TlsSettings
+from scoring.core.settings import AuthSettings, CallerSettings, TlsSettings
 from scoring.gateway.process import GatewayProcess
 
 from ..conftest import FeatureRepo, gateway_settings
@@ -78,8 +79,7 @@ class Pki:
     server: Issued
     edge: Issued  # a client certificate naming the caller `edge`
     probe: Issued  # a client certificate of no caller (readiness under mutual TLS)
-    stranger_ca: TestCA  # a CA the gateway does not trust
-    stranger: Issued
+    stranger: Issued  # issued by a CA the gateway does not trust
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         ca.issue("gateway", server=True),
         ca.issue("edge.internal"),
         ca.issue("probe"),
-        other,
         other.issue("edge.internal"),
     )
 
@@ -106,9 +105,18 @@ def client_tls(pki: Pki, client: Issued | None = None) -> TlsSettings:
     )
 
 
-def secured_settings(
-    repo: FeatureRepo, triton: Any, pki: Pki, callers: Path, *, mutual: bool
-) -> Settings:
+@contextmanager
+def secured_gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+    repo: FeatureRepo,
+    triton: Any,
+    pki: Pki,
+    *,
+    mutual: bool,
+) -> Iterator[GatewayProcess]:
+    """A gateway serving TLS (mutual TLS when `mutual`), auth required, the callers of
+    `callers_file`."""
+    tmp = tmp_path_factory.mktemp("access-mtls" if mutual else "access-tls")
     settings = gateway_settings(repo.path, triton.settings)
     # Server side: the gateway's certificate (and the client CA under mutual TLS); client
     # side, for the readiness probe: the CA (and a certificate of no caller).
@@ -120,8 +128,10 @@ def secured_settings(
             "require_client_cert": mutual,
         }
     )
-    auth = AuthSettings(required=True, callers_file=callers)
-    return settings.model_copy(update={"tls": tls, "auth": auth})
+    auth = AuthSettings(required=True, callers_file=callers_file(tmp / "callers.yaml"))
+    settings = settings.model_copy(update={"tls": tls, "auth": auth})
+    with GatewayProcess(settings, log_path=tmp / "gateway.log") as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -129,12 +139,8 @@ def tls_gateway(
     tmp_path_factory: pytest.TempPathFactory, feature_repo_ready: FeatureRepo, triton: Any, pki: Pki
 ) -> Iterator[GatewayProcess]:
     """TLS (server certificate only), auth required: callers by bearer token."""
-    tmp = tmp_path_factory.mktemp("access-tls")
-    settings = secured_settings(
-        feature_repo_ready, triton, pki, callers_file(tmp / "callers.yaml"), mutual=False
-    )
-    with GatewayProcess(settings, log_path=tmp / "gateway.log") as process:
-        yield process
+    with secured_gateway(tmp_path_factory, feature_repo_ready, triton, pki, mutual=False) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +148,8 @@ def mtls_gateway(
     tmp_path_factory: pytest.TempPathFactory, feature_repo_ready: FeatureRepo, triton: Any, pki: Pki
 ) -> Iterator[GatewayProcess]:
     """Mutual TLS, auth required: the client certificate's CN names the caller."""
-    tmp = tmp_path_factory.mktemp("access-mtls")
-    settings = secured_settings(
-        feature_repo_ready, triton, pki, callers_file(tmp / "callers.yaml"), mutual=True
-    )
-    with GatewayProcess(settings, log_path=tmp / "gateway.log") as process:
-        yield process
+    with secured_gateway(tmp_path_factory, feature_repo_ready, triton, pki, mutual=True) as gw:
+        yield gw
 
 
 def rank(address: str, tls: TlsSettings | None, token: str | None, rpc: str = "Rank") -> Any:
@@ -304,21 +306,16 @@ def test_rank_cli_and_healthcheck_speak_tls(tls_gateway: GatewayProcess, pki: Pk
         "SCORING_GATEWAY__PORT": str(tls_gateway.settings.gateway.port),
     }
     del check_env["SCORING_AUTH__TOKEN"]
-    healthy = subprocess.run(
-        [sys.executable, str(ROOT / "docker" / "healthcheck.py")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=check_env,
-    )
+
+    def healthcheck(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        script = str(ROOT / "docker" / "healthcheck.py")
+        return subprocess.run(
+            [sys.executable, script], capture_output=True, text=True, timeout=60, env=env
+        )
+
+    healthy = healthcheck(check_env)
     assert healthy.returncode == 0, healthy.stderr
-    plain = subprocess.run(
-        [sys.executable, str(ROOT / "docker" / "healthcheck.py")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**check_env, "SCORING_TLS__ENABLED": "false"},
-    )
+    plain = healthcheck({**check_env, "SCORING_TLS__ENABLED": "false"})
     assert plain.returncode == 1 and "unreachable" in plain.stderr
 
 
@@ -339,13 +336,7 @@ def test_mutual_tls_names_the_caller_by_certificate(mtls_gateway: GatewayProcess
 
     # No client certificate, or one of another CA: the handshake fails.
     assert code(rank(address, client_tls(pki), WEB)) == grpc.StatusCode.UNAVAILABLE
-    other = TlsSettings(
-        enabled=True,
-        ca_file=pki.ca.path,
-        client_cert_file=pki.stranger.cert,
-        client_key_file=pki.stranger.key,
-    )
-    assert code(rank(address, other, None)) == grpc.StatusCode.UNAVAILABLE
+    assert code(rank(address, client_tls(pki, pki.stranger), None)) == grpc.StatusCode.UNAVAILABLE
     assert code(rank(address, None, WEB)) == grpc.StatusCode.UNAVAILABLE
 
     expected = ("mutual_tls=True auth_required=True", "caller=edge", "caller=web")

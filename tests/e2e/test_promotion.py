@@ -151,6 +151,15 @@ def two_versions(
     return repo
 
 
+def register_both(registry: Registry, models: Path) -> None:
+    """Registers v1 and v2 of TARGET (v1 in production) and v1 of the other targets."""
+    for name in TARGETS:
+        for version in (1, 2) if name == TARGET else (1,):
+            manifest = read_manifest(models / name, version)
+            register_version(registry, models, name, version, manifest, "test")
+    registry.set_stage(TARGET, 1, Stage.PRODUCTION, actor="mlops-test", reason="initial")
+
+
 def wait_until(predicate: Any, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -172,10 +181,7 @@ def test_promote_rollback_canary_shadow_under_load_without_a_failed_request(
     settings.registry.ack_timeout_s = 30.0
     registry = Registry(url)
     store = feature_repo_ready.store()
-    for name in TARGETS:
-        for version in (1, 2) if name == TARGET else (1,):
-            manifest = read_manifest(two_versions / name, version)
-            register_version(registry, two_versions, name, version, manifest, "test")
+    register_both(registry, two_versions)
     control = TritonControl(triton_cfg)
     promoter = Promoter(
         settings,
@@ -184,7 +190,6 @@ def test_promote_rollback_canary_shadow_under_load_without_a_failed_request(
         control,
         actor="mlops-test",
     )
-    registry.set_stage(TARGET, 1, Stage.PRODUCTION, actor="mlops-test", reason="initial")
 
     with TritonServer(triton_cfg, list(TARGETS)) as triton:
         assert sync(registry, control, TARGET) == {1}

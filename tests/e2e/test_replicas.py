@@ -34,13 +34,12 @@ from scoring.api.v1 import scoring_pb2 as pb
 from scoring.api.v1 import scoring_pb2_grpc as pb_grpc
 from scoring.core.targets import TARGETS
 from scoring.gateway.process import GatewayProcess
-from scoring.registry import Registry, Stage
-from scoring.registry.promotion import Promoter, register_version, sync
-from scoring.trainer.export import read_manifest
+from scoring.registry import Registry
+from scoring.registry.promotion import Promoter, sync
 from scoring.triton.control import TritonControl
 
 from ..conftest import FeatureRepo, gateway_settings, require, triton_installed, triton_settings
-from .test_promotion import ITEMS, TARGET, wait_until
+from .test_promotion import ITEMS, TARGET, register_both, wait_until
 from .test_promotion import two_versions as two_versions  # the fixture: item_ranker v1 and v2
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
@@ -229,10 +228,7 @@ def test_two_replicas_switch_together_and_a_silent_one_keeps_the_old_version(
     cfg.drain_s, cfg.ack_timeout_s = 0.5, 30.0
     registry = Registry(url)
     store = feature_repo_ready.store()
-    for name in TARGETS:
-        for version in (1, 2) if name == TARGET else (1,):
-            manifest = read_manifest(two_versions / name, version)
-            register_version(registry, two_versions, name, version, manifest, "test")
+    register_both(registry, two_versions)
     control = WatchedControl(triton_cfg, registry=registry)
     said: list[str] = []
     promoter = Promoter(
@@ -243,7 +239,6 @@ def test_two_replicas_switch_together_and_a_silent_one_keeps_the_old_version(
         actor="mlops-test",
         say=said.append,
     )
-    registry.set_stage(TARGET, 1, Stage.PRODUCTION, actor="mlops-test", reason="initial")
 
     def note(line: str) -> None:
         print(line)  # figures for the record (pytest -s), shown with a failure too

@@ -1,4 +1,5 @@
-"""Test-side views of an online read: a DataFrame per read, with its age and expiry attached."""
+"""Test helpers: views of an online read (a DataFrame per read, with its age and expiry
+attached), and a clock the test moves by hand."""
 
 from __future__ import annotations
 
@@ -37,3 +38,13 @@ def fetch(
     out.attrs[AGE_ATTR] = online.age_s
     out.attrs[EXPIRED_ATTR] = online.expired
     return out
+
+
+class Clock:
+    """A monotonic clock for code that takes one: `now` moves only when the test sets it."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now

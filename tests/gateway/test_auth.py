@@ -33,6 +33,8 @@ from scoring.gateway.auth import (
 )
 from scoring.gateway.prometheus import GatewayMetrics
 
+from .helpers import Clock
+
 WEB_TOKEN, ADMIN_TOKEN, BATCH_TOKEN = "web-token-1", "admin-token-1", "batch-token-1"
 RANK = "/scoring.api.v1.RankingService/Rank"
 HEALTH = "/grpc.health.v1.Health/Check"
@@ -54,14 +56,6 @@ def auth_settings(required: bool = True, **kw: Any) -> AuthSettings:
         ),
         **kw,
     )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Aborted(Exception):

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from scoring.gateway.breaker import Breakers, CircuitBreaker, repair_token
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from .helpers import Clock
 
 
 def test_opens_after_threshold_failures_in_a_row_only() -> None:

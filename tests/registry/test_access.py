@@ -5,18 +5,12 @@ one, the audit trail records that caller. With auth off, changes are marked unau
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from typer.testing import CliRunner
 
 from scoring.cli import app
 from scoring.core.access import token_sha256
-from scoring.core.targets import TARGETS
 from scoring.registry import Registry, Stage
-from scoring.registry.promotion import register_version
-from scoring.trainer.export import read_manifest
-
-from ..conftest import FeatureRepo
 
 ADMIN, WEB = "admin-token-for-the-test", "web-token-for-the-test"
 CALLERS = [
@@ -26,17 +20,11 @@ CALLERS = [
 
 
 def test_registry_changes_need_an_admin_token_when_auth_is_required(
-    tmp_path: Path, feature_repo_ready: FeatureRepo, model_repository: Path
+    models_env: dict[str, str],
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'registry.db'}"
-    with Registry(url) as registry:
-        for name in TARGETS:
-            manifest = read_manifest(model_repository / name, 1)
-            register_version(registry, model_repository, name, 1, manifest, "trainer")
+    url = models_env["SCORING_REGISTRY__URL"]
     base = {
-        "SCORING_REGISTRY__URL": url,
-        "SCORING_FEAST__REPO_PATH": str(feature_repo_ready.path),
-        "SCORING_TRITON__MODEL_REPOSITORY": str(model_repository),
+        **models_env,
         "SCORING_ACTOR": "claimed-name",
         "SCORING_AUTH__CALLERS": json.dumps(CALLERS),
     }

@@ -8,26 +8,13 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from scoring.cli import app
-from scoring.core.targets import TARGETS
 from scoring.registry import Registry, Stage
-from scoring.registry.promotion import register_version
-from scoring.trainer.export import read_manifest
-
-from ..conftest import FeatureRepo
 
 
-def test_models_commands_end_to_end(
-    tmp_path: Path, feature_repo_ready: FeatureRepo, model_repository: Path
-) -> None:
-    url = f"sqlite:///{tmp_path / 'registry.db'}"
-    with Registry(url) as registry:
-        for name in TARGETS:
-            manifest = read_manifest(model_repository / name, 1)
-            register_version(registry, model_repository, name, 1, manifest, "trainer")
+def test_models_commands_end_to_end(tmp_path: Path, models_env: dict[str, str]) -> None:
+    url = models_env["SCORING_REGISTRY__URL"]
     env = {
-        "SCORING_REGISTRY__URL": url,
-        "SCORING_FEAST__REPO_PATH": str(feature_repo_ready.path),
-        "SCORING_TRITON__MODEL_REPOSITORY": str(model_repository),
+        **models_env,
         "SCORING_GATEWAY__EVENTS_DIR": str(tmp_path / "events"),
         "SCORING_ACTOR": "ops@test",
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from typing import Annotated
 
 import typer
@@ -78,9 +79,7 @@ def access_callers() -> None:
     for col in ("name", "by", "rpcs", "roles", "max in flight", "rate/s (burst)"):
         table.add_column(col)
     by_cn = {c.name: cn for cn, c in callers.by_cn.items()}
-    tokens: dict[str, int] = {}
-    for caller in callers.by_token.values():
-        tokens[caller.name] = tokens.get(caller.name, 0) + 1
+    tokens = Counter(caller.name for caller in callers.by_token.values())
     for name, caller in sorted(callers.by_name.items()):
         ways = [f"cert CN {by_cn[name]}"] if name in by_cn else []
         ways += [f"{tokens[name]} token(s)"] if name in tokens else []

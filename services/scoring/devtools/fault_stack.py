@@ -15,8 +15,6 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,6 +25,7 @@ from scoring.core.process import ManagedProcess, ProcessStartError
 from scoring.core.settings import FeastSettings, Settings
 from scoring.core.targets import TARGETS
 from scoring.devtools.local_stack import free_port, gateway_settings, triton_settings
+from scoring.devtools.soak import scrape_metrics
 from scoring.gateway.process import GatewayProcess, health_status
 
 Say = Callable[[str], None]
@@ -99,6 +98,15 @@ class RedisServer(ManagedProcess):
             yield ready
         finally:
             client.close()
+
+
+class AnsweringGateway(GatewayProcess):
+    """A gateway waited on only until its health service answers at all (SERVING or not)."""
+
+    def _readiness(self) -> contextlib.AbstractContextManager[Callable[[], bool]]:
+        return contextlib.nullcontext(
+            lambda: health_status(self.address, tls=self.settings.tls) is not None
+        )
 
 
 class PostgresServer:
@@ -319,13 +327,13 @@ class FaultStack:
     def _register_copied(self, models_url: str) -> None:
         from scoring.registry import Registry
         from scoring.registry.promotion import register_version
-        from scoring.trainer.export import read_manifest
+        from scoring.trainer.export import list_versions, read_manifest
         from scoring.triton.server import servable_models
 
         models = self.config.triton.model_repository
         with Registry(models_url) as registry:
             for name in servable_models(models, TARGETS):
-                version = max(int(p.name) for p in (models / name).iterdir() if p.name.isdigit())
+                version = list_versions(models / name)[-1]
                 manifest = read_manifest(models / name, version)
                 register_version(registry, models, name, version, manifest, "faults")
         self._promote_newest(models_url)
@@ -389,18 +397,10 @@ class FaultStack:
         if overrides:
             gateway = settings.gateway.model_copy(update=overrides)
             settings = settings.model_copy(update={"gateway": gateway})
-        self.gateway = GatewayProcess(settings, log_path=log)
-        if wait_serving:
-            self.gateway.start()
-            self.gateway.wait_ready()
-            return
+        process = GatewayProcess if wait_serving else AnsweringGateway
+        self.gateway = process(settings, log_path=log)
         self.gateway.start()
-        deadline = time.monotonic() + self.gateway.startup_timeout_s
-        while health_status(self.gateway.address) is None:
-            process = self.gateway.process
-            if process is None or process.poll() is not None or time.monotonic() > deadline:
-                raise ProcessStartError(f"gateway not answering:\n{self.gateway.log_tail()}")
-            time.sleep(0.1)
+        self.gateway.wait_ready()
 
     def stop_gateway(self) -> None:
         if self.gateway is not None:
@@ -412,17 +412,8 @@ class FaultStack:
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum of a metric's samples (with these labels) on the gateway's /metrics."""
-        from prometheus_client.parser import text_string_to_metric_families
-
         url = f"http://127.0.0.1:{self.config.gateway.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=2.0) as response:
-            text = response.read().decode()
-        return sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-        )
+        return scrape_metrics(url, timeout_s=2.0, labels=labels).get(name, 0.0)
 
     def close(self) -> None:
         """Stops the gateway (flushing its logs), Triton and the stores; unmounts the tmpfs."""

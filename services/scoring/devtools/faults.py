@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from scoring.devtools.fault_stack import FAULT_TARGET, FaultStack
-from scoring.devtools.load import RankRecord
+from scoring.devtools.load import LoadShape, RankRecord
 from scoring.devtools.reconcile import GatewayLogs
 from scoring.devtools.reliability import (
     Check,
-    LoadShape,
     Phases,
     Scenario,
     ScenarioResult,
@@ -82,7 +81,9 @@ class PostgresOutage:
         self.promoter = workflows.build_promoter(self.stack.config, self.registry, "faults")
 
     def promote(self) -> None:
-        version = self.registry_version()
+        from scoring.trainer.export import list_versions
+
+        version = list_versions(self.stack.config.triton.model_repository / FAULT_TARGET)[-1]
         started = time.monotonic()
         try:
             self.promoter.promote(
@@ -91,10 +92,6 @@ class PostgresOutage:
         except Exception as exc:
             self.error = exc
         self.took_s = time.monotonic() - started
-
-    def registry_version(self) -> int:
-        models = self.stack.config.triton.model_repository / FAULT_TARGET
-        return max(int(p.name) for p in models.iterdir() if p.name.isdigit())
 
     def heartbeats(self) -> bool:
         assert self.registry is not None
@@ -153,10 +150,6 @@ class FullDisk:
     @property
     def folder(self) -> Path:
         return self.stack.config.gateway.feature_log_dir
-
-    @property
-    def port(self) -> int:
-        return self.stack.config.gateway.metrics_port
 
     def prepare(self) -> None:
         if self.bound is not None:
@@ -293,14 +286,13 @@ class BadVersion:
         from scoring import workflows
         from scoring.registry import Registry
         from scoring.registry.promotion import register_version
-        from scoring.trainer.export import read_manifest
+        from scoring.trainer.export import list_versions, read_manifest
 
         self.registry = Registry(self.stack.config.registry.url, migrate=False)
         routing = self.registry.routing().targets[FAULT_TARGET]
         self.production = routing.production.version
-        on_disk = {int(p.name) for p in self.models.iterdir() if p.name.isdigit()}
-        registered = {r.version for r in self.registry.versions(FAULT_TARGET)}
-        self.version = max(on_disk | registered) + 1
+        registered = [r.version for r in self.registry.versions(FAULT_TARGET)]
+        self.version = max(list_versions(self.models) + registered) + 1
         folder = self.models / str(self.version)
         shutil.copytree(self.models / str(self.production), folder)
         model = folder / "model.pt"

@@ -5,6 +5,7 @@ for a share of the answers."""
 from __future__ import annotations
 
 import queue
+import random
 import threading
 import time
 import uuid
@@ -46,12 +47,6 @@ class RankRecord:
         """Status OK (degraded or not)."""
         return self.outcome in (OK, DEGRADED)
 
-    @property
-    def within_deadline(self) -> bool:
-        """Answered OK, and (checked again here, beside the client's own timeout) in time."""
-        latency = self.latency_s
-        return self.answered_ok and latency is not None and latency <= self.deadline_s
-
 
 @dataclass(frozen=True, slots=True)
 class FeedbackRecord:
@@ -63,33 +58,41 @@ class FeedbackRecord:
     code: str = "OK"
 
 
+@dataclass(frozen=True, slots=True)
+class LoadShape:
+    """The load: who asks for what, how often, with which deadline.
+
+    Attributes:
+        per_request: candidates per request (at most all of `candidates`).
+        feedback_every: a click Feedback on every n-th answer (0: none).
+        top_k: candidates each answer returns (0: all of them).
+        seed: None: the users in turn and a window of the candidates moving along; else both
+            drawn at random (seeded).
+    """
+
+    users: tuple[str, ...]
+    candidates: tuple[str, ...]
+    rate_per_s: float = 20.0
+    deadline_s: float = 1.0
+    per_request: int = 20
+    feedback_every: int = 5
+    top_k: int = 0
+    seed: int | None = None
+
+
 class LoadRunner:
-    """Rank requests at `rate_per_s` to `address` until stopped, from one dispatching thread
+    """Rank requests as `shape` says to `address` until stopped, from one dispatching thread
     (gRPC futures, so the rate holds while answers are slow), plus a click Feedback on every
     `feedback_every`-th OK answer from a thread of its own.
 
     Request ids are `<prefix>-<n>`: unique per run when the prefix is (see `unique_prefix`).
     """
 
-    def __init__(
-        self,
-        address: str,
-        prefix: str,
-        users: Sequence[str],
-        candidates: Sequence[str],
-        *,
-        rate_per_s: float = 20.0,
-        deadline_s: float = 1.0,
-        per_request: int = 20,
-        feedback_every: int = 5,
-    ) -> None:
+    def __init__(self, address: str, prefix: str, shape: LoadShape) -> None:
         self.prefix = prefix
-        self.users = list(users)
-        self.candidates = list(candidates)
-        self.rate_per_s = rate_per_s
-        self.deadline_s = deadline_s
-        self.per_request = min(per_request, len(self.candidates))
-        self.feedback_every = feedback_every
+        self.shape = shape
+        self.per_request = min(shape.per_request, len(shape.candidates))
+        self._random = None if shape.seed is None else random.Random(shape.seed)
         self.records: list[RankRecord] = []
         self.feedback: list[FeedbackRecord] = []
         self._channel = grpc.insecure_channel(address)
@@ -109,12 +112,16 @@ class LoadRunner:
             thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stops sending, waits for every answer (each has a deadline), then for the Feedback."""
+    def stop_sending(self) -> None:
+        """Sends no more requests; those in flight still come back."""
         self._stopping.set()
         self._threads[0].join()
+
+    def stop(self) -> None:
+        """Stops sending, waits for every answer (each has a deadline), then for the Feedback."""
+        self.stop_sending()
         with self._idle:
-            self._idle.wait_for(lambda: self._in_flight == 0, self.deadline_s + 10.0)
+            self._idle.wait_for(lambda: self._in_flight == 0, self.shape.deadline_s + 10.0)
         self._clicks.put(None)
         self._threads[1].join(30.0)
         self._channel.close()
@@ -129,7 +136,7 @@ class LoadRunner:
         started = time.monotonic()
         n = 0
         while not self._stopping.is_set():
-            late = time.monotonic() - (started + n / self.rate_per_s)
+            late = time.monotonic() - (started + n / self.shape.rate_per_s)
             if late < 0 and self._stopping.wait(-late):
                 return
             if late > 1.0:  # the machine stalled: carry on at the rate, not in a burst
@@ -137,20 +144,28 @@ class LoadRunner:
             self._send(n)
             n += 1
 
+    def _pick(self, n: int) -> tuple[str, Sequence[str]]:
+        """Request n's user and candidates."""
+        users, candidates = self.shape.users, self.shape.candidates
+        if self._random is not None:
+            return self._random.choice(users), self._random.sample(candidates, self.per_request)
+        first = (n * 7) % (len(candidates) - self.per_request + 1)
+        return users[n % len(users)], candidates[first : first + self.per_request]
+
     def _send(self, n: int) -> None:
-        span = len(self.candidates) - self.per_request + 1
-        first = (n * 7) % span
-        ids = self.candidates[first : first + self.per_request]
+        user, ids = self._pick(n)
         request = pb.RankRequest(
             request_id=f"{self.prefix}-{n:06d}",
-            user_id=self.users[n % len(self.users)],
+            user_id=user,
             candidates=[pb.Candidate(id=c, type=pb.CANDIDATE_TYPE_ITEM) for c in ids],
+            top_k=self.shape.top_k,
         )
-        record = RankRecord(request.request_id, n, time.monotonic(), self.deadline_s, len(ids))
+        deadline_s = self.shape.deadline_s
+        record = RankRecord(request.request_id, n, time.monotonic(), deadline_s, len(ids))
         with self._lock:
             self.records.append(record)
             self._in_flight += 1
-        future = self._stub.Rank.future(request, timeout=self.deadline_s)
+        future = self._stub.Rank.future(request, timeout=deadline_s)
         future.add_done_callback(partial(self._answered, record))
 
     def _answered(self, record: RankRecord, future: Any) -> None:
@@ -167,7 +182,8 @@ class LoadRunner:
             record.outcome = DEGRADED if response.degraded else OK
             record.model_version = response.model_version
             record.degradations = tuple(response.degradations)
-            if response.candidates and record.index % self.feedback_every == 0:
+            every = self.shape.feedback_every
+            if response.candidates and every and record.index % every == 0:
                 click = (record.request_id, response.candidates[0].id)
         record.answered = answered
         if click is not None:
@@ -184,7 +200,7 @@ class LoadRunner:
             )
             try:
                 response = self._stub.Feedback(
-                    pb.FeedbackRequest(events=[event]), timeout=max(self.deadline_s, 2.0)
+                    pb.FeedbackRequest(events=[event]), timeout=max(self.shape.deadline_s, 2.0)
                 )
                 record = FeedbackRecord(request_id, candidate_id, response.accepted == 1)
             except grpc.RpcError as exc:

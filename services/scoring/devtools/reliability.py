@@ -23,6 +23,7 @@ from scoring.devtools.load import (
     OK,
     FeedbackRecord,
     LoadRunner,
+    LoadShape,
     RankRecord,
     unique_prefix,
 )
@@ -171,18 +172,6 @@ class ScenarioResult:
         return [f"{c.name}: {c.detail}" for c in self.checks if not c.passed]
 
 
-@dataclass(frozen=True, slots=True)
-class LoadShape:
-    """The load a scenario runs under: who asks for what, how often, with which deadline."""
-
-    users: tuple[str, ...]
-    candidates: tuple[str, ...]
-    rate_per_s: float = 20.0
-    deadline_s: float = 1.0
-    per_request: int = 20
-    feedback_every: int = 5
-
-
 def run_scenario(
     scenario: Scenario,
     address: str,
@@ -206,16 +195,7 @@ def run_scenario(
 
     phases = scenario.phases
     act("prepare", scenario.prepare)
-    load = LoadRunner(
-        address,
-        unique_prefix(scenario.name),
-        shape.users,
-        shape.candidates,
-        rate_per_s=shape.rate_per_s,
-        deadline_s=shape.deadline_s,
-        per_request=shape.per_request,
-        feedback_every=shape.feedback_every,
-    )
+    load = LoadRunner(address, unique_prefix(scenario.name), shape)
     probed: float | None = None
     with load:
         time.sleep(phases.before_s)

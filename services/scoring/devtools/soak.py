@@ -1,6 +1,7 @@
 """Soak-run bookkeeping (bench/soak.py): a process's memory, file descriptors and threads read
 from /proc, the gateway's queue gauges read from its /metrics, and the bounds a run is judged
-by, each PASS or FAIL."""
+by, each PASS or FAIL. The reliability harness reads the gateway's metrics and Triton's process
+tree with the same functions."""
 
 from __future__ import annotations
 
@@ -126,20 +127,25 @@ def fd_kinds(pid: int) -> Counter[str]:
     return kinds
 
 
-def parse_metrics(text: str) -> dict[str, float]:
+def parse_metrics(text: str, labels: Mapping[str, str] | None = None) -> dict[str, float]:
     """Prometheus text exposition -> value per sample name, summed over its label sets (e.g.
-    `scoring_events_dropped_total` over every kind and reason)."""
+    `scoring_events_dropped_total` over every kind and reason), or over those that carry
+    `labels`."""
+    wanted = (labels or {}).items()
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            values[sample.name] = values.get(sample.name, 0.0) + float(sample.value)
+            if all(sample.labels.get(k) == v for k, v in wanted):
+                values[sample.name] = values.get(sample.name, 0.0) + float(sample.value)
     return values
 
 
-def scrape_metrics(url: str, timeout_s: float = 5.0) -> dict[str, float]:
+def scrape_metrics(
+    url: str, timeout_s: float = 5.0, labels: Mapping[str, str] | None = None
+) -> dict[str, float]:
     """`parse_metrics` of what `url` (a /metrics endpoint) serves now."""
     with urllib.request.urlopen(url, timeout=timeout_s) as response:
-        return parse_metrics(response.read().decode())
+        return parse_metrics(response.read().decode(), labels)
 
 
 Check = Literal["growth", "max", "min", "sum"]

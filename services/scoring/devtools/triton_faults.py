@@ -12,6 +12,7 @@ from pathlib import Path
 
 from scoring.devtools.fault_stack import FAULT_TARGET, FaultStack
 from scoring.devtools.reliability import Phases, Scenario
+from scoring.devtools.soak import descendants
 
 STUB = "triton_python_backend_stub"
 
@@ -23,28 +24,10 @@ def _triton_pid(stack: FaultStack) -> int:
     return int(process.pid)
 
 
-def _children(pid: int) -> list[int]:
-    """Every process below `pid` (from /proc)."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # The name in parentheses may hold spaces: the parent PID follows its closing one.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def stub_processes(triton_pid: int, model: str) -> list[int]:
     """The PIDs of `model`'s python-backend stub processes under a tritonserver process."""
     found = []
-    for pid in _children(triton_pid):
+    for pid in descendants(triton_pid):
         try:
             line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:

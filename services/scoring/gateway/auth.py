@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,6 +20,7 @@ import structlog
 
 from scoring.core.access import LOCAL_CALLER, Caller, Callers
 from scoring.core.settings import AuthSettings, TlsSettings
+from scoring.gateway.interceptors import Handler, WrappingInterceptor
 from scoring.gateway.prometheus import GatewayMetrics
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class Rejected(Exception):
         self.code, self.reason, self.caller, self.message = code, reason, caller, message
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(WrappingInterceptor):
     """Resolves, checks and limits the caller of each call; put it first in the chain.
 
     The wrapped handler of each method is built once; the check itself runs on every call.
@@ -162,6 +163,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         metrics: GatewayMetrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         self.callers = callers
         self.required = auth.required
         # The CN names a caller only where gRPC verified the certificate against the CA.
@@ -172,52 +174,30 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             for name, caller in callers.by_name.items()
             if caller.limited
         }
-        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        method = handler_call_details.method
-        if method in self._wrapped:
-            return self._wrapped[method]
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None  # UNIMPLEMENTED, not cached: a method may be added later
-        service, _, rpc = method.lstrip("/").rpartition("/")
-        wrapped: grpc.RpcMethodHandler[Any, Any] | None = handler
-        if not service.startswith(OPEN_SERVICES):
-            if handler.unary_unary is None:
-                # Only unary methods are checked: fail closed on any other kind.
-                logger.error("auth_unsupported_method method=%s", method)
-                wrapped = None
-            else:
-                wrapped = self._guard(handler, rpc)
-        self._wrapped[method] = wrapped
-        return wrapped
-
-    def _guard(
-        self, handler: grpc.RpcMethodHandler[Any, Any], rpc: str
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    def wrap(self, handler: Handler, full_method: str) -> Handler | None:
+        service, _, rpc = full_method.lstrip("/").rpartition("/")
+        if service.startswith(OPEN_SERVICES):
+            return handler
         inner = handler.unary_unary
-        assert inner is not None
+        if inner is None:
+            # Only unary methods are checked: fail closed on any other kind.
+            logger.error("auth_unsupported_method method=%s", full_method)
+            return None
+        admit, reject = self.admit, self._reject
         bind_log = structlog.contextvars.bind_contextvars
 
         async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
-                caller, limits = self.admit(context, rpc)
+                caller, limits = admit(context, rpc)
             except Rejected as rejected:
-                await self._reject(context, rpc, rejected)
+                await reject(context, rpc, rejected)
             bind_log(caller=caller.name)
-            if limits is None:
-                return await inner(request, context)  # type: ignore[arg-type]
             try:
                 return await inner(request, context)  # type: ignore[arg-type]
             finally:
-                limits.release()
+                if limits is not None:
+                    limits.release()
 
         return grpc.unary_unary_rpc_method_handler(
             checked,
@@ -278,9 +258,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _with_token(self, header: str) -> Caller:
         scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() != _BEARER or not token.strip():
+        token = token.strip()
+        if scheme.lower() != _BEARER or not token:
             raise _unauthenticated("authorization: expected `Bearer <token>`")
-        caller = self.callers.with_token(token.strip())
+        caller = self.callers.with_token(token)
         if caller is None:
             raise _unauthenticated("the bearer token is not valid")
         return caller

@@ -29,6 +29,7 @@ class CircuitBreaker:
     opened_at: float | None = None
     reason: str = ""
     opened_count: int = 0
+    probe_failures: int = 0  # the health loop's probes that failed since it opened
 
     @property
     def is_open(self) -> bool:
@@ -43,6 +44,7 @@ class CircuitBreaker:
         self.failures = 0
         self.opened_at = None
         self.reason = ""
+        self.probe_failures = 0
 
     def failure(self, reason: str) -> bool:
         """A failed inference; True when this one opened the breaker."""
@@ -77,12 +79,19 @@ class Breakers:
             breaker = self._by_model[model] = CircuitBreaker(self.threshold, self.clock)
         return breaker
 
-    def trip_all(self, models: list[str], reason: str) -> None:
+    def trip_all(self, models: list[str], reason: str) -> list[str]:
+        """Opens every breaker of `models`; returns the models whose breaker this opened."""
+        opened = [m for m in models if not self[m].is_open]
         for model in models:
             self[model].trip(reason)
+        return opened
 
     def open_models(self) -> list[str]:
         return [m for m, b in self._by_model.items() if b.is_open]
+
+    def states(self) -> dict[str, bool]:
+        """Whether each model's breaker is open."""
+        return {m: b.is_open for m, b in self._by_model.items()}
 
 
 def repair_token(config: dict[str, object], token: str) -> dict[str, object]:

@@ -27,11 +27,10 @@ import queue
 import threading
 import time
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, overload
 
-from scoring.core.privacy import expire
 from scoring.core.served_events import (
     KINDS,
     FeedbackEvent,
@@ -112,16 +111,9 @@ class ServedEventWriter(BackgroundWriter[_Queued]):
         self.instance_id = instance_id
         self.batch = batch
         self.linger_s = linger_s
-        self.retention_days = retention_days
         self.max_bytes = max_bytes
-        self.retry_s = retry_s
-        self.retry_max_s = retry_max_s
-        self.close_retry_s = close_retry_s
-        self._expired_on: date | None = None
         self.written = 0
         self.batches = 0
-        self.write_failures = 0
-        self.write_failed = threading.Event()  # set by the first failed write (tests, health)
         # Events not written, by (kind, reason): DROP_REASONS.
         self.dropped: dict[tuple[str, str], int] = {(k, r): 0 for k in KINDS for r in DROP_REASONS}
         self._held = 0  # events accepted and not yet written (or given up)
@@ -129,7 +121,14 @@ class ServedEventWriter(BackgroundWriter[_Queued]):
         self._lock = threading.Lock()
         self._dropping = False  # since the bound was reached, until the writer catches up
         self._failing = False  # since a write failed, until one succeeds
-        super().__init__("event-log", directory)
+        super().__init__(
+            "event-log",
+            directory,
+            retention_days=retention_days,
+            retry_s=retry_s,
+            retry_max_s=retry_max_s,
+            close_retry_s=close_retry_s,
+        )
 
     @property
     def queued(self) -> int:
@@ -221,20 +220,9 @@ class ServedEventWriter(BackgroundWriter[_Queued]):
             pending.append(nxt)
         return False
 
-    def _finish(self, pending: list[_Queued]) -> None:
-        """On close: keeps retrying what is still unwritten for `close_retry_s`, then gives up
-        (counted as `write_failed`, logged)."""
-        give_up = time.monotonic() + self.close_retry_s
-        delay = self.retry_s
-        while pending and time.monotonic() < give_up:
-            time.sleep(min(delay, max(give_up - time.monotonic(), 0)))
-            pending = self._flush(pending)
-            delay = min(delay * 2, self.retry_max_s)
-        if pending:
-            self._drop(pending, "write_failed")
-            logger.error(
-                "event_log_lost events=%d: %s stayed unwritable", len(pending), self.directory
-            )
+    def _give_up(self, pending: list[_Queued]) -> None:
+        self._drop(pending, "write_failed")
+        logger.error("event_log_lost events=%d: %s stayed unwritable", len(pending), self.directory)
 
     def _drop(self, events: list[_Queued], reason: str) -> None:
         with self._lock:
@@ -295,15 +283,3 @@ class ServedEventWriter(BackgroundWriter[_Queued]):
 
     def _dropped_total(self, reason: str) -> int:
         return sum(n for (_, r), n in self.dropped.items() if r == reason)
-
-    def _expire(self) -> None:
-        """Deletes the day folders past the retention, once a day (as days roll over)."""
-        today = datetime.now(UTC).date()
-        if not self.retention_days or self._expired_on == today:
-            return
-        try:
-            for folder in expire(self.directory, self.retention_days, today):
-                logger.info("event_log_expired folder=%s", folder)
-            self._expired_on = today
-        except OSError:
-            logger.exception("event_log_expire_failed")

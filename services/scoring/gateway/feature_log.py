@@ -23,14 +23,13 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scoring.core.privacy import expire
 from scoring.core.writer import BackgroundWriter
 
 logger = logging.getLogger(__name__)
@@ -129,20 +128,20 @@ class FeatureLog(BackgroundWriter[ServedRequest]):
         self.flush_interval_s = flush_interval_s
         self.max_rows = max_rows
         self.policy = policy or ServedLogPolicy()
-        self.retention_days = retention_days
-        self.retry_s = retry_s
-        self.retry_max_s = retry_max_s
-        self.close_retry_s = close_retry_s
         self.rows_written = 0
         self.dropped_rows = 0  # not logged: the memory bound was reached
         self.lost_rows = 0  # accepted, but still unwritable when closed
-        self.write_failures = 0
-        self.write_failed = threading.Event()  # set by the first failed write (tests, health)
         self._held_rows = 0  # accepted and not yet written
         self._lock = threading.Lock()
         self._dropping = False
-        self._expired_on: date | None = None
-        super().__init__("feature-log", directory)
+        super().__init__(
+            "feature-log",
+            directory,
+            retention_days=retention_days,
+            retry_s=retry_s,
+            retry_max_s=retry_max_s,
+            close_retry_s=close_retry_s,
+        )
 
     @property
     def pending_rows(self) -> int:
@@ -217,20 +216,11 @@ class FeatureLog(BackgroundWriter[ServedRequest]):
                 self._finish(pending)
                 return
 
-    def _finish(self, pending: list[ServedRequest]) -> None:
-        """On close: keeps retrying what is still unwritten for `close_retry_s`, then gives up
-        (counted as lost, logged)."""
-        give_up = time.monotonic() + self.close_retry_s
-        delay = self.retry_s
-        while pending and time.monotonic() < give_up:
-            time.sleep(min(delay, max(give_up - time.monotonic(), 0)))
-            pending = self._flush(pending)
-            delay = min(delay * 2, self.retry_max_s)
-        if pending:
-            lost = sum(len(r.candidate_ids) for r in pending)
-            self.lost_rows += lost
-            self._release(lost)
-            logger.error("feature_log_lost rows=%d: %s stayed unwritable", lost, self.directory)
+    def _give_up(self, pending: list[ServedRequest]) -> None:
+        lost = sum(len(r.candidate_ids) for r in pending)
+        self.lost_rows += lost
+        self._release(lost)
+        logger.error("feature_log_lost rows=%d: %s stayed unwritable", lost, self.directory)
 
     def _flush(self, records: list[ServedRequest]) -> list[ServedRequest]:
         """Writes `records` (one file per target and day); returns those not written."""
@@ -261,18 +251,6 @@ class FeatureLog(BackgroundWriter[ServedRequest]):
         pq.write_table(table, tmp)
         tmp.replace(path)  # readers never see a partial file
         self.rows_written += table.num_rows
-
-    def _expire(self) -> None:
-        """Deletes the day folders past the retention, once a day (as days roll over)."""
-        today = datetime.now(UTC).date()
-        if not self.retention_days or self._expired_on == today:
-            return
-        try:
-            for folder in expire(self.directory, self.retention_days, today):
-                logger.info("feature_log_expired folder=%s", folder)
-            self._expired_on = today
-        except OSError:
-            logger.exception("feature_log_expire_failed")
 
 
 def _to_table(records: list[ServedRequest], policy: ServedLogPolicy) -> pa.Table:

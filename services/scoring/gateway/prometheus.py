@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -81,12 +81,6 @@ class GatewayMetrics:
             "Circuit breaker openings per model, by cause (failures in a row, triton not ready).",
             ["model", "cause"],
         )
-        self.breaker_open = Gauge(
-            "scoring_breaker_open",
-            "1 while a model's circuit breaker is open (requests get the fallback).",
-            ["model"],
-            registry=self.registry,
-        )
         self.triton_repairs = counter(
             "scoring_triton_repairs",
             "Reloads the gateway asked of Triton for a model failing while READY, by outcome.",
@@ -116,6 +110,10 @@ class GatewayMetrics:
         scrape time)."""
         self.registry.register(_EventLogCollector(events))
 
+    def track_breakers(self, breakers: BreakerStates) -> None:
+        """Exposes which models' circuit breakers are open (read at scrape time)."""
+        self.registry.register(_BreakerCollector(breakers))
+
     def serve(self, host: str, port: int) -> None:
         """Exposes /metrics over HTTP (a daemon thread)."""
         start_http_server(port, addr=host, registry=self.registry)
@@ -126,6 +124,25 @@ class CacheStats(Protocol):
     misses: int
 
     def __len__(self) -> int: ...
+
+
+class BreakerStates(Protocol):
+    def states(self) -> dict[str, bool]: ...
+
+
+class _BreakerCollector(Collector):
+    def __init__(self, breakers: BreakerStates) -> None:
+        self.breakers = breakers
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "scoring_breaker_open",
+            "1 while a model's circuit breaker is open (requests get the fallback).",
+            labels=["model"],
+        )
+        for model, is_open in self.breakers.states().items():
+            family.add_metric([model], float(is_open))
+        yield family
 
 
 class _CacheCollector(Collector):

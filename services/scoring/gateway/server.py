@@ -10,7 +10,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -30,6 +30,7 @@ from scoring.gateway.breaker import Breakers
 from scoring.gateway.event_writer import ServedEventWriter
 from scoring.gateway.feature_log import FeatureLog, ServedLogPolicy
 from scoring.gateway.feature_source import FeastFeatureSource, FeatureSource
+from scoring.gateway.interceptors import Handler, WrappingInterceptor
 from scoring.gateway.prometheus import GatewayMetrics
 from scoring.gateway.redis_source import RedisFeatureSource
 from scoring.gateway.routing import ModelRouter
@@ -44,40 +45,20 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(WrappingInterceptor):
     """Turns domain errors into (code, message); anything else into INTERNAL + request id.
 
     Also counts every finished RPC by method and status code.
     """
 
     def __init__(self, metrics: GatewayMetrics) -> None:
+        super().__init__()
         self.metrics = metrics
-        # The guarded handler of each method, built on its first call (not on every call).
-        self._guarded: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        guarded = self._guarded.get(handler_call_details.method)
-        if guarded is not None:
-            return guarded
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        self._guarded[handler_call_details.method] = guarded = self._guard(
-            handler, handler_call_details.method
-        )
-        return guarded
-
-    def _guard(
-        self, handler: grpc.RpcMethodHandler[Any, Any], full_method: str
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    def wrap(self, handler: Handler, full_method: str) -> Handler:
         inner = handler.unary_unary
-        assert inner is not None
+        if inner is None:
+            return handler
         method = full_method.rsplit("/", 1)[-1]
         requests = self.metrics.requests
         deserialize = handler.request_deserializer
@@ -186,7 +167,7 @@ class Gateway:
         )
         self.metrics.track_events(self.events)
         self.breakers = Breakers(gw.breaker_failures)
-        self._probe_failures: dict[str, int] = {}
+        self.metrics.track_breakers(self.breakers)
         self._repaired_at: dict[str, float] = {}
         self.health = health.aio.HealthServicer()
         # The access check runs first on every call, before the request is even parsed.
@@ -261,13 +242,9 @@ class Gateway:
         return serving
 
     def _trip_all(self, reason: str) -> None:
-        for target in self.router.targets:
-            breaker = self.breakers[target.name]
-            if not breaker.is_open:
-                breaker.trip(reason)
-                self.metrics.breaker_trips.labels(target.name, "triton_not_ready").inc()
-                self.metrics.breaker_open.labels(target.name).set(1)
-                logger.warning("breaker_opened model=%s reason=%s", target.name, reason)
+        for model in self.breakers.trip_all([t.name for t in self.router.targets], reason):
+            self.metrics.breaker_trips.labels(model, "triton_not_ready").inc()
+            logger.warning("breaker_opened model=%s reason=%s", model, reason)
 
     async def _probe_open(self) -> None:
         """Probes every model whose breaker is open with one small inference; closes the
@@ -293,7 +270,9 @@ class Gateway:
                     version=served.version,
                 )
             except ScoringError as exc:
-                failures = self._probe_failures[model] = self._probe_failures.get(model, 0) + 1
+                breaker = self.breakers[model]
+                breaker.probe_failures += 1
+                failures = breaker.probe_failures
                 logger.warning("probe_failed model=%s failures=%s error=%s", model, failures, exc)
                 if failures >= 2:
                     await self._repair(model, served.version)
@@ -304,8 +283,6 @@ class Gateway:
         breaker = self.breakers[model]
         logger.info("breaker_closed model=%s why=%s open_s=%.2f", model, why, breaker.open_for_s())
         breaker.success()
-        self._probe_failures.pop(model, None)
-        self.metrics.breaker_open.labels(model).set(0)
 
     async def _repair(self, model: str, version: str) -> None:
         """Reloads `model` in Triton when it still reports it READY (else Triton knows)."""
@@ -328,7 +305,7 @@ class Gateway:
             return
         self.metrics.triton_repairs.labels(model, "reloaded").inc()
         logger.info("triton_repaired model=%s seconds=%.2f", model, time.monotonic() - now)
-        self._probe_failures.pop(model, None)
+        self.breakers[model].probe_failures = 0
 
     async def _health_loop(self) -> None:
         while True:

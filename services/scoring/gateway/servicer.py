@@ -318,7 +318,6 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             return
         if self.breakers[model].failure(exc.message):
             self.metrics.breaker_trips.labels(model, "failures").inc()
-            self.metrics.breaker_open.labels(model).set(1)
             logger.warning("breaker_opened", model=model, reason=exc.message)
 
     def _shadow(
