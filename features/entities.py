@@ -1,4 +1,4 @@
-"""The three entities of the platform, all keyed by string ids."""
+"""The entities of the platform, all keyed by string ids."""
 
 from feast import Entity, ValueType
 
@@ -13,4 +13,10 @@ activity = Entity(
     join_keys=["activity_id"],
     value_type=ValueType.STRING,
     description="A campaign, promotion or bundle.",
+)
+bundle = Entity(
+    name="bundle",
+    join_keys=["bundle_id"],
+    value_type=ValueType.STRING,
+    description="A named set of items sold together at a bundle price.",
 )

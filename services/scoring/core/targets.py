@@ -11,6 +11,7 @@ class CandidateKind(StrEnum):
 
     ITEM = "item"
     ACTIVITY = "activity"
+    BUNDLE = "bundle"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,11 @@ class Target:
         category_ref: feature that diversity re-ranking spreads over.
         in_stock_ref: feature whose 0 means "out of stock" (business filter).
         end_ts_ref: feature holding an end time (Unix s) after which the candidate is dropped.
+        unavailable_reason: the filter reason when `in_stock_ref` is 0.
+        ended_reason: the filter reason when `end_ts_ref` has passed.
+        cart_feature_service: a FeatureService read for the request's cart items (their codes,
+            categories and co-purchase neighbours); set for targets that complete a basket: a
+            request with a cart goes to such a target by default.
     """
 
     name: str
@@ -36,6 +42,9 @@ class Target:
     category_ref: str | None = None
     in_stock_ref: str | None = None
     end_ts_ref: str | None = None
+    unavailable_reason: str = "out_of_stock"
+    ended_reason: str = "activity_ended"
+    cart_feature_service: str | None = None
 
 
 USER_ENTITY = "user"
@@ -62,10 +71,43 @@ TARGETS: dict[str, Target] = {
             category_ref="activity_stats__target_category",
             end_ts_ref="activity_stats__end_ts",
         ),
+        Target(
+            "basket_completer",
+            CandidateKind.ITEM,
+            "item_id",
+            "basket_completer_v1",
+            popularity_ref="item_stats__sales_7d",
+            category_ref="item_stats__category",
+            in_stock_ref="item_stats__in_stock",
+            cart_feature_service="basket_cart_v1",
+        ),
+        Target(
+            "bundle_ranker",
+            CandidateKind.BUNDLE,
+            "bundle_id",
+            "bundle_ranker_v1",
+            popularity_ref="bundle_stats__purchases_30d",
+            category_ref="bundle_stats__main_category",
+            in_stock_ref="bundle_stats__all_in_stock",
+            end_ts_ref="bundle_stats__end_ts",
+            unavailable_reason="bundle_item_unavailable",
+            ended_reason="bundle_ended",
+        ),
     )
 }
 
-DEFAULT_TARGET: dict[CandidateKind, str] = {t.kind: t.name for t in TARGETS.values()}
+# Without a cart: the target of each kind that needs none. With one: BASKET_TARGET.
+DEFAULT_TARGET: dict[CandidateKind, str] = {
+    t.kind: t.name for t in TARGETS.values() if t.cart_feature_service is None
+}
+BASKET_TARGET = "basket_completer"
+
+# The request-time inputs of a basket target's features (features/basket.py `cart_context`):
+# the cart's first CART_SLOTS items, as item codes and category codes (-1: an empty slot).
+CART_SLOTS = 20
+CART_ITEM_FIELDS = tuple(f"cart_item_{k:02d}" for k in range(CART_SLOTS))
+CART_CATEGORY_FIELDS = tuple(f"cart_category_{k:02d}" for k in range(CART_SLOTS))
+CART_SIZE_FIELD = "cart_size"
 
 
 def get_target(name: str) -> Target:
