@@ -7,6 +7,8 @@ launch times, the affinity vector) feeds the request-time features only.
 from feast import FeatureService
 
 from activity import activity_stats
+from basket import basket_features, item_copurchase
+from bundle import bundle_request_features, bundle_stats
 from collaborative import item_collaborative_features
 from item import item_embedding, item_stats
 from on_demand import activity_request_features, item_request_features
@@ -20,23 +22,50 @@ _user = [
     ],
 ]
 
+_item = [
+    item_stats[
+        [
+            *("category", "brand", "price", "rating", "in_stock", "purchases_total"),
+            *("impressions_7d", "clicks_7d", "ctr_7d", "ctr_30d", "sales_7d", "sales_30d"),
+            *("conversion_30d", "cart_rate_30d"),
+        ]
+    ],
+    item_embedding,
+    item_request_features,
+    item_collaborative_features,
+]
+
 item_ranker_v1 = FeatureService(
     name="item_ranker_v1",
-    features=[
-        *_user,
-        item_stats[
-            [
-                *("category", "brand", "price", "rating", "in_stock", "purchases_total"),
-                *("impressions_7d", "clicks_7d", "ctr_7d", "ctr_30d", "sales_7d", "sales_30d"),
-                *("conversion_30d", "cart_rate_30d"),
-            ]
-        ],
-        item_embedding,
-        item_request_features,
-        item_collaborative_features,
-    ],
+    features=[*_user, *_item],
     description="Features of the item (product) ranking model.",
     tags={"target": "item_ranker"},
+)
+
+# The item ranker's features and the candidate against the request's cart.
+basket_completer_v1 = FeatureService(
+    name="basket_completer_v1",
+    features=[*_user, *_item, basket_features],
+    description="Features of the basket completion (complete-the-basket) model.",
+    tags={"target": "basket_completer"},
+)
+
+# Not a model's contract: what the gateway reads for the cart items (their codes and
+# categories for cart_context, their co-purchase neighbours' ids to propose candidates).
+basket_cart_v1 = FeatureService(
+    name="basket_cart_v1",
+    features=[
+        item_copurchase[
+            [
+                "item_code",
+                "category_code",
+                *(f"cp_id_{k:02d}" for k in range(30)),
+                *(f"cp_count_{k:02d}" for k in range(30)),
+            ]
+        ],
+    ],
+    description="The cart items' codes, categories and co-purchase neighbours (gateway reads).",
+    tags={"role": "cart"},
 )
 
 activity_ranker_v1 = FeatureService(
@@ -54,4 +83,23 @@ activity_ranker_v1 = FeatureService(
     ],
     description="Features of the activity (campaign/promotion) ranking model.",
     tags={"target": "activity_ranker"},
+)
+
+bundle_ranker_v1 = FeatureService(
+    name="bundle_ranker_v1",
+    features=[
+        *_user,
+        bundle_stats[
+            [
+                *("n_items", "bundle_price", "parts_price", "price_ratio", "saving_pct"),
+                *("main_category", "n_categories", "items_sales_7d_mean", "items_sales_30d_min"),
+                *("items_sales_30d_mean", "items_rating_mean", "all_in_stock", "in_stock_share"),
+                *("internal_copurchase", "impressions_7d", "clicks_7d", "ctr_30d"),
+                *("purchases_30d", "end_ts"),
+            ]
+        ],
+        bundle_request_features,
+    ],
+    description="Features of the bundle ranking model.",
+    tags={"target": "bundle_ranker"},
 )

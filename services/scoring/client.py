@@ -16,6 +16,7 @@ from scoring.core.targets import CandidateKind
 CANDIDATE_TYPES = {
     CandidateKind.ITEM: pb.CANDIDATE_TYPE_ITEM,
     CandidateKind.ACTIVITY: pb.CANDIDATE_TYPE_ACTIVITY,
+    CandidateKind.BUNDLE: pb.CANDIDATE_TYPE_BUNDLE,
 }
 
 
@@ -52,14 +53,20 @@ class RankingClient(Closeable):
         diversity: float = 0.0,
         keep_unavailable: bool = False,
         disable_fallback: bool = False,
+        cart: Sequence[str] = (),
     ) -> pb.RankResponse:
         """Ranks `candidate_ids` (all of one kind) for `user_id`.
 
         Args:
+            kind: the candidates' kind (item, activity, bundle); the default target follows it.
             diversity: MMR strength in [0, 1); 0 ranks by score alone.
-            keep_unavailable: keep out-of-stock items and ended activities.
+            keep_unavailable: keep out-of-stock items, ended activities and bundles.
             disable_fallback: answer UNAVAILABLE rather than a popularity order when the
                 model cannot be reached.
+            cart: item ids already in the user's cart (complete-the-basket: item candidates go
+                to basket_completer by default; those in the cart come back filtered,
+                "in_cart"). With a cart, `candidate_ids` may be empty: the gateway proposes
+                the cart's co-purchase neighbours (the response's `proposed` is set).
         """
         request = pb.RankRequest(
             user_id=user_id,
@@ -70,6 +77,7 @@ class RankingClient(Closeable):
             diversity=diversity,
             keep_unavailable=keep_unavailable,
             disable_fallback=disable_fallback,
+            cart_item_ids=list(cart),
         )
         response: pb.RankResponse = self.stub.Rank(request, timeout=timeout_s)
         return response

@@ -55,7 +55,7 @@ def test_bad_rows_are_all_reported_with_their_row_and_line(tmp_path: Path) -> No
     problems = info.value.problems
     assert problems == [
         "events.csv row 2 (line 3): user_id '' is empty",
-        "events.csv row 3 (line 4): item_id '' is empty (and no activity_id is given)",
+        "events.csv row 3 (line 4): item_id '' is empty (and no activity_id or bundle_id is given)",
         "events.csv row 4 (line 5): event_type 'clik' is not one of impression, click, view, "
         "add_to_cart, purchase",
         "events.csv row 5 (line 6): timestamp 'yesterday' is not a date-time "
@@ -96,6 +96,7 @@ def test_cli_imports_a_parquet_log_into_the_feature_tables(
     log.items.to_csv(tmp_path / "items.csv", index=False)
     log.users.to_csv(tmp_path / "users.csv", index=False)
     log.activities.to_csv(tmp_path / "activities.csv", index=False)
+    log.bundles.to_csv(tmp_path / "bundles.csv", index=False)
     repo = copy_feature_repo(tmp_path / "features")  # definitions: the import registers them
     (repo / "data").mkdir(parents=True)
     TEXT_CACHE.parent.mkdir(parents=True, exist_ok=True)
@@ -103,12 +104,17 @@ def test_cli_imports_a_parquet_log_into_the_feature_tables(
         (repo / "data" / "text_cache.parquet").write_bytes(TEXT_CACHE.read_bytes())
     monkeypatch.setenv("SCORING_FEAST__REPO_PATH", str(repo))
     args = ["data", "import", str(events)]
-    for name in ("items", "users", "activities"):
+    for name in ("items", "users", "activities", "bundles"):
         args += [f"--{name}", str(tmp_path / f"{name}.csv")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     for table in ("user_behavior", "item_stats", "item_embedding", "impressions_item"):
         assert (repo / "data" / f"{table}.parquet").exists()
+    # Baskets and bundle events kept; the items' oracle is not part of the import format.
+    kept = pd.read_parquet(repo / "data" / "events.parquet")
+    assert (kept["order_id"] != "").sum() == (log.events["order_id"] != "").sum()
+    assert set(kept["bundle_id"]) == set(log.events["bundle_id"])
+    assert not (repo / "data" / "item_oracle.parquet").exists()
     shown = pd.read_parquet(repo / "data" / "impressions_item.parquet")
     assert shown["clicked"].sum() > 0 and "p_click" not in shown.columns
     assert "registered the feature definitions" in result.output

@@ -42,6 +42,7 @@ def test_the_build_keeps_the_normalised_event_log(env: dict[str, str]) -> None:
     events = pd.read_parquet(Path(env["SCORING_FEAST__REPO_PATH"]) / "data" / "events.parquet")
     assert set(events.columns) == {
         "user_id", "item_id", "event_type", "timestamp", "price", "quantity", "activity_id",
+        "order_id", "bundle_id",
     }  # fmt: skip
     assert {"purchase", "view", "impression"} <= set(events["event_type"])
 
@@ -136,6 +137,7 @@ def test_cli_without_an_event_log_exits_2_and_says_how_to_get_one(tmp_path: Path
         (["--negatives", "500"], "150 items: 500 negatives need at least 501"),
         (["--target", "activity_ranker"], "ranks activity candidates"),
         (["--target", "nope"], "unknown target 'nope'"),
+        (["--target", "basket_completer"], "completes a cart; evaluate it with --protocol basket"),
     ],
 )
 def test_cli_refuses_bad_options_by_name(env: dict[str, str], args: list[str], says: str) -> None:

@@ -16,8 +16,9 @@ from tests.cli_output import flat
 from tests.conftest import TEXT_CACHE, copy_feature_repo
 
 REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real"
-# Small enough for CI (about a minute a log): 20k examples, 4 epochs.
+# Small enough for CI (about a minute a log): 20k examples, 2,000 baskets, 4 epochs.
 IMPLICIT = json.dumps({"item_ranker": {"max_rows": 20_000}})
+BASKETS = json.dumps({"max_baskets": 2_000})
 
 
 @pytest.mark.parametrize("name", ["ta-feng", "online-retail"])
@@ -32,6 +33,7 @@ def test_a_real_log_imports_trains_and_beats_popularity(name: str, tmp_path: Pat
         "SCORING_TRITON__MODEL_REPOSITORY": str(tmp_path / "model_repository"),
         "SCORING_REGISTRY__URL": f"sqlite:///{tmp_path / 'registry.db'}",
         "SCORING_TRAINING__IMPLICIT": IMPLICIT,
+        "SCORING_TRAINING__BASKETS": BASKETS,
     }
     runner = CliRunner()
     imported = runner.invoke(
@@ -49,6 +51,7 @@ def test_a_real_log_imports_trains_and_beats_popularity(name: str, tmp_path: Pat
     trained = runner.invoke(app, args, env=env)
     assert trained.exit_code == 0, trained.output
     assert "activity_ranker skipped: activity_ranker: nothing to train on" in flat(trained.output)
+    assert "no bundle impressions" in flat(trained.output)  # bundle_ranker skipped too
     version = tmp_path / "model_repository" / "item_ranker" / "1"
     manifest = json.loads((version / "manifest.json").read_text())
     implicit = manifest["training"]["sources"]["implicit"]
@@ -69,3 +72,20 @@ def test_a_real_log_imports_trains_and_beats_popularity(name: str, tmp_path: Pat
     # The figures are in the version's manifest, for the promotion gates.
     manifest = json.loads((version / "manifest.json").read_text())
     assert manifest["offline_evaluation"]["loo"]["metrics"] == report["metrics"]
+
+    # Complete the basket: the log's orders (order_id) are the baskets.
+    args = ["train", "--target", "basket_completer", "--holdout", "basket", "--epochs", "4"]
+    trained = runner.invoke(app, [*args, "--no-report"], env=env)
+    assert trained.exit_code == 0, trained.output
+    out = tmp_path / "basket.md"
+    args = ["evaluate", "--target", "basket_completer", "--protocol", "basket"]
+    evaluated = runner.invoke(app, [*args, "--max-users", "0", "--out", str(out)], env=env)
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(out.with_suffix(".json").read_text())
+    model = next(v for k, v in report["metrics"].items() if k.startswith("basket_completer"))
+    assert report["users"] > 50 and 0.5 < model["auc"] <= 1.0
+    assert set(report["baselines"]) == {
+        "popularity",
+        "co-occurrence with the cart",
+        "most bought (user)",
+    }

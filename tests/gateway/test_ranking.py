@@ -8,8 +8,10 @@ from scoring.core.contract import FeatureContract, FeatureSpec
 from scoring.core.targets import TARGETS
 from scoring.gateway.ranking import (
     ACTIVITY_ENDED,
+    IN_CART,
     OUT_OF_STOCK,
     Columns,
+    in_cart,
     rank,
     reasons,
     unavailable,
@@ -79,3 +81,28 @@ def test_columns_are_found_after_a_vector_feature() -> None:
     assert columns.in_stock is not None
     np.testing.assert_array_equal(columns.in_stock, [0.0, 1.0])
     assert unavailable(columns, request_ts=0) == {0: OUT_OF_STOCK}
+
+
+def test_each_target_names_its_own_filter_reasons() -> None:
+    bundle = TARGETS["bundle_ranker"]
+    specs = [
+        FeatureSpec("bundle_stats", "all_in_stock", "Float32", 1.0, "bundle"),
+        FeatureSpec("bundle_stats", "end_ts", "Float64", 0.0, "bundle"),
+    ]
+    contract = FeatureContract.build("s", specs)
+    matrix = np.array([[1.0, 300.0], [0.0, 300.0], [1.0, 100.0]], dtype=np.float32)
+    columns = Columns.of(bundle, contract, matrix, np.zeros((3, 2), bool))
+    assert unavailable(columns, request_ts=200) == {
+        1: "bundle_item_unavailable",
+        2: "bundle_ended",
+    }
+    assert (bundle.unavailable_reason, bundle.ended_reason) == (
+        "bundle_item_unavailable",
+        "bundle_ended",
+    )
+
+
+def test_candidates_in_the_cart_are_named() -> None:
+    assert in_cart(("a", "b", "c", "d"), ("c", "a", "z")) == {0: IN_CART, 2: IN_CART}
+    assert in_cart(("a", "b"), ()) == {}
+    assert IN_CART == "in_cart"

@@ -13,9 +13,15 @@ import pandas as pd
 import pytest
 
 from scoring.core import feature_repo
-from scoring.core.targets import TARGETS
+from scoring.core.targets import BASKET_TARGET, TARGETS
 from scoring.datagen.dataset import build_data_set
-from scoring.gateway.feature_source import FeastFeatureSource, FeatureRequest
+from scoring.gateway.cart import CartLayout, cart_values, propose
+from scoring.gateway.feature_source import (
+    FeastFeatureSource,
+    FeatureRequest,
+    OnlineFeatures,
+    RowsRequest,
+)
 from scoring.gateway.redis_source import (
     HmgetWire,
     RedisFeatureSource,
@@ -273,3 +279,66 @@ def test_contract_is_reread_when_the_registry_changes_and_kept_while_it_is_down(
     fast.check()
     with pytest.raises(sqlalchemy.exc.OperationalError):
         fast.contract(TARGETS["activity_ranker"].feature_service)
+
+
+def same_rows(a: OnlineFeatures, b: OnlineFeatures) -> None:
+    """Two reads of rows hold the same values (strings included; None and NaN alike)."""
+    assert list(a.columns) == list(b.columns)
+    for name in a.columns:
+        for x, y in zip(a.columns[name], b.columns[name], strict=True):
+            if isinstance(x, str) or isinstance(y, str):
+                assert x == y, (name, x, y)
+            elif x is None or y is None or np.isnan(x) or np.isnan(y):
+                assert (x is None or np.isnan(x)) and (y is None or np.isnan(y)), (name, x, y)
+            else:
+                assert float(x) == float(y), (name, x, y)
+
+
+def test_the_cart_read_through_redis_equals_the_feast_sdk_read(
+    production_repo: tuple[Path, Path, str],  # noqa: F811
+) -> None:
+    repo, fs_yaml, _ = production_repo
+    log = tiny(datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5))
+    build_data_set(log, repo / "data", text_cache=TEXT_CACHE)
+    feature_repo.apply(repo, fs_yaml)
+    feature_repo.materialize(repo, fs_yaml=fs_yaml)
+    sdk = FeastFeatureSource(repo, fs_yaml)
+    fast = RedisFeatureSource(repo, fs_yaml, cache_rows=1000, cache_ttl_s=60)
+    basket = TARGETS[BASKET_TARGET]
+    service = basket.cart_feature_service
+    assert service is not None
+    assert fast.stored_features(service) == sdk.stored_features(service)
+    layout = CartLayout.of(service, fast.stored_features(service))
+
+    # A cart of the most bought items (they have co-purchase neighbours) and an unknown id.
+    events = log.events
+    purchases = events[(events["event_type"] == "purchase") & (events["item_id"] != "")]
+    bought = purchases["item_id"].value_counts()  # bundle purchases have no item id
+    cart = (*bought.index[:3], "nope")
+    now = float(datetime.now(UTC).timestamp())
+    request = RowsRequest(service, basket.join_key, cart, now)
+    expected = asyncio.run(sdk.read_rows(request))
+    for _ in range(2):  # the second read comes from the row cache
+        got = asyncio.run(fast.read_rows(request))
+        same_rows(got, expected)
+        assert got.expired == expected.expired
+    assert fast.cache.hits > 0
+    ids = [got.columns[id_name][row] for id_name, _ in layout.neighbours for row in range(3)]
+    assert all(i is None or i == "" or i.startswith("i_") for i in ids), ids
+    assert any(isinstance(i, str) and i for i in ids), "neighbour ids come back as strings"
+    assert all(v is None for v in (got.columns[name][3] for name in got.columns)), "unknown"
+    codes = got.columns[layout.code]
+    assert all(isinstance(c, float) and c >= 0 for c in codes[:3]), codes
+
+    proposed = propose(layout, cart, got, limit=50)
+    assert proposed and not set(proposed) & set(cart)
+
+    # The basket model reads other features of the same view (item_copurchase) for its
+    # candidates: the row cache keeps the two apart, and both sources agree.
+    contract = sdk.contract(basket.feature_service)
+    values = {"request_ts": int(now), **cart_values(layout, cart, got)}
+    candidates = (*proposed[:4], cart[0])  # a cart item too: its cart row is in the cache
+    expected_rows = fetch(sdk, contract, basket, "u_000003", candidates, values)
+    for _ in range(2):
+        same(fetch(fast, contract, basket, "u_000003", candidates, values), expected_rows)
+    same_rows(asyncio.run(fast.read_rows(request)), expected)  # the cart's rows, once more

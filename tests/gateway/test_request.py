@@ -7,10 +7,11 @@ import pytest
 
 from scoring.api.v1 import scoring_pb2 as pb
 from scoring.core.errors import InvalidRequestError
-from scoring.core.targets import CandidateKind
+from scoring.core.targets import BASKET_TARGET, CandidateKind
 from scoring.gateway.request import (
     MAX_BATCH_ANSWER_BYTES,
     MAX_ID_LENGTH,
+    PROPOSED_PER_CART_ITEM,
     check_batch_size,
     parse_feedback,
     parse_rank_request,
@@ -18,6 +19,7 @@ from scoring.gateway.request import (
 
 ITEM = pb.CANDIDATE_TYPE_ITEM
 ACTIVITY = pb.CANDIDATE_TYPE_ACTIVITY
+BUNDLE = pb.CANDIDATE_TYPE_BUNDLE
 
 
 def request(user: str = "u_1", types: list[int] | None = None, **kw: object) -> pb.RankRequest:
@@ -46,6 +48,97 @@ def test_valid_request_defaults() -> None:
 def test_activity_candidates_pick_the_activity_target() -> None:
     query = parse_rank_request(request(types=[ACTIVITY]), 10, now_s=0)
     assert query.target.name == "activity_ranker"
+
+
+def test_bundle_candidates_pick_the_bundle_target() -> None:
+    query = parse_rank_request(request(types=[BUNDLE, BUNDLE]), 10, now_s=0)
+    assert (query.kind, query.target.name) == (CandidateKind.BUNDLE, "bundle_ranker")
+    assert error_of(request(types=[BUNDLE], model="item_ranker")).startswith(
+        "model: item_ranker ranks item candidates, not bundle candidates"
+    )
+    assert error_of(request(types=[ITEM, BUNDLE])).startswith(
+        "candidates[1].type: CANDIDATE_TYPE_BUNDLE differs from candidates[0]"
+    )
+    assert error_of(request(types=[9])) == (
+        "candidates[0].type: unknown candidate type 9; expected CANDIDATE_TYPE_ITEM or "
+        "CANDIDATE_TYPE_ACTIVITY or CANDIDATE_TYPE_BUNDLE"
+    )
+
+
+def cart_request(cart: list[str], types: list[int] | None = None, **kw: object) -> pb.RankRequest:
+    req = request("u_1", types, **kw)
+    req.cart_item_ids.extend(cart)
+    return req
+
+
+def cart_error(req: pb.RankRequest, max_cart_items: int = 5) -> str:
+    with pytest.raises(InvalidRequestError) as info:
+        parse_rank_request(req, 10, now_s=NOW, max_cart_items=max_cart_items)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    return info.value.message
+
+
+def test_item_candidates_with_a_cart_go_to_the_basket_target() -> None:
+    query = parse_rank_request(cart_request(["x", "y"]), 10, now_s=NOW, max_cart_items=5)
+    assert query.target.name == BASKET_TARGET
+    assert query.target.cart_feature_service == "basket_cart_v1"
+    assert query.cart_item_ids == ("x", "y")
+    assert query.candidate_ids == ("c0", "c1", "c2") and not query.propose
+    # Without a cart: the item ranker, as before; the basket target may still be asked for.
+    assert parse_rank_request(request(), 10, now_s=NOW).target.name == "item_ranker"
+    asked = parse_rank_request(request(model=BASKET_TARGET), 10, now_s=NOW)
+    assert asked.target.name == BASKET_TARGET and asked.cart_item_ids == ()
+
+
+def test_a_cart_without_candidates_asks_for_proposals() -> None:
+    query = parse_rank_request(cart_request(["x"], types=[], top_k=3), 10, now_s=NOW)
+    assert query.propose and query.candidate_ids == ()
+    assert (query.kind, query.target.name, query.top_k) == (CandidateKind.ITEM, BASKET_TARGET, 3)
+    assert parse_rank_request(cart_request(["x"], types=[]), 10, now_s=NOW).top_k == 0
+    # Neither candidates nor a cart: still refused.
+    assert error_of(request(types=[])).startswith("candidates: at least one candidate")
+
+
+@pytest.mark.parametrize(
+    ("req", "message"),
+    [
+        (cart_request(["a", "b", "", "d"]), "cart_item_ids[2]: must not be empty"),
+        (cart_request(["a", "  "]), "cart_item_ids[1]: must not be empty"),
+        (
+            cart_request(["a", "x" * (MAX_ID_LENGTH + 1)]),
+            f"cart_item_ids[1]: longer than {MAX_ID_LENGTH} characters",
+        ),
+        (
+            cart_request(["a", "b", "c", "b"]),
+            "cart_item_ids[3]: duplicate of cart_item_ids[1] ('b')",
+        ),
+        (
+            cart_request([f"i{k}" for k in range(6)]),
+            "cart_item_ids: 6 cart items exceed the maximum of 5",
+        ),
+        (
+            cart_request(["a"], types=[ACTIVITY]),
+            "cart_item_ids: a cart goes with item candidates (or none, to propose items), "
+            "not activity candidates",
+        ),
+        (
+            cart_request(["a"], types=[BUNDLE, BUNDLE]),
+            "cart_item_ids: a cart goes with item candidates (or none, to propose items), "
+            "not bundle candidates",
+        ),
+        (
+            cart_request(["a"], model="item_ranker"),
+            "cart_item_ids: model item_ranker reads no cart; send the cart to basket_completer "
+            "(the default with a cart), or send no cart",
+        ),
+        (
+            cart_request(["a"], types=[], model="bundle_ranker"),
+            "model: bundle_ranker ranks bundle candidates, not item candidates",
+        ),
+    ],
+)
+def test_bad_carts_are_named(req: pb.RankRequest, message: str) -> None:
+    assert cart_error(req) == message
 
 
 def test_context_timestamp_and_request_id_are_kept() -> None:
@@ -167,6 +260,23 @@ def test_a_batch_caps_its_candidates_in_all_and_its_answer() -> None:
         check_batch_size(batch(10, 1000, id_length=MAX_ID_LENGTH), 10_000)
     assert info.value.message.startswith("requests: the answer would take about 3.7 MiB")
     assert MAX_BATCH_ANSWER_BYTES < 4 * 1024 * 1024
+
+
+def test_a_batch_counts_what_its_carts_may_bring() -> None:
+    carts = pb.RankBatchRequest(
+        requests=[pb.RankRequest(user_id="u", cart_item_ids=["a", "b"]) for _ in range(40)]
+    )
+    # Each cart of 2 items may bring 2 x PROPOSED_PER_CART_ITEM candidates (at most a request's
+    # maximum): 40 x 60 = 2400.
+    check_batch_size(carts, 2_400, max_request_candidates=1000)
+    with pytest.raises(InvalidRequestError) as info:
+        check_batch_size(carts, 2_000, max_request_candidates=1000)
+    assert info.value.message == (
+        "requests: 2400 candidates in all (2400 of them what carts without candidates may "
+        "bring) exceed the batch maximum of 2000; split the batch"
+    )
+    assert PROPOSED_PER_CART_ITEM * 2 == 60
+    check_batch_size(carts, 2_000, max_request_candidates=50)  # 40 x 50
 
 
 def feedback_error(*events: pb.FeedbackEvent) -> str:

@@ -74,6 +74,9 @@ def data_import(
     items: Annotated[Path | None, typer.Option(help="Item attributes table.")] = None,
     users: Annotated[Path | None, typer.Option(help="User attributes table.")] = None,
     activities: Annotated[Path | None, typer.Option(help="Campaigns table.")] = None,
+    bundles: Annotated[
+        Path | None, typer.Option(help='Bundles table (bundle_id, items as "i1|i2", ...).')
+    ] = None,
     register: Annotated[
         bool,
         typer.Option(
@@ -88,7 +91,9 @@ def data_import(
     progress, step = _build_progress("features")
     try:
         with progress:
-            data = workflows.import_data(settings, events, items, users, activities, step)
+            data = workflows.import_data(
+                settings, events, items, users, activities, bundles=bundles, on_step=step
+            )
     except ImportValidationError as exc:
         console.print(Text.assemble(("import refused", "red"), f": {exc}"), highlight=False)
         raise typer.Exit(code=2) from None

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from scoring import workflows
+from scoring.api.v1 import scoring_pb2 as pb
 from scoring.cli.common import (
     console,
     load_settings,
@@ -25,6 +26,27 @@ from scoring.cli.features import features_apply, features_materialize
 from scoring.cli.models import bootstrap
 from scoring.cli.train import train_and_show
 from scoring.core.targets import TARGETS
+
+
+def print_basket(cart: list[str], held_out: str, answer: pb.RankResponse | None) -> None:
+    """The completed basket: the top 5 additions the gateway proposed and ranked, and where
+    the basket's real last item came."""
+    if answer is None:
+        console.print("complete the basket: no basket of two or more items in this data set")
+        return
+    shown = pb.RankResponse()
+    shown.CopyFrom(answer)
+    del shown.candidates[5:]
+    del shown.filtered[:]
+    source = "proposed from the cart's co-purchases" if answer.proposed else "sent"
+    print_ranking(
+        f"complete the basket {', '.join(cart)} for u_000042: top 5 of "
+        f"{len(answer.candidates)} candidates ({source})",
+        shown,
+    )
+    rank = next((c.rank for c in answer.candidates if c.id == held_out), None)
+    where = f"ranked {rank} of {len(answer.candidates)}" if rank else "not among the candidates"
+    console.print(f"the basket's real last item {held_out}: {where}")
 
 
 def demo(
@@ -86,6 +108,11 @@ def demo(
             f"top 5 of {len(answers.activities)} activities for u_000042", answers.campaigns
         )
         print_ranking("a brand-new user and a brand-new product", answers.newcomer)
+        print_basket(answers.cart, answers.held_out, answers.basket)
+        if answers.bundles is None:
+            console.print("bundles: none in this data set")
+        else:
+            print_ranking("top 5 bundles for u_000042", answers.bundles)
         if serve:
             # From here on Ctrl-C (or SIGTERM) is the way out, not an error. The handlers only
             # set an event that the wait checks: an exception raised wherever the signal lands

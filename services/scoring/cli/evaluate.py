@@ -12,7 +12,10 @@ from scoring.cli.common import console, load_settings
 
 def evaluate(
     protocol: Annotated[
-        str, typer.Option(help="loo (leave-one-out) or time (time split).")
+        str,
+        typer.Option(
+            help="loo (leave-one-out), time (time split) or basket (complete the basket)."
+        ),
     ] = "loo",
     negatives: Annotated[int, typer.Option(help="Sampled negatives per held-out item.")] = 100,
     seed: int = 0,
@@ -23,7 +26,7 @@ def evaluate(
     version: Annotated[int | None, typer.Option(help="Version; the latest by default.")] = None,
     baselines_only: bool = False,
 ) -> None:
-    """Offline evaluation on your own log (HR@10, NDCG@10, Recall@20, MRR) beside baselines."""
+    """Offline evaluation on your own log (HR@10, NDCG@10, Recall@20, MRR; AUC for basket)."""
     from scoring.evaluation.errors import EvaluationError
     from scoring.evaluation.run import run_evaluation
 

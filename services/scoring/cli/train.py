@@ -30,7 +30,8 @@ def train(
     seed: int = 7,
     report: Annotated[bool, typer.Option(help="Print each version's full report.")] = True,
     holdout: Annotated[
-        str, typer.Option(help="none, or loo/time: leave out what `scoring evaluate` holds out.")
+        str,
+        typer.Option(help="none, or loo/time/basket: leave out what `scoring evaluate` holds out."),
     ] = "none",
     served: Annotated[
         str,

@@ -45,6 +45,9 @@ class GatewaySettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 50051
     max_candidates: int = Field(default=1000, ge=1)
+    # Items a Rank request's cart may hold (RankRequest.cart_item_ids); the basket model reads
+    # the first core.targets.CART_SLOTS (20) of them, all of them filter and propose candidates.
+    max_cart_items: int = Field(default=50, ge=1)
     # Deadline applied when the caller sends none.
     default_timeout_ms: int = Field(default=1000, ge=1)
     health_poll_interval_s: float = Field(default=1.0, gt=0)
@@ -287,12 +290,26 @@ class ImplicitFeedbackSettings(BaseModel):
     seed: int = 7
 
 
+class BasketExamplesSettings(BaseModel):
+    """How a basket target (one with a cart feature service) learns from a log's baskets
+    (scoring.trainer.baskets): one item of each basket held out, the rest its cart."""
+
+    # Sampled negatives per held-out item, and the share of them drawn by popularity (the rest
+    # uniformly): popular items that do not go with the cart are the hard negatives.
+    negatives: int = Field(default=8, ge=1)
+    popularity_share: float = Field(default=0.25, ge=0.0, le=1.0)
+    # Baskets used at most (a seeded sample): Ta-Feng has about 120,000.
+    max_baskets: int = Field(default=25_000, ge=10)
+    seed: int = 7
+
+
 class TrainingSettings(BaseModel):
     """Per-target training data settings (targets without an entry train on impressions)."""
 
     implicit: dict[str, ImplicitFeedbackSettings] = Field(
         default_factory=lambda: {"item_ranker": ImplicitFeedbackSettings()}
     )
+    baskets: BasketExamplesSettings = BasketExamplesSettings()
 
 
 class Settings(BaseSettings):

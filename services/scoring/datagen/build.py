@@ -10,10 +10,11 @@ Windows are computed for all (entity, snapshot) pairs at once: events are sorted
 every window count or sum (no per-entity Python loop).
 
 Tables (data/<name>.parquet, the sources of features/*.py):
-user_profile, user_behavior, user_affinity, item_stats, item_embedding, activity_stats, and the
-collaborative ones (user_recent, item_cooccurrence, user_mf, item_mf:
-scoring.datagen.collaborative);
-training labels impressions_item, impressions_activity.
+user_profile, user_behavior, user_affinity, item_stats, item_embedding, activity_stats,
+bundle_stats (scoring.datagen.bundles), and the collaborative ones (user_recent,
+item_cooccurrence, user_mf, item_mf: scoring.datagen.collaborative), the basket ones
+(item_copurchase, category_complements: scoring.datagen.baskets);
+training labels impressions_item, impressions_activity, impressions_bundle.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scoring.datagen.baskets import TABLES as BASKET_TABLES
+from scoring.datagen.baskets import Baskets, basket_tables
+from scoring.datagen.bundles import bundle_stats
 from scoring.datagen.collaborative import TABLES as COLLABORATIVE_TABLES
 from scoring.datagen.collaborative import Interactions, collaborative_tables
 from scoring.datagen.embedding import EMBEDDING_DIM, TextEmbedder, project_texts
@@ -51,9 +55,12 @@ TABLES = (
     "item_stats",
     "item_embedding",
     "activity_stats",
+    "bundle_stats",
     *COLLABORATIVE_TABLES,
+    *BASKET_TABLES,
     "impressions_item",
     "impressions_activity",
+    "impressions_bundle",
 )
 
 Progress = Callable[[str], None]
@@ -66,7 +73,9 @@ BUILD_STEPS = (
     "users: behaviour windows",
     "users: category affinity and recency",
     "collaborative: recent items, co-occurrence, embeddings",
+    "baskets: co-purchase, complementary categories",
     "activities",
+    "bundles",
     "labels",
     "writing Parquet",
 )
@@ -335,12 +344,26 @@ def build_tables(
     ids = user_ids.to_numpy(dtype=object), item_ids.to_numpy(dtype=object)
     tables.update(collaborative_tables(interactions, *ids, created, snaps))
 
+    step("baskets: co-purchase, complementary categories")
+    baskets = Baskets.of(ev, t, u, i, len(item_ids))
+    tables.update(basket_tables(baskets, ids[1], category, created, snaps))
+
     step("activities")
     _activity_tables(log, vocab, t, u, kind, has_item, snapshot_times(t, HOUR), tables)
+
+    step("bundles")
+    # The item statistics and baskets above, read as of each bundle row.
+    tables["bundle_stats"] = bundle_stats(
+        log.bundles, ev, t, has_item, snaps, tables["item_stats"], baskets, item_ids
+    )
 
     step("labels")
     tables["impressions_item"] = _labels(ev, t, has_item, "item_id")
     tables["impressions_activity"] = _labels(ev, t, ~has_item, "activity_id")
+    # Bundle impressions; a log without the column: none (the same columns, no rows).
+    on_bundle = ev if "bundle_id" in ev else ev.iloc[:0].assign(bundle_id="")
+    n = len(on_bundle)
+    tables["impressions_bundle"] = _labels(on_bundle, t[:n], ~has_item[:n], "bundle_id")
     vocab.save()
     return tables
 

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from scoring.core.codes import item_codes
 from scoring.datagen.factorization import ALSConfig, Factors, initial_vectors
 from scoring.datagen.factorization import fit as fit_als
 from scoring.evaluation.interactions import PositiveEvents, latest_distinct
@@ -46,16 +47,9 @@ FIT_EVERY_DAYS = 7
 MAX_FITS = 16
 MF_USER_WINDOW_S = 90 * DAY
 FACTORS = ALSConfig().factors
-CODE_BITS = 52
 TABLES = ("user_recent", "item_cooccurrence", "user_mf", "item_mf")
 _PAIRS_PER_CHUNK = 50_000
 _COOC_BLOCK_NNZ = 20_000_000
-
-
-def item_codes(ids: np.ndarray | pd.Index) -> np.ndarray:
-    """A stable 52-bit code per item id (float64, exact): what the UDFs compare."""
-    hashed = pd.util.hash_array(np.asarray(ids, dtype=object))
-    return np.asarray(hashed >> np.uint64(64 - CODE_BITS), dtype=np.float64)
 
 
 def fit_times(snaps: np.ndarray) -> np.ndarray:

@@ -17,6 +17,8 @@ import pandas as pd
 from scoring.datagen.events import (
     ACTIVITY_COLUMNS,
     ACTIVITY_TYPES,
+    BUNDLE_COLUMNS,
+    BUNDLE_ITEM_SEPARATOR,
     EVENT_COLUMNS,
     EVENT_TYPES,
     ITEM_COLUMNS,
@@ -165,13 +167,79 @@ def _activities(ac: _Table, frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _bundles(bu: _Table, frame: pd.DataFrame) -> pd.DataFrame:
+    """Bundle rows; their items are checked against the items table in `_check_bundles`."""
+    listed = bu.frame["items"].map(lambda v: isinstance(v, list | tuple | np.ndarray))
+    if listed.any():  # a Parquet list column: the same ids, joined
+        bu.frame["items"] = bu.frame["items"].where(
+            ~listed, bu.frame["items"].map(lambda v: BUNDLE_ITEM_SEPARATOR.join(map(str, v)))
+        )
+    parts = bu.text("items").str.split(BUNDLE_ITEM_SEPARATOR)
+    distinct = parts.map(lambda ids: list(dict.fromkeys(i.strip() for i in ids if i.strip())))
+    bu.report(
+        (distinct.str.len() < 2).to_numpy(),
+        f'must name at least 2 distinct item ids ("i1{BUNDLE_ITEM_SEPARATOR}i2")',
+        "items",
+    )
+    frame["items"] = distinct.str.join(BUNDLE_ITEM_SEPARATOR)
+    frame["bundle_price"] = bu.number("bundle_price", 0.0).astype("float64")
+    frame["name"] = bu.text("name").replace("", None)
+    frame["start_at"] = bu.time("start_at", required=False)
+    frame["end_at"] = bu.time("end_at", required=False)
+    bu.report(
+        (frame["end_at"] <= frame["start_at"]).to_numpy(),
+        "must be after start_at",
+        "end_at",
+    )
+    return frame
+
+
 # Per attribute table: its required columns (the id first) and what builds its other columns.
 _Fill = Callable[[_Table, pd.DataFrame], pd.DataFrame]
 _ATTRIBUTE_TABLES: dict[str, tuple[Sequence[str], _Fill]] = {
     "items": (ITEM_COLUMNS, _items),
     "users": (USER_COLUMNS, _users),
     "activities": (ACTIVITY_COLUMNS, _activities),
+    "bundles": (BUNDLE_COLUMNS, _bundles),
 }
+
+
+def _check_bundles(bu: _Table, bundles: pd.DataFrame, items: pd.DataFrame | None) -> None:
+    """Every bundled item is in the items table (when there is one); a missing bundle_price is
+    the sum of its items' prices (NaN when one of them has none)."""
+    parts = bundles["items"].str.split(BUNDLE_ITEM_SEPARATOR)
+    if items is None:
+        return
+    known = set(items["item_id"])
+    unknown = parts.map(lambda ids: [i for i in ids if i and i not in known])
+    for row in np.flatnonzero(unknown.str.len().to_numpy() > 0):
+        bu.problems.append(
+            f"{bu.where(int(row))}: items {bundles['items'].iloc[row]!r} names item(s) "
+            f"{', '.join(unknown.iloc[row])} not in the items table"
+        )
+    if "price" in items and len(bundles):
+        price = items.drop_duplicates("item_id").set_index("item_id")["price"]
+        exploded = parts.explode()
+        each = pd.Series(price.reindex(exploded.to_numpy()).to_numpy(), index=exploded.index)
+        total = each.groupby(level=0).sum().where(each.notna().groupby(level=0).all())
+        bundles["bundle_price"] = bundles["bundle_price"].fillna(total)
+
+
+def _check_orders(ev: _Table, user_id: pd.Series, order_id: pd.Series) -> None:
+    """One order belongs to one user: rows whose user differs from the order's first row's."""
+    has = order_id != ""
+    if not has.any():
+        return
+    first = pd.DataFrame({"order": order_id[has], "user": user_id[has]}).groupby("order").head(1)
+    first_user = pd.Series(first["user"].to_numpy(), index=first["order"].to_numpy())
+    first_row = pd.Series(first.index.to_numpy(), index=first["order"].to_numpy())
+    owner = order_id.map(first_user)
+    for row in np.flatnonzero((has & (user_id != owner)).to_numpy()):
+        order = order_id.iloc[row]
+        ev.problems.append(
+            f"{ev.where(int(row))}: order_id {order!r} belongs to user_id "
+            f"{owner.iloc[row]!r} (row {int(first_row[order]) + 1}), not {user_id.iloc[row]!r}"
+        )
 
 
 def read_event_log(
@@ -179,6 +247,7 @@ def read_event_log(
     items: Path | None = None,
     users: Path | None = None,
     activities: Path | None = None,
+    bundles: Path | None = None,
 ) -> EventLog:
     """Reads and validates an event log and its optional attribute tables.
 
@@ -192,13 +261,21 @@ def read_event_log(
     user_id = ev.text("user_id")
     item_id = ev.text("item_id")
     activity_id = ev.text("activity_id")
+    bundle_id = ev.text("bundle_id")
+    order_id = ev.text("order_id")
     kind = ev.text("event_type").str.lower()
     ev.report((user_id == "").to_numpy(), "is empty", "user_id")
     ev.report(
-        ((item_id == "") & (activity_id == "")).to_numpy(),
-        "is empty (and no activity_id is given)",
+        ((item_id == "") & (activity_id == "") & (bundle_id == "")).to_numpy(),
+        "is empty (and no activity_id or bundle_id is given)",
         "item_id",
     )
+    ev.report(
+        ((bundle_id != "") & ((item_id != "") | (activity_id != ""))).to_numpy(),
+        "is an event on the bundle itself: its item_id and activity_id must be empty",
+        "bundle_id",
+    )
+    _check_orders(ev, user_id, order_id)
     ev.report(
         ~kind.isin(EVENT_TYPES).to_numpy(), f"is not one of {', '.join(EVENT_TYPES)}", "event_type"
     )
@@ -211,8 +288,9 @@ def read_event_log(
         "quantity",
     )
 
-    inputs = {"items": items, "users": users, "activities": activities}
+    inputs = {"items": items, "users": users, "activities": activities, "bundles": bundles}
     tables: dict[str, pd.DataFrame] = {}
+    read: dict[str, _Table] = {}
     for name, path in inputs.items():
         if path is None:
             continue
@@ -221,6 +299,9 @@ def read_event_log(
         if table.require_columns(required):
             id_column = required[0]
             tables[name] = fill(table, pd.DataFrame({id_column: table.unique_ids(id_column)}))
+            read[name] = table
+    if "bundles" in tables:
+        _check_bundles(read["bundles"], tables["bundles"], tables.get("items"))
     if activities is None:
         ev.report(
             ((activity_id != "") & (item_id == "")).to_numpy(),
@@ -234,6 +315,19 @@ def read_event_log(
             f"is not in {activities.name}",
             "activity_id",
         )
+    if bundles is None:
+        ev.report(
+            (bundle_id != "").to_numpy(),
+            "is a bundle event, which needs a bundles table (--bundles)",
+            "bundle_id",
+        )
+    elif "bundles" in tables:
+        known = set(tables["bundles"]["bundle_id"])
+        ev.report(
+            ((bundle_id != "") & ~bundle_id.isin(known)).to_numpy(),
+            f"is not in {bundles.name}",
+            "bundle_id",
+        )
     if problems:
         raise ImportValidationError(problems)
     frame = pd.DataFrame(
@@ -245,8 +339,9 @@ def read_event_log(
             "price": price.astype("float64"),
             "quantity": quantity.astype("float64"),
             "activity_id": activity_id,
+            "bundle_id": bundle_id,
             # A basket/order id, when the log has one, is kept for evaluation (docs/data.md).
-            **({"order_id": ev.text("order_id")} if "order_id" in ev.frame else {}),
+            **({"order_id": order_id} if "order_id" in ev.frame else {}),
         }
     ).sort_values("timestamp", kind="stable", ignore_index=True)
     if frame.empty:

@@ -6,6 +6,17 @@ campaigns, clicks, product views, add-to-carts and purchases, plus organic brows
 impression carries its true probabilities (`p_click`, `p_purchase`: the oracle), a function of
 (user, candidate, time). The stream goes through the same feature build as a user's imported
 log (scoring.datagen.build), so a model learns the truth only through the features.
+
+Baskets: every purchase is an order (`order_id`); after it, 0-3 more items join the order,
+each drawn from the catalogue given the cart so far, with probability proportional to the exp
+of the mean over the cart's items of the planted pair logit (complementary categories pull,
+substitutes in the same category push away, the same brand pulls a little) plus a small pull
+of the item's appeal, so that what completes a basket is not what sells most;
+`basket_oracle_logit` gives its log-odds. Bundles: 2-4 mostly complementary items at a
+discount, shown, clicked and bought as events with a `bundle_id`; their impressions carry the
+oracle too.
+Baskets and bundles draw from random streams of their own: the item and campaign events (and
+their oracle) are the same as without them.
 """
 
 from __future__ import annotations
@@ -16,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from scoring.datagen.events import ACTIVITY_TYPES, EventLog
+from scoring.datagen.events import ACTIVITY_TYPES, BUNDLE_ITEM_SEPARATOR, EventLog
 
 CATEGORIES = (
     "shoes",
@@ -56,6 +67,31 @@ SEGMENTS = ("new", "casual", "regular", "loyal", "vip")
 REGIONS = ("north", "south", "east", "west", "central", "coast", "mountain", "islands")
 DAY_S = 86_400.0
 
+# Planted basket complementarity: the pull of one category's item into a basket holding the
+# other's (symmetric), in logits.
+COMPLEMENTS: dict[tuple[str, str], float] = {
+    ("phones", "headphones"): 4.0,
+    ("laptops", "bags"): 3.5,
+    ("laptops", "headphones"): 3.0,
+    ("shoes", "sports"): 3.5,
+    ("jackets", "shoes"): 3.5,
+    ("dresses", "bags"): 3.5,
+    ("jackets", "bags"): 2.5,
+    ("skincare", "dresses"): 3.0,
+    ("skincare", "bedding"): 2.5,
+    ("cookware", "bedding"): 3.5,
+    ("toys", "sports"): 3.5,
+}
+SUBSTITUTE_LOGIT = -1.5  # a second item of the cart item's category (a substitute)
+SAME_BRAND_LOGIT = 0.8  # the cart item's brand
+ADDITION_APPEAL = 0.4  # the item's latent appeal: small, complements decide (not sales)
+# An item already in the cart is never added again (probability 0); a finite stand-in for
+# -inf, so that metrics over oracle scores stay finite.
+IN_CART_LOGIT = -30.0
+# Bundle impressions: P(purchase | click) = sigmoid(BUNDLE_BUY_LOGIT + 3 saving - 0.5 log1p(
+# price / typical order value)), 0 while one of its items is out of stock.
+BUNDLE_BUY_LOGIT = -1.8
+
 
 @dataclass(frozen=True, slots=True)
 class SyntheticConfig:
@@ -73,11 +109,34 @@ class SyntheticConfig:
     organic_per_user: float = 60.0
     seed: int = 7
     end: datetime | None = None
+    n_bundles: int = 40
+    # None: half the campaign impressions (20,000 by default), so that a small test set is
+    # not mostly bundles.
+    n_bundle_impressions: int | None = None
+    # P(0, 1, 2, 3 more items join a purchase's order): about a third more purchases.
+    basket_extra_items: tuple[float, float, float, float] = (0.8, 0.11, 0.05, 0.04)
+
+    @property
+    def bundle_impressions(self) -> int:
+        """`n_bundle_impressions`, or half the campaign impressions when it is None."""
+        if self.n_bundle_impressions is None:
+            return self.n_activity_impressions // 2
+        return self.n_bundle_impressions
 
     @classmethod
     def large(cls, seed: int = 7) -> SyntheticConfig:
-        """About 3 million events: 50k users, 10k items, 300 campaigns, 8 weeks."""
-        return cls(50_000, 10_000, 300, 1_500_000, 400_000, days=56, organic_per_user=20, seed=seed)
+        """About 3 million events: 50k users, 10k items, 300 campaigns, 400 bundles, 8 weeks."""
+        return cls(
+            50_000,
+            10_000,
+            300,
+            1_500_000,
+            400_000,
+            days=56,
+            organic_per_user=20,
+            seed=seed,
+            n_bundles=400,
+        )
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -160,6 +219,410 @@ def _item_in_category(
     return np.asarray(order[np.minimum(pick, len(order) - 1)])
 
 
+def _complement_matrix() -> np.ndarray:
+    index = {c: n for n, c in enumerate(CATEGORIES)}
+    out = np.zeros((len(CATEGORIES), len(CATEGORIES)))
+    for (a, b), logit in COMPLEMENTS.items():
+        out[index[a], index[b]] = out[index[b], index[a]] = logit
+    return out
+
+
+COMPLEMENT = _complement_matrix()
+
+
+def basket_pair_logit(
+    cat_a: np.ndarray, brand_a: np.ndarray, cat_b: np.ndarray, brand_b: np.ndarray
+) -> np.ndarray:
+    """The planted pull of item b into a basket that holds item a (broadcasting arrays).
+
+    Args:
+        cat_a, cat_b: category codes (positions in CATEGORIES; -1 unknown).
+        brand_a, brand_b: brand codes (-1 unknown).
+
+    Returns:
+        COMPLEMENTS[a's category, b's category], plus SUBSTITUTE_LOGIT in the same category,
+        plus SAME_BRAND_LOGIT for the same brand.
+    """
+    known = (cat_a >= 0) & (cat_b >= 0)
+    pull = np.where(known, COMPLEMENT[np.maximum(cat_a, 0), np.maximum(cat_b, 0)], 0.0)
+    same_brand = (brand_a >= 0) & (brand_a == brand_b)
+    return np.asarray(
+        pull + SUBSTITUTE_LOGIT * (known & (cat_a == cat_b)) + SAME_BRAND_LOGIT * same_brand
+    )
+
+
+def basket_oracle_logit(
+    items: pd.DataFrame, cart: np.ndarray, candidates: np.ndarray
+) -> np.ndarray:
+    """The planted log-odds of each candidate being the next item added to its cart.
+
+    The generator adds item j to an order whose cart (the items already in it) is C with
+    probability p(j | C) = exp(s(C, j)) / sum of exp(s(C, j')) over the catalogue's items j'
+    not in C, where s(C, j) = mean over a in C of basket_pair_logit(a, j) + ADDITION_APPEAL *
+    appeal(j): each addition is drawn given every item already in the basket, the pulls of
+    the cart's items averaged. This returns log(p / (1 - p)) with that normaliser over
+    `items`, so candidates of one cart rank as the truth does and carts compare. (The
+    generator leaves out items not launched yet at the order's time; they count here.)
+
+    Args:
+        items: the items table with item_id, category, brand and oracle_appeal (synthetic).
+        cart: (n, k) object array of cart item ids, "" for an empty slot; ids not in `items`
+            count as empty. An empty cart: the appeal term alone.
+        candidates: (n,) item ids.
+
+    Returns:
+        (n,) float64: the log-odds; IN_CART_LOGIT for a candidate already in its cart (never
+        added twice), NaN for a candidate not in `items`.
+    """
+    ids = pd.Index(items["item_id"].astype(str))
+    cat_of = pd.Categorical(items["category"], categories=list(CATEGORIES)).codes.astype(np.int64)
+    brand_of = pd.factorize(items["brand"])[0].astype(np.int64)
+    weight = np.exp(ADDITION_APPEAL * items["oracle_appeal"].to_numpy(dtype=np.float64))
+    candidates = np.asarray(candidates, dtype=object)
+    cart = np.asarray(cart, dtype=object).reshape(len(candidates), -1)
+    slot = ids.get_indexer(pd.Index(cart.ravel().astype(str))).reshape(cart.shape)
+    pos = ids.get_indexer(pd.Index(candidates.astype(str)))
+    # A cart item twice counts once.
+    slot = np.sort(slot, axis=1)
+    slot[:, 1:] = np.where(slot[:, 1:] == slot[:, :-1], -1, slot[:, 1:])
+    # The pull of a cart on an item depends on the item's (category, brand) group only: per
+    # distinct cart, its mean pull on every group, then the normaliser from the groups' weights.
+    group, pairs = pd.factorize(pd.MultiIndex.from_arrays([cat_of, brand_of]))
+    g_cat, g_brand = (np.asarray(pairs.get_level_values(n), dtype=np.int64) for n in (0, 1))
+    mass = np.bincount(group, weights=weight, minlength=len(pairs))
+    carts, which = np.unique(slot, axis=0, return_inverse=True)
+    which = which.reshape(-1)
+    pull = np.zeros((len(carts), len(pairs)))
+    for col in carts.T:
+        a = np.maximum(col, 0)
+        pair = basket_pair_logit(cat_of[a, None], brand_of[a, None], g_cat, g_brand)
+        pull += np.where(col[:, None] >= 0, pair, 0.0)
+    pull /= np.maximum((carts >= 0).sum(axis=1), 1)[:, None]
+    # The normaliser: every item of the catalogue less the cart's own.
+    member = np.maximum(carts, 0)
+    own = np.exp(pull[np.arange(len(carts))[:, None], group[member]]) * weight[member]
+    norm = (np.exp(pull) * mass).sum(axis=1) - np.where(carts >= 0, own, 0.0).sum(axis=1)
+    safe = np.maximum(pos, 0)
+    score = np.exp(pull[which, group[safe]]) * weight[safe]
+    rest = np.maximum(norm[which] - score, 1e-300)
+    logit = np.log(score) - np.log(rest)
+    already = (slot == pos[:, None]).any(axis=1) & (pos >= 0)
+    return np.where(pos < 0, np.nan, np.where(already, IN_CART_LOGIT, logit))
+
+
+class _BasketSampler:
+    """Draws the next item of each cart from the catalogue with the probability of
+    `basket_oracle_logit`, exactly, in O(cart x groups) per draw rather than O(catalogue).
+
+    The pair logit depends on an item only through its (category, brand) group, so the draw
+    picks a group with weight exp(cart logit of the group) x the group's sum of
+    exp(ADDITION_APPEAL x appeal), then an item of it by that sum's share. Items that cannot
+    be added (launched after the order, already in the cart) are rejected and redrawn: what
+    is left is the same distribution over the items that can.
+    """
+
+    ROWS = 1024  # carts per block (a block holds a few [rows x groups] arrays, in cache)
+    ROUNDS = 40  # redraws before a cart is left without an addition
+
+    def __init__(
+        self, category: np.ndarray, brand: np.ndarray, appeal: np.ndarray, created: np.ndarray
+    ) -> None:
+        # The catalogue's (category, brand) groups, numbered in order of first item.
+        n_brands = int(brand.max(initial=0)) + 1
+        self.group, groups = pd.factorize(category * n_brands + brand)
+        g_cat, g_brand = np.divmod(np.asarray(groups, dtype=np.int64), n_brands)
+        self.pair = basket_pair_logit(g_cat[:, None], g_brand[:, None], g_cat, g_brand)
+        weight = np.exp(ADDITION_APPEAL * appeal)
+        self.order = np.argsort(self.group, kind="stable")
+        self.cum = np.cumsum(weight[self.order])
+        self.count = np.bincount(self.group, minlength=len(groups))
+        self.first = np.concatenate([[0], np.cumsum(self.count)[:-1]])
+        self.mass = np.bincount(self.group, weights=weight, minlength=len(groups))
+        self.log_mass = np.log(self.mass)
+        self.created = created
+
+    def draw(self, rng: np.random.Generator, cart: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """One more item for each (n, k) cart of item indices (-1 empty) at times t (n,);
+        -1 where none was found."""
+        out = np.full(len(cart), -1, dtype=np.int64)
+        pending = np.arange(len(cart))
+        for _ in range(self.ROUNDS):
+            if not len(pending):
+                break
+            item = self._draw(rng, cart[pending])
+            ok = (self.created[item] < t[pending]) & (cart[pending] != item[:, None]).all(axis=1)
+            out[pending[ok]] = item[ok]
+            pending = pending[~ok]
+        return out
+
+    def _draw(self, rng: np.random.Generator, cart: np.ndarray) -> np.ndarray:
+        picked = np.empty(len(cart), dtype=np.int64)
+        for lo in range(0, len(cart), self.ROWS):
+            block = cart[lo : lo + self.ROWS]
+            in_cart = block >= 0
+            rows = self.pair[self.group[np.maximum(block, 0)]]  # (rows, k, groups)
+            logit = (
+                np.where(in_cart[:, :, None], rows, 0.0).sum(axis=1)
+                / np.maximum(in_cart.sum(axis=1), 1)[:, None]
+            )
+            logit += self.log_mass
+            cum = np.cumsum(np.exp(logit - logit.max(axis=1, keepdims=True)), axis=1)
+            u = rng.uniform(size=len(block)) * cum[:, -1]
+            group = (cum <= u[:, None]).sum(axis=1)  # the first group whose cum passes u
+            picked[lo : lo + len(block)] = np.minimum(group, cum.shape[1] - 1)
+        # An item of the group, by its share of the group's weight.
+        base = np.where(self.first[picked] > 0, self.cum[self.first[picked] - 1], 0.0)
+        target = base + rng.uniform(size=len(picked)) * self.mass[picked]
+        pos = np.searchsorted(self.cum, target, side="right")
+        pos = np.clip(pos, self.first[picked], self.first[picked] + self.count[picked] - 1)
+        return np.asarray(self.order[pos])
+
+
+def bundle_logit(
+    affinity: np.ndarray,
+    items_appeal: np.ndarray,
+    saving_pct: np.ndarray,
+    complementarity: np.ndarray,
+    user_engagement: np.ndarray,
+) -> np.ndarray:
+    """The planted bundle click logit: the user's taste for its categories (mean affinity
+    term), its items' mean appeal, the saving, how well its items go together (mean pair
+    logit) and the user's engagement."""
+    return np.asarray(
+        -2.8
+        + 0.8 * affinity
+        + 0.6 * items_appeal
+        + 3.0 * saving_pct
+        + 0.4 * complementarity
+        + 0.5 * user_engagement
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Catalogue:
+    """The synthetic items' latent and listed traits, by item index."""
+
+    ids: np.ndarray
+    category: np.ndarray
+    brand: np.ndarray
+    appeal: np.ndarray
+    price: np.ndarray
+    created: np.ndarray
+    in_stock: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class _Shoppers:
+    """The synthetic users' latent traits, by user index."""
+
+    ids: np.ndarray
+    pref: np.ndarray
+    engagement: np.ndarray
+    aov: np.ndarray
+    signup: np.ndarray
+    weight: np.ndarray
+
+
+def _basket_additions(
+    rng: np.random.Generator,
+    sampler: _BasketSampler,
+    cat: _Catalogue,
+    p_extra: tuple[float, ...],
+    anchor: pd.DataFrame,
+) -> pd.DataFrame:
+    """The items that join each anchor purchase's order (user_id, item_id, t, order key):
+    0-3 each, drawn one after another given the cart so far; an add-to-cart, then a purchase."""
+    n = len(anchor)
+    extra = rng.choice(len(p_extra), n, p=np.asarray(p_extra) / np.sum(p_extra))
+    cart = np.full((n, len(p_extra)), -1, dtype=np.int64)
+    cart[:, 0] = anchor["item"].to_numpy()
+    t0 = anchor["t"].to_numpy(dtype=np.float64)
+    elapsed = np.zeros(n)
+    parts = []
+    for step in range(1, len(p_extra)):
+        rows = np.flatnonzero(extra >= step)
+        if not len(rows):
+            break
+        item = sampler.draw(rng, cart[rows, :step], t0[rows])
+        elapsed[rows] += rng.uniform(20, 300, len(rows))
+        rows, item = rows[item >= 0], item[item >= 0]
+        cart[rows, step] = item
+        t_cart = t0[rows] + elapsed[rows]
+        common = {"user_id": anchor["user_id"].to_numpy()[rows], "item_id": cat.ids[item]}
+        key = anchor["okey"].to_numpy()[rows]
+        parts.append(
+            pd.DataFrame({**common, "event_type": "add_to_cart", "t": t_cart, "okey": key})
+        )
+        parts.append(
+            pd.DataFrame(
+                {
+                    **common,
+                    "event_type": "purchase",
+                    "t": t_cart + rng.uniform(5, 120, len(rows)),
+                    "price": cat.price[item],
+                    "quantity": rng.choice([1, 1, 1, 2], len(rows)),
+                    "okey": key,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+@dataclass(frozen=True, slots=True)
+class _Bundles:
+    """The synthetic bundles: the table, and by bundle index its items (-1 padded) and terms."""
+
+    table: pd.DataFrame
+    members: np.ndarray
+    price: np.ndarray
+    saving: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+
+
+def _synthetic_bundles(
+    rng: np.random.Generator, cat: _Catalogue, n_bundles: int, start: float, end: float
+) -> _Bundles:
+    """2-4 items in stock each, mostly drawn as basket additions (complementary); a few with
+    an out-of-stock item; 5-30% off the parts; 60% open-ended, the others for 5-20 days."""
+    nb = n_bundles
+    stocked = np.flatnonzero(cat.in_stock == 1)
+    if not len(stocked):
+        nb = 0
+    # Out-of-stock items are never drawn (launched "never").
+    sampler = _BasketSampler(
+        cat.category, cat.brand, cat.appeal, np.where(cat.in_stock == 1, cat.created, np.inf)
+    )
+    size = rng.choice([2, 3, 4], nb, p=[0.5, 0.3, 0.2])
+    members = np.full((nb, 4), -1, dtype=np.int64)
+    members[:, 0] = rng.choice(stocked, nb)
+    for step in range(1, 4):
+        drawn = sampler.draw(rng, members[:, :step], np.full(nb, np.inf))
+        random = rng.choice(stocked, nb)
+        repeat = (members[:, :step] == random[:, None]).any(axis=1)
+        pick = np.where((rng.uniform(size=nb) < 0.85) | repeat, drawn, random)
+        members[:, step] = np.where(size > step, pick, -1)
+    out_of_stock = np.flatnonzero(cat.in_stock == 0)
+    if nb >= 5 and len(out_of_stock):
+        few = rng.choice(nb, max(1, round(0.1 * nb)), replace=False)
+        swap = rng.choice(out_of_stock, len(few))
+        fresh = ~(members[few] == swap[:, None]).any(axis=1)
+        members[few[fresh], 1] = swap[fresh]
+    # Failed draws (-1) to the end of the row; a tiny catalogue may leave a bundle of one.
+    members = np.take_along_axis(members, np.argsort(members < 0, axis=1, kind="stable"), axis=1)
+    has = members >= 0
+    ok = has.sum(axis=1) >= 2
+    members, has = members[ok], has[ok]
+    nb = len(members)
+    safe = np.maximum(members, 0)
+    parts_price = np.where(has, cat.price[safe], 0.0).sum(axis=1)
+    discount = rng.uniform(0.05, 0.30, nb)
+    price = np.maximum((parts_price * (1 - discount)).round(2), 0.01)
+    ready = np.where(has, cat.created[safe], -np.inf).max(axis=1)
+    limited = rng.uniform(size=nb) < 0.4
+    open_start = np.maximum(ready, start - rng.uniform(0, 30, nb) * DAY_S)
+    limited_start = np.maximum(ready, rng.uniform(start, end - 2 * DAY_S, nb))
+    limited_end = limited_start + rng.uniform(5, 20, nb) * DAY_S
+    b_start = np.floor(np.where(limited, limited_start, open_start))
+    b_end = np.where(limited, np.floor(limited_end), np.inf)
+    ids = np.where(has, cat.ids[safe], "")
+    nouns = np.array([NOUN[c] for c in CATEGORIES], dtype=object)[cat.category[members[:, :2]]]
+    table = pd.DataFrame(
+        {
+            "bundle_id": _ids("b", nb),
+            "items": pd.Series(
+                [BUNDLE_ITEM_SEPARATOR.join(row[row != ""]) for row in ids], dtype=object
+            ),
+            "bundle_price": price,
+            "name": nouns[:, 0] + " & " + nouns[:, 1] + " bundle",
+            "start_at": pd.to_datetime(b_start, unit="s", utc=True),
+            "end_at": pd.to_datetime(np.where(limited, b_end, np.nan), unit="s", utc=True),
+        }
+    )
+    return _Bundles(table, members, price, 1.0 - price / parts_price, b_start, b_end)
+
+
+def _bundle_events(
+    rng: np.random.Generator,
+    n: int,
+    bundles: _Bundles,
+    cat: _Catalogue,
+    people: _Shoppers,
+    start: float,
+    end: float,
+    first_key: int,
+) -> pd.DataFrame:
+    """Bundle impressions while a bundle is on (with the oracle), clicks and purchases."""
+    nb = len(bundles.members)
+    if not nb or not n:
+        return pd.DataFrame()
+    ub = rng.choice(len(people.ids), n, p=people.weight)
+    bb = rng.integers(0, nb, n)
+    lo = np.maximum.reduce([np.full(n, start), people.signup[ub], bundles.start[bb]])
+    hi = np.minimum(bundles.end[bb], end - 1)
+    ok = hi > lo
+    ub, bb, lo, hi = ub[ok], bb[ok], lo[ok], hi[ok]
+    tb = lo + rng.uniform(size=len(ub)) * (hi - lo)
+    has = bundles.members >= 0
+    safe = np.maximum(bundles.members, 0)
+    size = has.sum(axis=1)
+    appeal = np.where(has, cat.appeal[safe], 0.0).sum(axis=1) / size
+    # How well the items go together: the mean pair logit over the ordered pairs of them.
+    c, b = cat.category[safe], cat.brand[safe]
+    pair = basket_pair_logit(c[:, :, None], b[:, :, None], c[:, None, :], b[:, None, :])
+    both = has[:, :, None] & has[:, None, :] & ~np.eye(has.shape[1], dtype=bool)
+    fit = np.where(both, pair, 0.0).sum(axis=(1, 2)) / both.sum(axis=(1, 2))
+    in_stock = np.where(has, cat.in_stock[safe], 1).min(axis=1)
+    liking = affinity_term(people.pref[ub[:, None], c[bb]])
+    affinity = np.where(has[bb], liking, 0.0).sum(axis=1) / size[bb]
+    p_click = _sigmoid(
+        bundle_logit(affinity, appeal[bb], bundles.saving[bb], fit[bb], people.engagement[ub])
+    )
+    buy = _sigmoid(
+        BUNDLE_BUY_LOGIT
+        + 3.0 * bundles.saving[bb]
+        - 0.5 * np.log1p(bundles.price[bb] / (people.aov[ub] + 1.0))
+    )
+    p_purchase = p_click * buy * in_stock[bb]
+    bundle_ids = bundles.table["bundle_id"].to_numpy()
+    click = rng.uniform(size=len(ub)) < p_click
+    t_click = tb[click] + rng.uniform(5, 600, click.sum())
+    bought = rng.uniform(size=click.sum()) < (p_purchase / p_click)[click]
+    n_bought = int(bought.sum())
+    frames = [
+        pd.DataFrame(
+            {
+                "user_id": people.ids[ub],
+                "event_type": "impression",
+                "t": tb,
+                "p_click": p_click,
+                "p_purchase": p_purchase,
+                "bundle_id": bundle_ids[bb],
+            }
+        ),
+        pd.DataFrame(
+            {
+                "user_id": people.ids[ub[click]],
+                "event_type": "click",
+                "t": t_click,
+                "bundle_id": bundle_ids[bb[click]],
+            }
+        ),
+        pd.DataFrame(
+            {
+                "user_id": people.ids[ub[click][bought]],
+                "event_type": "purchase",
+                "t": t_click[bought] + rng.uniform(60, 3600, n_bought),
+                "price": bundles.price[bb[click][bought]],
+                "quantity": 1,
+                "bundle_id": bundle_ids[bb[click][bought]],
+                "okey": first_key + np.arange(n_bought),
+            }
+        ),
+    ]
+    return pd.concat(frames, ignore_index=True).assign(item_id="")
+
+
 def generate(cfg: SyntheticConfig) -> EventLog:
     """Generates the event log for `cfg`; deterministic for a given seed and end time."""
     rng = np.random.default_rng(cfg.seed)
@@ -220,6 +683,8 @@ def generate(cfg: SyntheticConfig) -> EventLog:
             "rating": np.where(rng.uniform(size=ni) < 0.1, np.nan, rating),
             "in_stock": (rng.uniform(size=ni) > 0.05).astype(np.int64),
             "created_at": pd.to_datetime(created, unit="s", utc=True).floor("s"),
+            # The latent appeal, for basket_oracle_logit (the build writes item_oracle).
+            "oracle_appeal": appeal,
         }
     )
 
@@ -347,9 +812,58 @@ def generate(cfg: SyntheticConfig) -> EventLog:
         activity_id=act_ids[aa][click],
     )
 
+    # Every purchase so far opens an order (key: its row); then baskets and bundles, each from
+    # a random stream of its own, so that the events above stay the same.
     frame = pd.concat(events, ignore_index=True)
-    frame = frame[frame["t"] < end].sort_values("t", kind="stable", ignore_index=True)
+    bought = np.flatnonzero(
+        (frame["event_type"].to_numpy() == "purchase") & (frame["t"].to_numpy() < end)
+    )
+    okey = np.full(len(frame), -1, dtype=np.int64)
+    okey[bought] = np.arange(len(bought))
+    frame["okey"] = okey
+    cat = _Catalogue(
+        items["item_id"].to_numpy(),
+        category,
+        brand,
+        appeal,
+        price,
+        created,
+        items["in_stock"].to_numpy(),
+    )
+    people = _Shoppers(users["user_id"].to_numpy(), pref, engagement, aov, signup, user_weight)
+    sampler = _BasketSampler(category, brand, appeal, created)
+    anchor = frame.loc[bought, ["user_id", "t", "okey"]].assign(
+        item=pd.Index(cat.ids).get_indexer(frame.loc[bought, "item_id"])
+    )
+    added = _basket_additions(
+        np.random.default_rng([cfg.seed, 22, 0]), sampler, cat, cfg.basket_extra_items, anchor
+    )
+    bundles = _synthetic_bundles(
+        np.random.default_rng([cfg.seed, 22, 1]), cat, cfg.n_bundles, start, end
+    )
+    on_bundles = _bundle_events(
+        np.random.default_rng([cfg.seed, 22, 2]),
+        cfg.bundle_impressions,
+        bundles,
+        cat,
+        people,
+        start,
+        end,
+        len(bought),
+    )
+
+    frame = pd.concat([frame, added, on_bundles], ignore_index=True)
+    t = frame["t"].to_numpy()
+    kept = np.flatnonzero(t < end)
+    frame = frame.take(kept[np.argsort(t[kept], kind="stable")]).reset_index(drop=True)
     frame["timestamp"] = pd.to_datetime(frame.pop("t"), unit="s", utc=True).dt.floor("s")
-    frame["activity_id"] = frame["activity_id"].fillna("")
+    for col in ("activity_id", "bundle_id"):
+        frame[col] = frame[col].fillna("") if col in frame else ""
     frame["quantity"] = frame["quantity"].astype("float64")
-    return EventLog(frame, items, users, activities)
+    # Orders numbered by their first event in time.
+    key = frame.pop("okey").fillna(-1).to_numpy(dtype=np.int64)
+    number = pd.factorize(pd.Series(key).where(key >= 0))[0]
+    order_id = np.full(len(frame), "", dtype=object)
+    order_id[key >= 0] = [f"o_{n:07d}" for n in number[key >= 0]]
+    frame["order_id"] = order_id
+    return EventLog(frame, items, users, activities, bundles.table)

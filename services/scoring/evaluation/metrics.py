@@ -1,4 +1,5 @@
-"""Ranking metrics over evaluation tasks: HR@10, NDCG@10, Recall@20 and MRR for each method.
+"""Ranking metrics over evaluation tasks: HR@10, NDCG@10, Recall@20 and MRR for each method
+(and AUC under the basket protocol).
 
 Each user has one held-out item. Its rank is the number of other candidates scored at least as
 high: ties count against it (pessimistic), so a constant scorer ranks it last and gets no free
@@ -9,6 +10,9 @@ Sampled: the candidates are the held-out item and its K negatives. Full catalogu
 the training catalogue the user never interacted with, plus the held-out item (the same pool the
 negatives come from), scored in chunks of users so that at most `ROWS_PER_CALL` rows go to a
 scorer at once.
+
+AUC (basket protocol, sampled candidates): per task, the share of its negatives scored below the
+held-out item (ties count half), averaged over tasks.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ Scorer = Callable[[pd.DataFrame], np.ndarray]
 EvalProgress = Callable[[str, int, int], None]
 
 METRICS = ("hr@10", "ndcg@10", "recall@20", "mrr")
+AUC = "auc"
 ROWS_PER_CALL = 1_000_000
 
 
@@ -49,6 +54,14 @@ def ranks_from_scores(scores: np.ndarray, valid: np.ndarray | None = None) -> np
     if valid is not None:
         beaten &= valid[:, 1:]
     return np.asarray(beaten.sum(axis=1), dtype=np.int64)
+
+
+def sampled_auc(scores: np.ndarray) -> np.ndarray:
+    """Per row, the share of columns 1.. scored below column 0 (ties count half; NaN lowest)."""
+    scores = np.where(np.isnan(scores), -np.inf, scores)
+    below = (scores[:, 1:] < scores[:, :1]).mean(axis=1)
+    tied = (scores[:, 1:] == scores[:, :1]).mean(axis=1)
+    return np.asarray(below + 0.5 * tied, dtype=np.float64)
 
 
 def ranking_metrics(ranks: np.ndarray) -> dict[str, float]:
@@ -112,18 +125,21 @@ def _call(scorer: Scorer, name: str, frame: pd.DataFrame) -> np.ndarray:
 
 def _sampled_ranks(
     tasks: EvalTasks, name: str, scorer: Scorer, progress: EvalProgress | None
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each task's rank of the held-out item, and its AUC among the candidates."""
     width = tasks.candidate_codes.shape[1]
     step = max(1, ROWS_PER_CALL // width)
     ranks = np.empty(tasks.n_users, dtype=np.int64)
+    aucs = np.empty(tasks.n_users, dtype=np.float64)
     for start in range(0, tasks.n_users, step):
         rows = np.arange(start, min(start + step, tasks.n_users))
         codes = tasks.candidate_codes[rows]
         scores = _call(scorer, name, tasks.frame(np.repeat(rows, width), codes.ravel()))
         ranks[rows] = ranks_from_scores(scores.reshape(len(rows), width))
+        aucs[rows] = sampled_auc(scores.reshape(len(rows), width))
         if progress is not None:
             progress(name, int(rows[-1]) + 1, tasks.n_users)
-    return ranks
+    return ranks, aucs
 
 
 def _full_ranks(
@@ -196,7 +212,10 @@ def evaluate(
         report.full_catalogue = {}
     for name, scorer in scorers.items():
         started = time.monotonic()
-        report.metrics[name] = ranking_metrics(_sampled_ranks(tasks, name, scorer, progress))
+        ranks, aucs = _sampled_ranks(tasks, name, scorer, progress)
+        report.metrics[name] = ranking_metrics(ranks)
+        if tasks.protocol.kind == "basket":
+            report.metrics[name][AUC] = float(aucs.mean()) if len(aucs) else float("nan")
         if report.full_catalogue is not None:
             ranks = _full_ranks(tasks, name, scorer, progress)
             report.full_catalogue[name] = ranking_metrics(ranks)
@@ -205,6 +224,7 @@ def evaluate(
 
 
 __all__ = [
+    "AUC",
     "METRICS",
     "EvalReport",
     "Scorer",
@@ -212,4 +232,5 @@ __all__ = [
     "evaluate",
     "ranking_metrics",
     "ranks_from_scores",
+    "sampled_auc",
 ]

@@ -6,6 +6,10 @@ joins its rows: scoring.trainer.examples.point_in_time_frame), assembles them wi
 contract (declared defaults and missing indicators, as served) and scores them with the
 version's exported TorchScript model. The score is the click logit, not its sigmoid: a float32
 probability saturates at 1.0 and would tie the most confident candidates.
+
+Request fields other than `request_ts` (a basket target's cart fields) come from the frame's
+columns of the same names (scoring.evaluation.basket_protocol.BasketTasks.frame); a contract
+that needs one the frame lacks is refused, never scored with made-up values.
 """
 
 from __future__ import annotations
@@ -110,15 +114,24 @@ class ModelScorer:
         import torch
 
         from scoring.core.targets import USER_JOIN_KEY
+        from scoring.evaluation.errors import EvaluationError
         from scoring.trainer.examples import TIMESTAMP, point_in_time_frame
 
         seconds = timestamps_ns(frame["timestamp"]) // 1_000_000_000
+        fields = [f for f in self.contract.request_fields if f != "request_ts"]
+        missing = [f for f in fields if f not in frame.columns]
+        if missing:
+            raise EvaluationError(
+                f"{self.target.name}: {self.contract.service} needs request fields {missing} "
+                "that this protocol's rows do not carry (a basket target: --protocol basket)"
+            )
         rows = pd.DataFrame(
             {
                 USER_JOIN_KEY: frame["user_id"].astype(str).to_numpy(dtype=object),
                 self.target.join_key: frame["item_id"].astype(str).to_numpy(dtype=object),
                 TIMESTAMP: pd.to_datetime(seconds, unit="s", utc=True),
                 "request_ts": seconds,
+                **{f: frame[f].to_numpy() for f in fields},
                 ORDER: np.arange(len(frame)),
             }
         )

@@ -14,6 +14,9 @@ Two standard protocols (as in the NCF and SASRec papers):
   interactions fall; `train` is everything before the cut, and each user's held-out
   interaction is their first positive at or after the cut (one per user, log order).
 
+A third, `basket` (complete the basket: an item of a basket held out, the rest its cart), splits
+by time over baskets; scoring.evaluation.basket_protocol builds its tasks.
+
 Evaluated users need at least one training interaction before their held-out time (so a user
 with fewer than two positives is skipped under `loo`, and a user first seen after the cut under
 `time`). Items that never occur in `train` can still be held out: they are ranked (cold).
@@ -39,8 +42,8 @@ import pandas as pd
 
 from scoring.evaluation.interactions import PositiveEvents, sorted_categorical
 
-Kind = Literal["loo", "time"]
-KINDS: tuple[Kind, ...] = ("loo", "time")
+Kind = Literal["loo", "time", "basket"]
+KINDS: tuple[Kind, ...] = ("loo", "time", "basket")
 _SAMPLE_CHUNK = 20_000  # users whose negatives are drawn at once
 
 
@@ -49,11 +52,14 @@ class EvalProtocol:
     """How an offline evaluation splits the log and samples negatives (module docstring).
 
     Attributes:
-        kind: "loo" (leave-one-out per user) or "time" (global time split).
+        kind: "loo" (leave-one-out per user), "time" (global time split) or "basket" (an
+            item of each user's last basket, the rest its cart:
+            scoring.evaluation.basket_protocol builds those tasks).
         negatives: K sampled negatives ranked with each held-out item.
         seed: seeds the user sample and the negatives.
         max_users: evaluate at most this many users (a seeded sample); None: all of them.
-        test_fraction: the share of interactions after the cut ("time" only).
+        test_fraction: the share of interactions ("time") or of baskets ("basket") after the
+            cut.
         full_catalogue: also rank each held-out item among all the catalogue's items.
         positives: the event types that count as interactions, and their weights.
     """
@@ -82,7 +88,7 @@ class EvalProtocol:
         """The protocol as plain JSON values (for reports and manifests)."""
         out = asdict(self)
         out["positives"] = self.positives.weights()
-        if self.kind != "time":
+        if self.kind not in ("time", "basket"):
             del out["test_fraction"]
         return out
 
@@ -165,8 +171,11 @@ def build_tasks(interactions: pd.DataFrame, protocol: EvalProtocol) -> EvalTasks
     """Splits `interactions` (as `load_interactions` returns them, in log order) by `protocol`.
 
     Raises:
-        ValueError: no user can be evaluated; the message says why.
+        ValueError: no user can be evaluated (the message says why), or the protocol is the
+            basket one (scoring.evaluation.basket_protocol.build_basket_tasks).
     """
+    if protocol.kind == "basket":
+        raise ValueError("basket tasks come from basket_protocol.build_basket_tasks")
     users_c, users = _codes(interactions["user_id"])
     items_c, items = _codes(interactions["item_id"])
     times = timestamps_ns(interactions["timestamp"])

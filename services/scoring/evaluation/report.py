@@ -13,9 +13,35 @@ from typing import Any
 
 from rich.table import Table
 
-from scoring.evaluation.metrics import METRICS, EvalReport
+from scoring.evaluation.metrics import AUC, METRICS, EvalReport
 
-LABELS = {"hr@10": "HR@10", "ndcg@10": "NDCG@10", "recall@20": "Recall@20", "mrr": "MRR"}
+LABELS = {
+    "hr@10": "HR@10",
+    "ndcg@10": "NDCG@10",
+    "recall@20": "Recall@20",
+    "mrr": "MRR",
+    AUC: "AUC",
+}
+
+BASKET_PROTOCOL = (
+    "Protocol: baskets are a user's purchases of one order (`order_id`; without one, of one "
+    "UTC day). The cut is the time before which `1 - test_fraction` of the baskets of 2 or "
+    "more distinct items fall; each user's first such basket at or after it is a test "
+    "basket: one of its items (drawn by the seed) is held out, the others are the cart (the "
+    "request's cart fields). Only interactions before the cut are training data. The "
+    "held-out item is ranked among negatives drawn uniformly from the training catalogue, "
+    "none of them an item of the basket (an item the user bought at another time may be "
+    "one). AUC: per test basket, the share of negatives scored below the held-out item "
+    "(ties half), averaged. `co-occurrence with the cart`: the summed basket co-occurrence "
+    "(cosine) of the candidate with the cart's items; `oracle` (synthetic logs): the "
+    "generator's planted log-odds of adding the item to the cart."
+)
+
+
+def metric_names(report: EvalReport) -> tuple[str, ...]:
+    """The report's metric columns: METRICS, and AUC where the protocol computed it."""
+    has_auc = any(AUC in values for values in report.metrics.values())
+    return (*METRICS, AUC) if has_auc else METRICS
 
 
 def best_baselines(
@@ -24,7 +50,7 @@ def best_baselines(
     """Metric -> (the baseline with the highest value, that value)."""
     metrics = report.metrics if metrics is None else metrics
     best: dict[str, tuple[str, float]] = {}
-    for metric in METRICS:
+    for metric in metric_names(report):
         values = [(name, metrics[name][metric]) for name in report.baselines if name in metrics]
         values = [(n, v) for n, v in values if not math.isnan(v)]
         if values:
@@ -43,13 +69,21 @@ def lifts(
         if name in report.baselines:
             continue
         out[name] = {
-            m: (metrics[name][m] / b - 1.0) if b > 0 else float("nan") for m, (_, b) in best.items()
+            m: (metrics[name][m] / b - 1.0) if b > 0 else float("nan")
+            for m, (_, b) in best.items()
+            if m in metrics[name]
         }
     return out
 
 
 def _title(report: EvalReport) -> str:
     p = report.protocol
+    if p["kind"] == "basket":
+        return (
+            f"offline evaluation, complete the basket (cut {report.data.get('cut')}): "
+            f"{report.users:,} test baskets, one item held out (the rest the cart) among "
+            f"{p['negatives']} sampled negatives (seed {p['seed']})"
+        )
     kind = "leave-one-out" if p["kind"] == "loo" else f"time split (cut {report.data.get('cut')})"
     return (
         f"offline evaluation, {kind}: {report.users:,} users, held-out item among "
@@ -59,16 +93,17 @@ def _title(report: EvalReport) -> str:
 
 def _rows(report: EvalReport, metrics: dict[str, dict[str, float]]) -> list[tuple[str, list[str]]]:
     best = best_baselines(report, metrics)
+    names = metric_names(report)
     rows: list[tuple[str, list[str]]] = []
     for name, values in metrics.items():
         cells = []
-        for m in METRICS:
+        for m in names:
             mark = "*" if name in report.baselines and best.get(m, ("", 0.0))[0] == name else ""
-            cells.append(f"{values[m]:.4f}{mark}")
+            cells.append(f"{values.get(m, math.nan):.4f}{mark}")
         rows.append((name if name in report.baselines else f"{name} (model)", cells))
     for name, lift in lifts(report, metrics).items():
         rows.append(
-            (f"{name}: lift vs best baseline", [f"{lift.get(m, math.nan):+.1%}" for m in METRICS])
+            (f"{name}: lift vs best baseline", [f"{lift.get(m, math.nan):+.1%}" for m in names])
         )
     return rows
 
@@ -83,7 +118,7 @@ def report_tables(report: EvalReport) -> list[Table]:
     for title, metrics in parts:
         table = Table(title=title, caption="* best baseline in the column; ties rank pessimistic")
         table.add_column("method")
-        for m in METRICS:
+        for m in metric_names(report):
             table.add_column(LABELS[m], justify="right")
         for name, cells in _rows(report, metrics):
             table.add_row(name, *cells)
@@ -95,6 +130,8 @@ def markdown(report: EvalReport) -> str:
     """The report as Markdown: protocol, tables, skipped users and the candidates' digest."""
     p = report.protocol
     lines = [f"# {_title(report)}", ""]
+    if p["kind"] == "basket":
+        lines += [BASKET_PROTOCOL, ""]
     lines.append(f"- protocol: `{json.dumps(p, sort_keys=True)}`")
     lines.append(f"- candidates digest (sha256): `{report.digest}`")
     for key, value in report.data.items():
@@ -106,8 +143,9 @@ def markdown(report: EvalReport) -> str:
         parts.append(("Full catalogue", report.full_catalogue))
     for heading, metrics in parts:
         lines += ["", f"## {heading}", ""]
-        lines.append("| method | " + " | ".join(LABELS[m] for m in METRICS) + " |")
-        lines.append("|---|" + "---:|" * len(METRICS))
+        names = metric_names(report)
+        lines.append("| method | " + " | ".join(LABELS[m] for m in names) + " |")
+        lines.append("|---|" + "---:|" * len(names))
         for name, cells in _rows(report, metrics):
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "`*`: the best baseline in the column. Ties rank the held-out item last."]

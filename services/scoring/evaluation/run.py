@@ -17,11 +17,22 @@ from rich.progress import (
 
 from scoring.core.settings import Settings
 from scoring.core.targets import TARGETS, CandidateKind
-from scoring.evaluation.baselines import BASELINES, fit_baselines
+from scoring.evaluation.baselines import (
+    BASELINES,
+    BASKET_BASELINES,
+    fit_baselines,
+    fit_basket_baselines,
+)
+from scoring.evaluation.basket_protocol import (
+    ORACLE,
+    build_basket_tasks,
+    item_categories,
+    oracle_scorer,
+)
 from scoring.evaluation.errors import EvaluationError
 from scoring.evaluation.interactions import EventLogMissingError, load_interactions
 from scoring.evaluation.metrics import EvalReport, Scorer, ScorerError, evaluate
-from scoring.evaluation.protocol import EvalProtocol, Kind, build_tasks
+from scoring.evaluation.protocol import KINDS, EvalProtocol, EvalTasks, Kind, build_tasks
 from scoring.evaluation.report import manifest_entry, report_tables, write_report
 
 MANIFEST = "manifest.json"
@@ -56,6 +67,20 @@ def _model(
     return f"{target} v{chosen}", scorer, model_dir / str(chosen)
 
 
+def _warn_holdout(version_dir: Path, kind: Kind, console: Console) -> None:
+    """Says when the version was trained without leaving out what this protocol holds out."""
+    manifest = json.loads((version_dir / MANIFEST).read_text())
+    holdout = manifest.get("training", {}).get("sources", {}).get("holdout")
+    if holdout is not None and holdout != kind:
+        console.print(
+            f"note: {version_dir.parent.name} v{version_dir.name} was trained with --holdout "
+            f"{holdout}, not {kind}: it may have seen held-out interactions (optimistic figures)",
+            style="yellow",
+            markup=False,
+            highlight=False,
+        )
+
+
 def _record(version_dir: Path, kind: str, entry: dict[str, object]) -> Path:
     """Adds the evaluation to the version's manifest (offline_evaluation[kind]), atomically."""
     path = version_dir / MANIFEST
@@ -83,6 +108,11 @@ def run_evaluation(
     """Evaluates the baselines (and the target's trained version, when it has a scorer) on the
     feature repo's event log, prints the table and writes the report.
 
+    `protocol` "basket" (scoring.evaluation.basket_protocol) completes the baskets after a
+    time cut, each from its cart: its baselines are BASKET_BASELINES, it reports AUC too, and a
+    synthetic log (the build wrote item_oracle.parquet) adds the generator's planted log-odds
+    as the `oracle` row.
+
     Args:
         out: the Markdown report (and a .json beside it); .run/evaluation/<target>-<kind>.md
             by default.
@@ -98,25 +128,42 @@ def run_evaluation(
         raise EvaluationError(
             f"--target: {target} ranks {kind_of} candidates; evaluate ranks items"
         )
-    if protocol not in ("loo", "time"):
-        raise EvaluationError(f"--protocol: {protocol!r} is not one of loo, time")
-    kind: Kind = "loo" if protocol == "loo" else "time"
+    if protocol not in KINDS:
+        raise EvaluationError(f"--protocol: {protocol!r} is not one of {', '.join(KINDS)}")
+    kind: Kind = next(k for k in KINDS if k == protocol)
+    if TARGETS[target].cart_feature_service is not None and kind != "basket":
+        raise EvaluationError(
+            f"--target: {target} completes a cart; evaluate it with --protocol basket"
+        )
     try:
         spec = EvalProtocol(kind, negatives, seed, max_users or None, full_catalogue=full_catalogue)
     except ValueError as exc:
         raise EvaluationError(str(exc)) from None
     model = None if baselines_only else _model(settings, target, version, console)
+    data_dir = settings.feast.repo_path / "data"
+    tasks: EvalTasks
     try:
         with console.status("reading the event log"):
-            interactions = load_interactions(settings.feast.repo_path / "data", spec.positives)
+            interactions = load_interactions(data_dir, spec.positives)
         with console.status(f"{kind}: held-out interactions and {negatives} negatives per user"):
-            tasks = build_tasks(interactions, spec)
+            if kind == "basket":
+                tasks = build_basket_tasks(interactions, spec, item_categories(data_dir))
+            else:
+                tasks = build_tasks(interactions, spec)
         del interactions
         with console.status(f"fitting the baselines on {len(tasks.train):,} interactions"):
-            scorers = fit_baselines(tasks.train)
+            if kind == "basket":
+                scorers = fit_basket_baselines(tasks.train)
+            else:
+                scorers = fit_baselines(tasks.train)
     except (EventLogMissingError, ValueError) as exc:
         raise EvaluationError(str(exc)) from None
+    if kind == "basket":
+        oracle = oracle_scorer(data_dir, tasks.items)
+        if oracle is not None:
+            scorers[ORACLE] = oracle
     if model is not None:
+        _warn_holdout(model[2], kind, console)
         from scoring.evaluation.model_scorer import ModelScorer
 
         if isinstance(model[1], ModelScorer):  # read the evaluated users' features only
@@ -137,7 +184,9 @@ def run_evaluation(
             progress.update(bars[name], completed=done)
 
         try:
-            report = evaluate(tasks, scorers, BASELINES, step)
+            report = evaluate(
+                tasks, scorers, BASKET_BASELINES if kind == "basket" else BASELINES, step
+            )
         except ScorerError as exc:
             raise EvaluationError(str(exc)) from None
     for table in report_tables(report):

@@ -19,7 +19,13 @@ from scoring.core.contract import FeatureContract
 from scoring.core.targets import USER_JOIN_KEY, Target
 from scoring.gateway.read_plan import FeatureCatalog, OnlineFeatures
 
-__all__ = ["FeastFeatureSource", "FeatureRequest", "FeatureSource", "OnlineFeatures"]
+__all__ = [
+    "FeastFeatureSource",
+    "FeatureRequest",
+    "FeatureSource",
+    "OnlineFeatures",
+    "RowsRequest",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +43,25 @@ class FeatureRequest:
     request_values: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class RowsRequest:
+    """A read of the stored features of a FeatureService that is no model's contract, for
+    entity rows alone (no user, no on-demand views): the cart's items (`Target.
+    cart_feature_service`). Its features may be of any dtype (strings included).
+
+    Attributes:
+        service: the FeatureService.
+        join_key: the rows' join key, e.g. "item_id".
+        ids: one row per id, in this order.
+        request_ts: the request time in Unix seconds (TTL and age are measured from it).
+    """
+
+    service: str
+    join_key: str
+    ids: tuple[str, ...]
+    request_ts: float
+
+
 class FeatureSource(Protocol):
     """Where the gateway gets features from.
 
@@ -50,6 +75,19 @@ class FeatureSource(Protocol):
 
     async def read(self, request: FeatureRequest) -> OnlineFeatures:
         """The request's features, column by column."""
+        ...
+
+    def stored_features(self, service: str) -> tuple[str, ...]:
+        """The stored features (`<view>__<feature>`) a FeatureService reads, any dtype.
+
+        Raises:
+            feast.errors.FeatureServiceNotFoundException: no such service is registered.
+        """
+        ...
+
+    async def read_rows(self, request: RowsRequest) -> OnlineFeatures:
+        """The stored features of `request.service` for its rows, column by column (TTL
+        applied, `ReadPlan.rows`); like `read`, on the loop under the request's budget."""
         ...
 
     def check(self) -> None:
@@ -105,6 +143,23 @@ class FeastFeatureSource:
         """`read_blocking` in the source's thread pool, awaited."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, partial(self.read_blocking, request))
+
+    def stored_features(self, service: str) -> tuple[str, ...]:
+        return self.catalog.service_plan(service).stored
+
+    def read_rows_blocking(self, request: RowsRequest) -> OnlineFeatures:
+        """Reads the stored features of `request.service` for its rows, in this thread."""
+        plan = self.catalog.service_plan(request.service)
+        rows = [{request.join_key: i} for i in request.ids]
+        raw: dict[str, list[Any]] = self.store.get_online_features(
+            features=list(plan.refs), entity_rows=rows, full_feature_names=True
+        ).to_dict(include_event_timestamps=True)
+        return plan.rows(raw, len(request.ids), request.request_ts)
+
+    async def read_rows(self, request: RowsRequest) -> OnlineFeatures:
+        """`read_rows_blocking` in the source's thread pool, awaited."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, partial(self.read_rows_blocking, request))
 
     def check(self) -> None:
         # A registry read and an online read of one (absent) user: both must succeed.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,18 +10,24 @@ import numpy as np
 from scoring.core.contract import FeatureContract
 from scoring.core.targets import Target
 
+# The filter reasons of the item and activity targets (each target names its own:
+# Target.unavailable_reason, Target.ended_reason), and of an item already in the cart.
 OUT_OF_STOCK = "out_of_stock"
 ACTIVITY_ENDED = "activity_ended"
+IN_CART = "in_cart"
 
 
 @dataclass(frozen=True, slots=True)
 class Columns:
-    """Raw feature values the post-processing reads, by candidate (None: not in the contract)."""
+    """Raw feature values the post-processing reads, by candidate (None: not in the contract),
+    and the target's filter reasons."""
 
     popularity: np.ndarray | None
     category: np.ndarray | None
     in_stock: np.ndarray | None
     end_ts: np.ndarray | None
+    unavailable_reason: str = OUT_OF_STOCK
+    ended_reason: str = ACTIVITY_ENDED
 
     @classmethod
     def of(
@@ -41,19 +48,30 @@ class Columns:
             category=column(target.category_ref, known_only=False),
             in_stock=column(target.in_stock_ref, known_only=True),
             end_ts=column(target.end_ts_ref, known_only=True),
+            unavailable_reason=target.unavailable_reason,
+            ended_reason=target.ended_reason,
         )
 
 
 def unavailable(columns: Columns, request_ts: int) -> dict[int, str]:
-    """Candidates that business rules drop: out of stock, or an activity that has ended."""
+    """Candidates that business rules drop, with the target's reason: unavailable (out of
+    stock, a bundle with an item out of stock), or ended (an activity or bundle)."""
     dropped: dict[int, str] = {}
     if columns.in_stock is not None:
         for i in np.flatnonzero(columns.in_stock == 0):
-            dropped[int(i)] = OUT_OF_STOCK
+            dropped[int(i)] = columns.unavailable_reason
     if columns.end_ts is not None:
         for i in np.flatnonzero(columns.end_ts <= request_ts):
-            dropped.setdefault(int(i), ACTIVITY_ENDED)
+            dropped.setdefault(int(i), columns.ended_reason)
     return dropped
+
+
+def in_cart(candidate_ids: Iterable[str], cart_item_ids: Iterable[str]) -> dict[int, str]:
+    """Candidates already in the cart (never recommended to add again)."""
+    cart = set(cart_item_ids)
+    if not cart:
+        return {}
+    return {i: IN_CART for i, cid in enumerate(candidate_ids) if cid in cart}
 
 
 def mmr_order(scores: np.ndarray, categories: np.ndarray, diversity: float, k: int) -> np.ndarray:

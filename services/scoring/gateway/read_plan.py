@@ -241,6 +241,11 @@ class ReadPlan:
             columns={v: tuple(f"{v}__{f}" for f in feats) for v, (_, feats) in views.items()},
         )
 
+    @property
+    def stored(self) -> tuple[str, ...]:
+        """The full names (`<view>__<feature>`) of every stored feature read, in read order."""
+        return tuple(name for names in self.columns.values() for name in names)
+
     def finish(
         self,
         contract: FeatureContract,
@@ -263,6 +268,28 @@ class ReadPlan:
         """
         if now is None:
             now = float(request_values.get("request_ts") or time.time())
+        columns, age_s, expired_rows = self._stored(raw, n, now)
+        for odfv in self.on_demand:
+            columns.update(odfv.compute(columns, request_values, n))
+        ordered = {ref: columns[ref] for ref in contract.refs if ref in columns}
+        return OnlineFeatures(ordered, age_s, expired_rows)
+
+    def rows(self, raw: dict[str, list[Any]], n: int, now: float) -> OnlineFeatures:
+        """The stored features alone, TTL applied, of any dtype (strings kept): what a read of
+        entity rows without a model contract gives (the cart's items, `FeatureSource.read_rows`).
+
+        Args:
+            raw: as for `finish`, one entry per row.
+            n: the number of rows.
+            now: the request time in Unix seconds (TTL and age are measured from it).
+        """
+        columns, age_s, expired_rows = self._stored(raw, n, now)
+        return OnlineFeatures(columns, age_s, expired_rows)
+
+    def _stored(
+        self, raw: dict[str, list[Any]], n: int, now: float
+    ) -> tuple[dict[str, Any], dict[str, float], dict[str, int]]:
+        """The stored columns with expired values as None, each view's age and expired rows."""
         columns: dict[str, Any] = {}
         age_s: dict[str, float] = {}
         expired_rows: dict[str, int] = {}
@@ -290,10 +317,7 @@ class ReadPlan:
                     if gone
                     else values
                 )
-        for odfv in self.on_demand:
-            columns.update(odfv.compute(columns, request_values, n))
-        ordered = {ref: columns[ref] for ref in contract.refs if ref in columns}
-        return OnlineFeatures(ordered, age_s, expired_rows)
+        return columns, age_s, expired_rows
 
 
 class FeatureCatalog:
@@ -374,6 +398,19 @@ class FeatureCatalog:
         plan = self._plans.get(key)
         if plan is None:
             self._plans[key] = plan = ReadPlan.of(self.store, contract.service)
+        return plan
+
+    def service_plan(self, service: str) -> ReadPlan:
+        """The read plan of a FeatureService that is no model's contract (its features may be
+        strings: the cart's co-purchase neighbour ids), kept until the registry changes.
+
+        Raises:
+            feast.errors.FeatureServiceNotFoundException: no such service is registered.
+        """
+        key = (service, "")
+        plan = self._plans.get(key)
+        if plan is None:
+            self._plans[key] = plan = ReadPlan.of(self.store, service)
         return plan
 
     def forget(self) -> None:

@@ -11,6 +11,11 @@ promotion knows when every gateway switched and the old version can be unloaded.
 A target with no production version in the registry is served "unmanaged": by the version
 Triton has loaded (its version policy), checked against the config's schema parameters.
 
+A target whose feature service (or cart feature service) is not in the feature registry cannot
+serve: its requests get FAILED_PRECONDITION naming the service. It holds health back only when
+a version of it is wanted (the registry) or loaded (Triton): a shop that has not applied the
+basket features yet serves its other targets.
+
 Arms are sticky: a user is in the canary when a hash of (experiment salt, user id) falls under
 the canary's percentage, so the same user always sees the same arm, and raising the percentage
 only moves users into the canary.
@@ -22,6 +27,8 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass, field, replace
+
+from feast.errors import FeastObjectNotFoundException, FeatureServiceNotFoundException
 
 from scoring.core.contract import FeatureContract
 from scoring.core.errors import (
@@ -38,6 +45,7 @@ from scoring.core.model_io import (
     WARMUP_ROWS,
 )
 from scoring.core.targets import Target
+from scoring.gateway.cart import CartLayout
 from scoring.gateway.feature_source import FeatureSource
 from scoring.gateway.triton_client import TritonScorer
 from scoring.registry.types import Routing, RoutingSource, VersionRecord
@@ -53,6 +61,12 @@ class ModelNotReadyError(BackendUnavailableError):
 class TritonSilentError(BackendUnavailableError):
     """Triton did not answer a readiness check in time: keep routing as before (a busy server
     is not a missing model; requests have their own deadline and fallback)."""
+
+
+class FeatureServiceMissingError(ModelNotDeployedError):
+    """A feature service the target reads is not in the feature registry, or lacks what the
+    gateway reads in it (FAILED_PRECONDITION): the target cannot serve until the feature repo
+    that defines it is applied."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +130,11 @@ class ModelRouter:
     registry: RoutingSource | None = None
     instance_id: str = "gateway"
     _contracts: dict[str, FeatureContract] = field(default_factory=dict)
+    _carts: dict[str, CartLayout] = field(default_factory=dict)
+    # Why a target's contract could not be read, when the registry said so (a feature service
+    # missing or unusable): its requests get this, not "not read yet".
+    _unreadable: dict[str, ScoringError] = field(default_factory=dict)
+    _contract_errors: dict[str, str] = field(default_factory=dict)
     _applied: dict[str, TargetServing] = field(default_factory=dict)
     _problems: dict[str, ScoringError] = field(default_factory=dict)
     _warm: set[tuple[str, str]] = field(default_factory=set)
@@ -135,11 +154,53 @@ class ModelRouter:
         gateway started before Triton served nothing at all)."""
         for target in self.targets:
             try:
-                self._contracts[target.name] = await asyncio.to_thread(
-                    self.features.contract, target.feature_service
-                )
+                await self._read_contract(target)
             except Exception as exc:
-                logger.warning("contract_unreadable target=%s error=%s", target.name, exc)
+                if self._contract_errors.get(target.name) != str(exc):  # once, not every round
+                    logger.warning("contract_unreadable target=%s error=%s", target.name, exc)
+                self._contract_errors[target.name] = str(exc)
+            else:
+                self._contract_errors.pop(target.name, None)
+
+    async def _read_contract(self, target: Target) -> FeatureContract:
+        """Reads the live contract of `target` and the layout of its cart's feature service
+        (both kept for requests).
+
+        Raises:
+            FeatureServiceMissingError: a feature service of the target is not registered, or
+                the cart's lacks what the gateway reads.
+        """
+        service = target.feature_service
+        try:
+            contract = await asyncio.to_thread(self.features.contract, service)
+            cart = None
+            if target.cart_feature_service is not None:
+                service = target.cart_feature_service
+                stored = await asyncio.to_thread(self.features.stored_features, service)
+                cart = CartLayout.of(service, stored)
+        except FeastObjectNotFoundException as exc:
+            what = (
+                "is not in the feature registry"
+                if isinstance(exc, FeatureServiceNotFoundException)
+                else f"is not usable ({exc})"
+            )
+            problem: ScoringError = FeatureServiceMissingError(
+                f"{target.name}: feature service {service} {what}; apply the feature repo that "
+                f"defines it (`scoring features apply`), then train and promote {target.name}"
+            )
+        except ContractMismatchError as exc:  # the cart's service lacks a feature
+            problem = FeatureServiceMissingError(f"{target.name}: {exc.message}")
+        else:
+            self._contracts[target.name] = contract
+            if cart is not None:
+                self._carts[target.name] = cart
+            self._unreadable.pop(target.name, None)
+            return contract
+        # The registry answered: what was read before is gone, requests are refused with why.
+        self._contracts.pop(target.name, None)
+        self._carts.pop(target.name, None)
+        self._unreadable[target.name] = problem
+        raise problem
 
     async def _model(
         self, target: Target, contract: FeatureContract, record: VersionRecord | None, arm: str
@@ -209,8 +270,7 @@ class ModelRouter:
         return routing
 
     async def _check(self, target: Target) -> TargetServing:
-        contract = await asyncio.to_thread(self.features.contract, target.feature_service)
-        self._contracts[target.name] = contract
+        contract = await self._read_contract(target)
         desired = self._routing.targets.get(target.name) if self._routing else None
         production = desired.production if desired else None
         serving = TargetServing(
@@ -260,13 +320,17 @@ class ModelRouter:
                 self._apply(target, serving)
                 deployed.append(target)
                 continue
-            if self._not_deployed(target, problem):
+            if await self._not_deployed(target, problem):
                 # Nothing in the registry and nothing in Triton: not a fault of this gateway,
                 # and no reason to stop serving the targets that are deployed.
-                self._problems[target.name] = ModelNotDeployedError(
-                    f"{target.name}: no version is deployed (the model registry has none in "
-                    f"production, canary or shadow, and triton has none loaded): train one "
-                    f"(`scoring train --target {target.name}`) and promote it"
+                self._problems[target.name] = (
+                    problem
+                    if isinstance(problem, FeatureServiceMissingError)
+                    else ModelNotDeployedError(
+                        f"{target.name}: no version is deployed (the model registry has none "
+                        f"in production, canary or shadow, and triton has none loaded): train "
+                        f"one (`scoring train --target {target.name}`) and promote it"
+                    )
                 )
                 continue
             deployed.append(target)
@@ -286,10 +350,15 @@ class ModelRouter:
         await self._heartbeat()
         return bool(deployed) and all(t.name in self._applied for t in deployed)
 
-    def _not_deployed(self, target: Target, problem: ScoringError) -> bool:
+    async def _not_deployed(self, target: Target, problem: ScoringError) -> bool:
         """The registry (read) wants no version of `target` and Triton has no model for it."""
         if self.registry is None or self._routing is None or self._wanted(target) != ("", "", ""):
             return False
+        if isinstance(problem, FeatureServiceMissingError):
+            # Found before Triton was asked (the contract comes first): ask it now. A model
+            # loaded for a target that cannot read its features is a fault to report.
+            info = await self.scorer.model_info(target.name)
+            return info.answered and not info.ready
         return isinstance(problem, ModelNotReadyError)
 
     def _wanted(self, target: Target) -> tuple[str, str, str]:
@@ -334,11 +403,29 @@ class ModelRouter:
             logger.warning("registry_heartbeat_failed error=%s", exc)
 
     def contract(self, target: Target) -> FeatureContract:
-        """The live contract of `target` (known once the feature registry was read)."""
+        """The live contract of `target` (known once the feature registry was read).
+
+        Raises:
+            FeatureServiceMissingError: a feature service of the target is not registered, or
+                the cart's lacks what the gateway reads.
+            BackendUnavailableError: the feature registry was not read yet.
+        """
         contract = self._contracts.get(target.name)
         if contract is None:
-            raise BackendUnavailableError(f"{target.name}: feature registry not read yet")
+            raise self._unreadable.get(
+                target.name,
+                BackendUnavailableError(f"{target.name}: feature registry not read yet"),
+            )
         return contract
+
+    def cart(self, target: Target) -> CartLayout:
+        """Where the cart feature service of `target` keeps what the gateway reads (known with
+        its contract; see `contract` for what is raised)."""
+        cart = self._carts.get(target.name)
+        if cart is None:
+            self.contract(target)
+            raise BackendUnavailableError(f"{target.name}: reads no cart")
+        return cart
 
     def serving(self, target: Target) -> TargetServing:
         """The serving set of `target`, or the error explaining why there is none."""

@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -27,11 +27,17 @@ from scoring.core.privacy import Pseudonymizer
 from scoring.core.settings import GatewaySettings
 from scoring.core.targets import USER_ENTITY
 from scoring.gateway.breaker import Breakers
+from scoring.gateway.cart import cart_values, propose
 from scoring.gateway.event_writer import ServedEventWriter
 from scoring.gateway.feature_log import FeatureLog, ServedRequest
-from scoring.gateway.feature_source import FeatureRequest, FeatureSource, OnlineFeatures
+from scoring.gateway.feature_source import (
+    FeatureRequest,
+    FeatureSource,
+    OnlineFeatures,
+    RowsRequest,
+)
 from scoring.gateway.prometheus import GatewayMetrics
-from scoring.gateway.ranking import Columns, rank, top_reasons, unavailable
+from scoring.gateway.ranking import Columns, in_cart, rank, top_reasons, unavailable
 from scoring.gateway.request import (
     TYPE_OF_KIND,
     RankQuery,
@@ -126,8 +132,13 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
     # The RPCs, named as the service defines them.
     async def Rank(self, request: pb.RankRequest, context: RankContext) -> pb.RankResponse:
         deadline = Deadline(context, self.settings.default_timeout_ms / 1000.0)
+        settings = self.settings
         query = parse_rank_request(
-            request, self.settings.max_candidates, time.time(), self.settings.max_clock_skew_s
+            request,
+            settings.max_candidates,
+            time.time(),
+            settings.max_clock_skew_s,
+            settings.max_cart_items,
         )
         return await self._answer(query, deadline)
 
@@ -137,14 +148,18 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         deadline = Deadline(context, self.settings.default_timeout_ms / 1000.0)
         settings = self.settings
         check_count(len(request.requests), "requests", settings.max_batch_requests)
-        check_batch_size(request, settings.max_batch_candidates)
+        check_batch_size(request, settings.max_batch_candidates, settings.max_candidates)
         queries = []
         now = time.time()
         for i, item in enumerate(request.requests):
             try:
                 queries.append(
                     parse_rank_request(
-                        item, settings.max_candidates, now, settings.max_clock_skew_s
+                        item,
+                        settings.max_candidates,
+                        now,
+                        settings.max_clock_skew_s,
+                        settings.max_cart_items,
                     )
                 )
             except InvalidRequestError as exc:
@@ -190,8 +205,11 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         deadline: Deadline,
         outcome: Outcome,
         turn: asyncio.Semaphore | None = None,
-    ) -> Assembled:
+    ) -> tuple[RankQuery, Assembled]:
         """Online features, or all defaults (flagged) when the store is slow or down.
+
+        Returns the query with its candidates (proposed from the cart when it had none) and
+        their features.
 
         Args:
             turn: a batched request reads when it gets a turn of this, and its feature budget
@@ -201,7 +219,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         started = time.monotonic()
         online: OnlineFeatures | None = None
         if turn is None:
-            online = await self._read(query, contract, deadline, outcome)
+            query, online = await self._read(query, contract, deadline, outcome)
         else:
             wait = FEATURE_SHARE * deadline.remaining()
             try:
@@ -213,42 +231,87 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
                 )
             else:
                 try:
-                    online = await self._read(query, contract, deadline, outcome)
+                    query, online = await self._read(query, contract, deadline, outcome)
                 finally:
                     turn.release()
         outcome.stages["features"] = time.monotonic() - started
         started = time.monotonic()
+        n = len(query.candidate_ids)
         if online is None:
-            self.metrics.degraded.labels("features").inc()
-            assembled = contract.defaults(len(query.candidate_ids))
+            if n:
+                self.metrics.degraded.labels("features").inc()
+            assembled = contract.defaults(n)
         else:
-            outcome.feature_age_s = dict(online.age_s)
+            for view, age in online.age_s.items():
+                outcome.feature_age_s[view] = max(age, outcome.feature_age_s.get(view, age))
             assembled = contract.assemble(online.columns)
         outcome.stages["assembly"] = time.monotonic() - started
-        return assembled
+        return query, assembled
 
     async def _read(
         self, query: RankQuery, contract: FeatureContract, deadline: Deadline, outcome: Outcome
-    ) -> OnlineFeatures | None:
-        """The online read under the request's feature budget; None (flagged) when it fails."""
+    ) -> tuple[RankQuery, OnlineFeatures | None]:
+        """The online read under the request's feature budget; None (flagged) when it fails.
+
+        A target that reads a cart first reads its cart's items (one read of its cart feature
+        service, in the same budget): their codes become request values, and a request
+        without candidates gets the cart's neighbours as its candidates (the query returned).
+        """
         budget = min(
             self.settings.feature_timeout_ms / 1000.0, FEATURE_SHARE * deadline.remaining()
         )
-        values = {"request_ts": query.request_ts}
-        request = FeatureRequest(contract, query.target, query.user_id, query.candidate_ids, values)
-        fetch = self.features.read(request)
+        values: dict[str, Any] = {"request_ts": query.request_ts}
+        stage = "features"
         try:
             # A timer on this task, not wait_for's extra task: two loop turns less a request.
             async with asyncio.timeout(budget):
-                return await fetch
+                if query.target.cart_feature_service is not None:
+                    stage = "cart"
+                    query = await self._cart(query, values, outcome)
+                    stage = "features"
+                if not query.candidate_ids:  # a cart without known neighbours
+                    return query, None
+                request = FeatureRequest(
+                    contract, query.target, query.user_id, query.candidate_ids, values
+                )
+                return query, await self.features.read(request)
         except TimeoutError:
-            outcome.degradations.append(f"features_timeout: no answer in {budget * 1000:.0f} ms")
+            what = "no answer about the cart" if stage == "cart" else "no answer"
+            outcome.degradations.append(f"features_timeout: {what} in {budget * 1000:.0f} ms")
         except ScoringError:
             raise
         except Exception as exc:
             logger.warning("feature_store_error", error=str(exc))
             outcome.degradations.append("features_unavailable: feature store error")
-        return None
+        return query, None
+
+    async def _cart(self, query: RankQuery, values: dict[str, Any], outcome: Outcome) -> RankQuery:
+        """Reads the cart's items; adds the cart's request values to `values`; returns the query
+        with the proposed candidates when it had none. A failed read (not a timeout: that is the
+        whole read's) leaves the cart's items unknown, flagged."""
+        layout = self.router.cart(query.target)
+        cart = query.cart_item_ids
+        read: OnlineFeatures | None = None
+        if cart:
+            request = RowsRequest(
+                layout.service, query.target.join_key, cart, float(query.request_ts)
+            )
+            try:
+                read = await self.features.read_rows(request)
+            except Exception as exc:
+                logger.warning("cart_read_error", service=layout.service, error=str(exc))
+                self.metrics.degraded.labels("cart").inc()
+                outcome.degradations.append(
+                    f"cart_unavailable: feature store error reading {layout.service}; "
+                    "the cart's items count as unknown"
+                )
+            else:
+                outcome.feature_age_s.update(read.age_s)
+        values.update(cart_values(layout, cart, read))
+        if not query.propose:
+            return query
+        proposed = () if read is None else propose(layout, cart, read, self.settings.max_candidates)
+        return replace(query, candidate_ids=proposed, top_k=query.top_k or len(proposed))
 
     async def _score(
         self,
@@ -398,18 +461,27 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             if query.disable_fallback:
                 raise
         outcome = Outcome(served=served)
-        assembled = await self._features(query, contract, deadline, outcome, turn)
+        query, assembled = await self._features(query, contract, deadline, outcome, turn)
         columns = Columns.of(target, contract, assembled.matrix, assembled.missing)
-        scored = await self._score(query, served, problem, assembled, columns, deadline, outcome)
-        served = outcome.served if scored.version else None
-        if served is not None:
-            self._shadow(query, served, assembled, scored)
+        if query.candidate_ids:
+            scored = await self._score(
+                query, served, problem, assembled, columns, deadline, outcome
+            )
+            served = outcome.served if scored.version else None
+            if served is not None:
+                self._shadow(query, served, assembled, scored)
+            arm = served.arm if served is not None else "fallback"
+        else:  # nothing to rank: a cart whose items have no known neighbours; no model call
+            scored = Scored(np.zeros(0, dtype=np.float32), "", None)
+            arm = served.arm if served is not None else "fallback"
 
         started = time.monotonic()
         dropped = {} if query.keep_unavailable else unavailable(columns, query.request_ts)
+        dropped.update(in_cart(query.candidate_ids, query.cart_item_ids))
         order = rank(scored.scores, query.top_k, query.diversity, columns.category, set(dropped))
         response = self._response(query, contract, served, assembled, scored, order, dropped)
-        response.arm = served.arm if served is not None else "fallback"
+        response.arm = arm
+        response.proposed = query.propose
         response.degradations.extend(outcome.degradations)
         for view, age in outcome.feature_age_s.items():
             response.feature_age_s[view] = age
@@ -464,7 +536,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
                     "degraded": response.degraded,
                 },
             )
-        if self.feature_log is not None:
+        if self.feature_log is not None and query.candidate_ids:
             ranks = np.zeros(len(query.candidate_ids), dtype=np.int32)
             ranks[order] = np.arange(1, len(order) + 1)
             accepted = self.feature_log.append(
@@ -509,7 +581,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         missing = assembled.missing
         user_cols = contract.columns_of(USER_ENTITY)
         cand_cols = contract.columns_of(query.kind.value)
-        unknown_user = bool(user_cols.size and missing[0, user_cols].all())
+        unknown_user = bool(user_cols.size and len(missing) and missing[0, user_cols].all())
         unknown = (
             np.asarray(missing[:, cand_cols].all(axis=1))
             if cand_cols.size

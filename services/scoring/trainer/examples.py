@@ -6,6 +6,10 @@ Sources (ImplicitFeedbackSettings.mode, per target):
 - implicit examples (scoring.trainer.implicit): positive events and sampled negatives, weighted
   by event type.
 
+A target with a cart feature service (`basket_completer`) trains on basket examples instead
+(scoring.trainer.baskets: an item of each basket held out, the rest its cart, in the cart request
+fields), whatever its impressions.
+
 "auto" takes the impressions when there are at least `min_impressions`, and adds the implicit
 examples when there are fewer (a shop without an impression log trains on its events alone);
 "both" always combines them. Combined, the rows are one training set: the click head learns
@@ -32,10 +36,11 @@ import pandas as pd
 from feast.errors import FeatureViewNotFoundException
 
 from scoring.core.contract import FeatureContract
-from scoring.core.settings import ImplicitFeedbackSettings
+from scoring.core.settings import BasketExamplesSettings, ImplicitFeedbackSettings
 from scoring.core.targets import USER_JOIN_KEY, Target
 from scoring.evaluation.interactions import EventLogMissingError, PositiveEvents, load_interactions
 from scoring.trainer.asof_join import AsOfJoin, supports
+from scoring.trainer.baskets import basket_examples
 from scoring.trainer.implicit import (
     KIND,
     WEIGHT,
@@ -57,7 +62,7 @@ TIMESTAMP = "event_timestamp"
 OPTIONAL = (PURCHASE, ORACLE, PURCHASE_ORACLE)
 ROW = "__row"
 SOURCE = "source"
-IMPRESSIONS, IMPLICIT = "impressions", "implicit"
+IMPRESSIONS, IMPLICIT, BASKETS = "impressions", "implicit", "baskets"
 CHUNK_ROWS = 25_000
 
 # (rows done, rows in all)
@@ -196,18 +201,31 @@ def training_data(
     implicit: ImplicitFeedbackSettings | None,
     holdout: Holdout = "none",
     progress: JoinProgress | None = None,
+    baskets: BasketExamplesSettings | None = None,
 ) -> TrainingData:
     """The target's training rows from its sources (module docstring), features joined.
 
     Args:
         labels: the target's labelled impressions (data/impressions_<kind>.parquet).
         implicit: the target's implicit-feedback settings; None: impressions only.
-        holdout: leave out what `scoring evaluate --protocol loo|time` holds out.
+        holdout: leave out what `scoring evaluate --protocol loo|time|basket` holds out.
+        baskets: the basket examples' settings (a target with a cart feature service);
+            the defaults when None.
 
     Raises:
         TrainingDataError: no usable source; the message says what each one lacks.
     """
     data_dir = labels.parent
+    if target.cart_feature_service is not None:
+        return _basket_data(
+            store,
+            target,
+            contract,
+            data_dir,
+            baskets or BasketExamplesSettings(),
+            holdout,
+            progress,
+        )
     n_impressions = labelled_impressions(labels)
     mode = implicit.mode if implicit is not None else IMPRESSIONS
     use_impressions = n_impressions > 0 and mode != IMPLICIT
@@ -226,7 +244,7 @@ def training_data(
         parts.append(rows)
     else:
         why.append(
-            f"{labels} has no labelled impressions"
+            f"{labels} has no labelled impressions (the log has no {target.kind.value} impressions)"
             if n_impressions == 0
             else f"impressions are not used (mode {mode})"
         )
@@ -254,6 +272,35 @@ def training_data(
     return TrainingData(frame, info)
 
 
+def _basket_data(
+    store: Any,
+    target: Target,
+    contract: FeatureContract,
+    data_dir: Path,
+    settings: BasketExamplesSettings,
+    holdout: Holdout,
+    progress: JoinProgress | None,
+) -> TrainingData:
+    """A basket target's rows: basket examples (scoring.trainer.baskets), features joined."""
+    try:
+        examples = basket_examples(data_dir, settings, holdout)
+    except TrainingDataError as exc:
+        raise TrainingDataError(f"{target.name}: nothing to train on: {exc}") from None
+    rows = examples.rows.assign(**{SOURCE: BASKETS})
+    missing = [f for f in contract.request_fields if f not in rows.columns]
+    if missing:
+        raise TrainingDataError(
+            f"{target.name}: {contract.service} asks for request fields {missing} that basket "
+            "examples do not carry"
+        )
+    info: dict[str, Any] = {
+        "mode": BASKETS,
+        "holdout": holdout,
+        BASKETS: {**examples.stats, "settings": settings.model_dump()},
+    }
+    return TrainingData(point_in_time_frame(store, target, contract, rows, progress), info)
+
+
 def _interactions(data_dir: Path) -> pd.DataFrame:
     try:
         return load_interactions(data_dir, PositiveEvents())
@@ -274,6 +321,7 @@ def split_sources(frame: pd.DataFrame, test_fraction: float) -> tuple[pd.DataFra
 
 
 __all__ = [
+    "BASKETS",
     "CHUNK_ROWS",
     "IMPLICIT",
     "IMPRESSIONS",

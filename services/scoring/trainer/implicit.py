@@ -39,6 +39,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from scoring.core.settings import ImplicitFeedbackSettings
+from scoring.evaluation.basket_protocol import basket_holdout_ends
 from scoring.evaluation.interactions import (
     EVENTS_FILE,
     EventLogMissingError,
@@ -52,8 +53,8 @@ KIND = "example_kind"  # positive, popularity or uniform (not a model input)
 WEIGHT = "weight"
 POSITIVE, POPULAR, UNIFORM = "positive", "popularity", "uniform"
 _ROUNDS = 10
-Holdout = Literal["none", "loo", "time"]
-HOLDOUTS: tuple[Holdout, ...] = ("none", "loo", "time")
+Holdout = Literal["none", "loo", "time", "basket"]
+HOLDOUTS: tuple[Holdout, ...] = ("none", "loo", "time", "basket")
 
 
 class TrainingDataError(ValueError):
@@ -94,6 +95,11 @@ def holdout_ends(interactions: pd.DataFrame, holdout: Holdout) -> pd.Series | No
     out (None: no holdout). Training must not see anything at or after it."""
     if holdout == "none":
         return None
+    if holdout == "basket":
+        try:
+            return basket_holdout_ends(interactions)
+        except ValueError as exc:
+            raise TrainingDataError(f"holdout basket: {exc}") from None
     try:
         tasks = build_tasks(interactions, EvalProtocol(holdout, negatives=1, max_users=None))
     except ValueError as exc:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from scoring.core.contract import FeatureContract, contract_from_store
-from scoring.core.settings import ImplicitFeedbackSettings
+from scoring.core.settings import BasketExamplesSettings, ImplicitFeedbackSettings
 from scoring.core.targets import USER_JOIN_KEY, Target
 from scoring.trainer.evaluate import (
     Scored,
@@ -356,6 +356,7 @@ def train_target(
     implicit: ImplicitFeedbackSettings | None = None,
     holdout: Holdout = "none",
     served: ServedLog | None = None,
+    baskets: BasketExamplesSettings | None = None,
 ) -> TrainResult:
     """Builds the training set, fits, evaluates, exports and writes a new version.
 
@@ -365,10 +366,12 @@ def train_target(
     Args:
         implicit: the target's implicit-feedback settings (scoring.trainer.examples: which
             sources train); None: labelled impressions only.
-        holdout: leave out what `scoring evaluate --protocol loo|time` holds out, so that the
-            version can be evaluated on it.
+        holdout: leave out what `scoring evaluate --protocol loo|time|basket` holds out, so
+            that the version can be evaluated on it.
         served: also (or only) train on the impressions the gateway served, with the exact
             inputs it scored and the Feedback that came back (scoring.trainer.served).
+        baskets: how a target with a cart feature service makes its basket examples
+            (scoring.trainer.baskets); the defaults when None.
 
     Raises:
         TrainingDataError: nothing (or too little) to train on; the message says what.
@@ -396,7 +399,9 @@ def train_target(
     if served is not None and served.only:
         data = TrainingData(pd.DataFrame(), {"mode": "served only"})
     else:
-        data = training_data(store, target, contract, labels, implicit, holdout, joined)
+        data = training_data(
+            store, target, contract, labels, implicit, holdout, joined, baskets=baskets
+        )
     if served is not None:
         data = with_served(data, served, target, contract)
     frame = data.frame

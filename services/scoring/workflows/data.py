@@ -44,6 +44,7 @@ def import_data(
     users: Path | None = None,
     activities: Path | None = None,
     on_step: Callable[[str], None] | None = None,
+    bundles: Path | None = None,
 ) -> DataSet:
     """Validates your own event log (and attribute tables) and builds the feature tables.
 
@@ -52,7 +53,8 @@ def import_data(
     """
     from scoring.datagen.importer import read_event_log
 
-    return build_features(settings, read_event_log(events, items, users, activities), on_step)
+    log = read_event_log(events, items, users, activities, bundles)
+    return build_features(settings, log, on_step)
 
 
 def apply_features(settings: Settings) -> None:

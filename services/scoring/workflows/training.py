@@ -57,11 +57,12 @@ def train_and_register(
     Args:
         targets: target names; every target when None or empty.
         actor: who registers (audited); "trainer (<$SCORING_ACTOR or user@host>)" by default.
-        holdout: leave out what `scoring evaluate --protocol loo|time` holds out.
+        holdout: leave out what `scoring evaluate --protocol loo|time|basket` holds out.
         served: also (or only) train on what the gateway served and the Feedback on it.
         on_skip: when given, a target with nothing to train on (a shop without campaigns has
-            no activity_ranker data) is skipped and reported as (target, why) instead of
-            failing the whole run, as long as one target trains.
+            no activity_ranker data, one without bundles no bundle_ranker data, one without
+            baskets of 2 or more items no basket_completer data) is skipped and reported as
+            (target, why) instead of failing the whole run, as long as one target trains.
 
     Raises:
         TrainingDataError: a target has nothing to train on (every target, with `on_skip`);
@@ -92,6 +93,7 @@ def train_and_register(
                     implicit=settings.training.implicit.get(name),
                     holdout=holdout,
                     served=served,
+                    baskets=settings.training.baskets,
                 )
             except TrainingDataError as exc:
                 if on_skip is None:

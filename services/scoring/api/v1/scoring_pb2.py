@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cscoring/api/v1/scoring.proto\x12\x0escoring.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\tCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x04type\x18\x02 \x01(\x0e\x32\x1d.scoring.api.v1.CandidateType\"O\n\x0eRequestContext\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\"\xf7\x01\n\x0bRankRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12-\n\ncandidates\x18\x02 \x03(\x0b\x32\x19.scoring.api.v1.Candidate\x12/\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x1e.scoring.api.v1.RequestContext\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x18\n\x10\x64isable_fallback\x18\x07 \x01(\x08\x12\x11\n\tdiversity\x18\x08 \x01(\x02\x12\x18\n\x10keep_unavailable\x18\t \x01(\x08\"\xa1\x01\n\x0fScoredCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x04type\x18\x02 \x01(\x0e\x32\x1d.scoring.api.v1.CandidateType\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0c\n\x04rank\x18\x04 \x01(\r\x12\x0f\n\x07unknown\x18\x05 \x01(\x08\x12\'\n\x07reasons\x18\x06 \x03(\x0b\x32\x16.scoring.api.v1.Reason\"-\n\x06Reason\x12\r\n\x05group\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x02 \x01(\x02\"/\n\x11\x46ilteredCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x95\x03\n\x0cRankResponse\x12\x33\n\ncandidates\x18\x01 \x03(\x0b\x32\x1f.scoring.api.v1.ScoredCandidate\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x14\n\x0cunknown_user\x18\x05 \x01(\x08\x12\x17\n\x0f\x66\x65\x61ture_service\x18\x06 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x07 \x01(\x08\x12\x14\n\x0c\x64\x65gradations\x18\x08 \x03(\t\x12\x33\n\x08\x66iltered\x18\t \x03(\x0b\x32!.scoring.api.v1.FilteredCandidate\x12\x44\n\rfeature_age_s\x18\n \x03(\x0b\x32-.scoring.api.v1.RankResponse.FeatureAgeSEntry\x12\x0b\n\x03\x61rm\x18\x0b \x01(\t\x1a\x32\n\x10\x46\x65\x61tureAgeSEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"A\n\x10RankBatchRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.scoring.api.v1.RankRequest\"D\n\x11RankBatchResponse\x12/\n\tresponses\x18\x01 \x03(\x0b\x32\x1c.scoring.api.v1.RankResponse\"\x94\x01\n\rFeedbackEvent\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61ndidate_id\x18\x02 \x01(\t\x12*\n\x04type\x18\x03 \x01(\x0e\x32\x1c.scoring.api.v1.FeedbackType\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1d.scoring.api.v1.FeedbackEvent\"$\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r*e\n\rCandidateType\x12\x1e\n\x1a\x43\x41NDIDATE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41NDIDATE_TYPE_ITEM\x10\x01\x12\x1b\n\x17\x43\x41NDIDATE_TYPE_ACTIVITY\x10\x02*b\n\x0c\x46\x65\x65\x64\x62\x61\x63kType\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x45\x45\x44\x42\x41\x43K_TYPE_CLICK\x10\x01\x12\x1a\n\x16\x46\x45\x45\x44\x42\x41\x43K_TYPE_PURCHASE\x10\x02\x32\xf4\x01\n\x0eRankingService\x12\x41\n\x04Rank\x12\x1b.scoring.api.v1.RankRequest\x1a\x1c.scoring.api.v1.RankResponse\x12P\n\tRankBatch\x12 .scoring.api.v1.RankBatchRequest\x1a!.scoring.api.v1.RankBatchResponse\x12M\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1f.scoring.api.v1.FeedbackRequest\x1a .scoring.api.v1.FeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cscoring/api/v1/scoring.proto\x12\x0escoring.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\tCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x04type\x18\x02 \x01(\x0e\x32\x1d.scoring.api.v1.CandidateType\"O\n\x0eRequestContext\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\"\x8e\x02\n\x0bRankRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12-\n\ncandidates\x18\x02 \x03(\x0b\x32\x19.scoring.api.v1.Candidate\x12/\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x1e.scoring.api.v1.RequestContext\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x18\n\x10\x64isable_fallback\x18\x07 \x01(\x08\x12\x11\n\tdiversity\x18\x08 \x01(\x02\x12\x18\n\x10keep_unavailable\x18\t \x01(\x08\x12\x15\n\rcart_item_ids\x18\n \x03(\t\"\xa1\x01\n\x0fScoredCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x04type\x18\x02 \x01(\x0e\x32\x1d.scoring.api.v1.CandidateType\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0c\n\x04rank\x18\x04 \x01(\r\x12\x0f\n\x07unknown\x18\x05 \x01(\x08\x12\'\n\x07reasons\x18\x06 \x03(\x0b\x32\x16.scoring.api.v1.Reason\"-\n\x06Reason\x12\r\n\x05group\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x02 \x01(\x02\"/\n\x11\x46ilteredCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xa7\x03\n\x0cRankResponse\x12\x33\n\ncandidates\x18\x01 \x03(\x0b\x32\x1f.scoring.api.v1.ScoredCandidate\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x14\n\x0cunknown_user\x18\x05 \x01(\x08\x12\x17\n\x0f\x66\x65\x61ture_service\x18\x06 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x07 \x01(\x08\x12\x14\n\x0c\x64\x65gradations\x18\x08 \x03(\t\x12\x33\n\x08\x66iltered\x18\t \x03(\x0b\x32!.scoring.api.v1.FilteredCandidate\x12\x44\n\rfeature_age_s\x18\n \x03(\x0b\x32-.scoring.api.v1.RankResponse.FeatureAgeSEntry\x12\x0b\n\x03\x61rm\x18\x0b \x01(\t\x12\x10\n\x08proposed\x18\x0c \x01(\x08\x1a\x32\n\x10\x46\x65\x61tureAgeSEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"A\n\x10RankBatchRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.scoring.api.v1.RankRequest\"D\n\x11RankBatchResponse\x12/\n\tresponses\x18\x01 \x03(\x0b\x32\x1c.scoring.api.v1.RankResponse\"\x94\x01\n\rFeedbackEvent\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61ndidate_id\x18\x02 \x01(\t\x12*\n\x04type\x18\x03 \x01(\x0e\x32\x1c.scoring.api.v1.FeedbackType\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1d.scoring.api.v1.FeedbackEvent\"$\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r*\x80\x01\n\rCandidateType\x12\x1e\n\x1a\x43\x41NDIDATE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41NDIDATE_TYPE_ITEM\x10\x01\x12\x1b\n\x17\x43\x41NDIDATE_TYPE_ACTIVITY\x10\x02\x12\x19\n\x15\x43\x41NDIDATE_TYPE_BUNDLE\x10\x03*b\n\x0c\x46\x65\x65\x64\x62\x61\x63kType\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x45\x45\x44\x42\x41\x43K_TYPE_CLICK\x10\x01\x12\x1a\n\x16\x46\x45\x45\x44\x42\x41\x43K_TYPE_PURCHASE\x10\x02\x32\xf4\x01\n\x0eRankingService\x12\x41\n\x04Rank\x12\x1b.scoring.api.v1.RankRequest\x1a\x1c.scoring.api.v1.RankResponse\x12P\n\tRankBatch\x12 .scoring.api.v1.RankBatchRequest\x1a!.scoring.api.v1.RankBatchResponse\x12M\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1f.scoring.api.v1.FeedbackRequest\x1a .scoring.api.v1.FeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,36 +34,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RANKRESPONSE_FEATUREAGESENTRY']._loaded_options = None
   _globals['_RANKRESPONSE_FEATUREAGESENTRY']._serialized_options = b'8\001'
-  _globals['_CANDIDATETYPE']._serialized_start=1542
-  _globals['_CANDIDATETYPE']._serialized_end=1643
-  _globals['_FEEDBACKTYPE']._serialized_start=1645
-  _globals['_FEEDBACKTYPE']._serialized_end=1743
+  _globals['_CANDIDATETYPE']._serialized_start=1584
+  _globals['_CANDIDATETYPE']._serialized_end=1712
+  _globals['_FEEDBACKTYPE']._serialized_start=1714
+  _globals['_FEEDBACKTYPE']._serialized_end=1812
   _globals['_CANDIDATE']._serialized_start=81
   _globals['_CANDIDATE']._serialized_end=149
   _globals['_REQUESTCONTEXT']._serialized_start=151
   _globals['_REQUESTCONTEXT']._serialized_end=230
   _globals['_RANKREQUEST']._serialized_start=233
-  _globals['_RANKREQUEST']._serialized_end=480
-  _globals['_SCOREDCANDIDATE']._serialized_start=483
-  _globals['_SCOREDCANDIDATE']._serialized_end=644
-  _globals['_REASON']._serialized_start=646
-  _globals['_REASON']._serialized_end=691
-  _globals['_FILTEREDCANDIDATE']._serialized_start=693
-  _globals['_FILTEREDCANDIDATE']._serialized_end=740
-  _globals['_RANKRESPONSE']._serialized_start=743
-  _globals['_RANKRESPONSE']._serialized_end=1148
-  _globals['_RANKRESPONSE_FEATUREAGESENTRY']._serialized_start=1098
-  _globals['_RANKRESPONSE_FEATUREAGESENTRY']._serialized_end=1148
-  _globals['_RANKBATCHREQUEST']._serialized_start=1150
-  _globals['_RANKBATCHREQUEST']._serialized_end=1215
-  _globals['_RANKBATCHRESPONSE']._serialized_start=1217
-  _globals['_RANKBATCHRESPONSE']._serialized_end=1285
-  _globals['_FEEDBACKEVENT']._serialized_start=1288
-  _globals['_FEEDBACKEVENT']._serialized_end=1436
-  _globals['_FEEDBACKREQUEST']._serialized_start=1438
-  _globals['_FEEDBACKREQUEST']._serialized_end=1502
-  _globals['_FEEDBACKRESPONSE']._serialized_start=1504
-  _globals['_FEEDBACKRESPONSE']._serialized_end=1540
-  _globals['_RANKINGSERVICE']._serialized_start=1746
-  _globals['_RANKINGSERVICE']._serialized_end=1990
+  _globals['_RANKREQUEST']._serialized_end=503
+  _globals['_SCOREDCANDIDATE']._serialized_start=506
+  _globals['_SCOREDCANDIDATE']._serialized_end=667
+  _globals['_REASON']._serialized_start=669
+  _globals['_REASON']._serialized_end=714
+  _globals['_FILTEREDCANDIDATE']._serialized_start=716
+  _globals['_FILTEREDCANDIDATE']._serialized_end=763
+  _globals['_RANKRESPONSE']._serialized_start=766
+  _globals['_RANKRESPONSE']._serialized_end=1189
+  _globals['_RANKRESPONSE_FEATUREAGESENTRY']._serialized_start=1139
+  _globals['_RANKRESPONSE_FEATUREAGESENTRY']._serialized_end=1189
+  _globals['_RANKBATCHREQUEST']._serialized_start=1191
+  _globals['_RANKBATCHREQUEST']._serialized_end=1256
+  _globals['_RANKBATCHRESPONSE']._serialized_start=1258
+  _globals['_RANKBATCHRESPONSE']._serialized_end=1326
+  _globals['_FEEDBACKEVENT']._serialized_start=1329
+  _globals['_FEEDBACKEVENT']._serialized_end=1477
+  _globals['_FEEDBACKREQUEST']._serialized_start=1479
+  _globals['_FEEDBACKREQUEST']._serialized_end=1543
+  _globals['_FEEDBACKRESPONSE']._serialized_start=1545
+  _globals['_FEEDBACKRESPONSE']._serialized_end=1581
+  _globals['_RANKINGSERVICE']._serialized_start=1815
+  _globals['_RANKINGSERVICE']._serialized_end=2059
 # @@protoc_insertion_point(module_scope)

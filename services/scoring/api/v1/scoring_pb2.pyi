@@ -15,6 +15,7 @@ class CandidateType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CANDIDATE_TYPE_UNSPECIFIED: _ClassVar[CandidateType]
     CANDIDATE_TYPE_ITEM: _ClassVar[CandidateType]
     CANDIDATE_TYPE_ACTIVITY: _ClassVar[CandidateType]
+    CANDIDATE_TYPE_BUNDLE: _ClassVar[CandidateType]
 
 class FeedbackType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -24,6 +25,7 @@ class FeedbackType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 CANDIDATE_TYPE_UNSPECIFIED: CandidateType
 CANDIDATE_TYPE_ITEM: CandidateType
 CANDIDATE_TYPE_ACTIVITY: CandidateType
+CANDIDATE_TYPE_BUNDLE: CandidateType
 FEEDBACK_TYPE_UNSPECIFIED: FeedbackType
 FEEDBACK_TYPE_CLICK: FeedbackType
 FEEDBACK_TYPE_PURCHASE: FeedbackType
@@ -45,7 +47,7 @@ class RequestContext(_message.Message):
     def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., device: _Optional[str] = ...) -> None: ...
 
 class RankRequest(_message.Message):
-    __slots__ = ("user_id", "candidates", "context", "top_k", "model", "request_id", "disable_fallback", "diversity", "keep_unavailable")
+    __slots__ = ("user_id", "candidates", "context", "top_k", "model", "request_id", "disable_fallback", "diversity", "keep_unavailable", "cart_item_ids")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +57,7 @@ class RankRequest(_message.Message):
     DISABLE_FALLBACK_FIELD_NUMBER: _ClassVar[int]
     DIVERSITY_FIELD_NUMBER: _ClassVar[int]
     KEEP_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    CART_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     context: RequestContext
@@ -64,7 +67,8 @@ class RankRequest(_message.Message):
     disable_fallback: bool
     diversity: float
     keep_unavailable: bool
-    def __init__(self, user_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., context: _Optional[_Union[RequestContext, _Mapping]] = ..., top_k: _Optional[int] = ..., model: _Optional[str] = ..., request_id: _Optional[str] = ..., disable_fallback: _Optional[bool] = ..., diversity: _Optional[float] = ..., keep_unavailable: _Optional[bool] = ...) -> None: ...
+    cart_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., context: _Optional[_Union[RequestContext, _Mapping]] = ..., top_k: _Optional[int] = ..., model: _Optional[str] = ..., request_id: _Optional[str] = ..., disable_fallback: _Optional[bool] = ..., diversity: _Optional[float] = ..., keep_unavailable: _Optional[bool] = ..., cart_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ScoredCandidate(_message.Message):
     __slots__ = ("id", "type", "score", "rank", "unknown", "reasons")
@@ -99,7 +103,7 @@ class FilteredCandidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("candidates", "model_name", "model_version", "request_id", "unknown_user", "feature_service", "degraded", "degradations", "filtered", "feature_age_s", "arm")
+    __slots__ = ("candidates", "model_name", "model_version", "request_id", "unknown_user", "feature_service", "degraded", "degradations", "filtered", "feature_age_s", "arm", "proposed")
     class FeatureAgeSEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +122,7 @@ class RankResponse(_message.Message):
     FILTERED_FIELD_NUMBER: _ClassVar[int]
     FEATURE_AGE_S_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[ScoredCandidate]
     model_name: str
     model_version: str
@@ -129,7 +134,8 @@ class RankResponse(_message.Message):
     filtered: _containers.RepeatedCompositeFieldContainer[FilteredCandidate]
     feature_age_s: _containers.ScalarMap[str, float]
     arm: str
-    def __init__(self, candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., unknown_user: _Optional[bool] = ..., feature_service: _Optional[str] = ..., degraded: _Optional[bool] = ..., degradations: _Optional[_Iterable[str]] = ..., filtered: _Optional[_Iterable[_Union[FilteredCandidate, _Mapping]]] = ..., feature_age_s: _Optional[_Mapping[str, float]] = ..., arm: _Optional[str] = ...) -> None: ...
+    proposed: bool
+    def __init__(self, candidates: _Optional[_Iterable[_Union[ScoredCandidate, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., unknown_user: _Optional[bool] = ..., feature_service: _Optional[str] = ..., degraded: _Optional[bool] = ..., degradations: _Optional[_Iterable[str]] = ..., filtered: _Optional[_Iterable[_Union[FilteredCandidate, _Mapping]]] = ..., feature_age_s: _Optional[_Mapping[str, float]] = ..., arm: _Optional[str] = ..., proposed: _Optional[bool] = ...) -> None: ...
 
 class RankBatchRequest(_message.Message):
     __slots__ = ("requests",)

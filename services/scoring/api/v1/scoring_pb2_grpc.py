@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class RankingServiceStub:
-    """Ranks candidates for one user with the model of a target (item or activity ranking).
+    """Ranks candidates for one user with the model of a target (item, activity, bundle ranking, or
+    basket completion).
     """
 
     def __init__(self, channel):
@@ -53,7 +54,8 @@ class RankingServiceStub:
 
 
 class RankingServiceServicer:
-    """Ranks candidates for one user with the model of a target (item or activity ranking).
+    """Ranks candidates for one user with the model of a target (item, activity, bundle ranking, or
+    basket completion).
     """
 
     def Rank(self, request, context):
@@ -105,7 +107,8 @@ def add_RankingServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RankingService:
-    """Ranks candidates for one user with the model of a target (item or activity ranking).
+    """Ranks candidates for one user with the model of a target (item, activity, bundle ranking, or
+    basket completion).
     """
 
     @staticmethod
