@@ -8,6 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from scoring.cli import app
+from scoring.core.targets import TARGETS
 from scoring.registry import Registry, Stage
 
 
@@ -50,4 +51,4 @@ def test_models_commands_end_to_end(tmp_path: Path, models_env: dict[str, str]) 
 
     with Registry(url) as registry:
         stages = {r.target: r.stage for r in registry.versions()}
-    assert stages == {"item_ranker": Stage.PRODUCTION, "activity_ranker": Stage.PRODUCTION}
+    assert stages == dict.fromkeys(TARGETS, Stage.PRODUCTION)

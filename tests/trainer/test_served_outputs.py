@@ -14,8 +14,9 @@ import tritonclient.grpc as grpcclient
 from scoring.core.contract import contract_from_store
 from scoring.core.model_io import CONTRIB_OUTPUT, FEATURES_INPUT, SCORE_OUTPUT
 from scoring.core.targets import TARGETS
+from scoring.trainer.examples import training_data
 from scoring.trainer.export import MODEL_FILE, list_versions, read_manifest
-from scoring.trainer.train import labels_path, training_frame
+from scoring.trainer.train import labels_path
 
 pytestmark = [pytest.mark.triton]
 
@@ -40,7 +41,9 @@ def test_triton_returns_score_and_contributions_of_the_model(
     target = TARGETS[target_name]
     store = feature_repo_ready.store()
     contract = contract_from_store(store, target.feature_service)
-    frame = training_frame(store, target, contract, labels_path(feature_repo_ready.path, target))
+    # The target's own training rows: impressions, or baskets with their carts.
+    labels = labels_path(feature_repo_ready.path, target)
+    frame = training_data(store, target, contract, labels, None).frame
     rows = contract.assemble(frame.tail(300)).matrix
     model_dir = model_repository / target_name
     manifest = read_manifest(model_dir, list_versions(model_dir)[-1])
