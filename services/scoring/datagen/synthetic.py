@@ -536,8 +536,11 @@ def _synthetic_bundles(
             "bundle_price": price,
             "name": nouns[:, 0] + " & " + nouns[:, 1] + " bundle",
             "start_at": pd.to_datetime(b_start, unit="s", utc=True),
-            # NaT where open-ended (a NaN through to_datetime overflows under np.errstate raise).
-            "end_at": pd.to_datetime(b_end, unit="s", utc=True).where(limited),
+            # NaT where open-ended (b_end is inf there; a NaN or an inf through to_datetime
+            # overflows under np.errstate(all="raise")).
+            "end_at": pd.to_datetime(np.where(limited, b_end, 0.0), unit="s", utc=True).where(
+                limited
+            ),
         }
     )
     return _Bundles(table, members, price, 1.0 - price / parts_price, b_start, b_end)
