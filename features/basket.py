@@ -5,10 +5,12 @@ time; formulas in its docstring): an item's co-purchase neighbours by smoothed P
 (`item_copurchase`) and the complementary categories of its category (`category_complements`).
 The request source `cart_context` carries the cart: its first 20 items' codes and category
 codes (-1: an empty slot or an unknown item) and its size. The request-time view
-`basket_features` matches the candidate against the cart; a basket model reads only its
-outputs. The gateway reads `item_copurchase` for the cart items themselves (FeatureService
-`basket_cart_v1`): their codes and categories for `cart_context`, their neighbours' ids
-(`cp_id_NN`, the only String features) to propose candidates.
+`basket_features` matches the candidate against the cart, through both its co-purchase
+neighbours (by lift) and its cosine co-occurrence neighbours (`item_cooccurrence`, the
+collaborative view); a basket model reads only its outputs. The gateway reads
+`item_copurchase` for the cart items themselves (FeatureService `basket_cart_v1`): their codes
+and categories for `cart_context`, their neighbours' ids (`cp_id_NN`, the only String
+features) to propose candidates.
 
 Items are matched by code (scoring.datagen.collaborative.item_codes), categories by the build's
 vocabulary code.
@@ -22,10 +24,12 @@ from feast import Field, RequestSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import FeastType, Float32, Float64, String
 
+from collaborative import item_cooccurrence
 from defaults import array_inputs, feature, float_outputs, table_view
 from entities import item
 
 NEIGHBOURS = 30  # scoring.datagen.baskets.NEIGHBOURS
+CO_NEIGHBOURS = 30  # scoring.datagen.collaborative.NEIGHBOURS (item_cooccurrence)
 COMPLEMENTS = 20  # scoring.datagen.baskets.COMPLEMENTS
 CART_SLOTS = 20  # scoring.core.targets.CART_SLOTS
 
@@ -95,6 +99,12 @@ _basket_features_schema, _basket_features_defaults = float_outputs(
     cp_cart_pmi_sum=0.0,
     cp_cart_pmi_max=0.0,
     cp_cart_pmi_mean=0.0,
+    cp_cart_hit_share=0.0,
+    cp_cart_count_mean=0.0,
+    co_cart_hits=0.0,
+    co_cart_score_sum=0.0,
+    co_cart_score_max=0.0,
+    co_cart_score_mean=0.0,
     cc_cart_lift_max=0.0,
     cc_cart_lift_mean=0.0,
     cart_same_category_share=0.0,
@@ -117,6 +127,9 @@ _basket_features_schema, _basket_features_defaults = float_outputs(
             ]
         ],
         category_complements,
+        item_cooccurrence[
+            [*(f"{p}_{k:02d}" for p in ("co_item", "co_score") for k in range(CO_NEIGHBOURS))]
+        ],
         cart_context,
     ],
     schema=_basket_features_schema,
@@ -130,7 +143,13 @@ def basket_features(inputs: pd.DataFrame) -> pd.DataFrame:
     # - cp_cart_*: the cart items among the candidate's co-purchase neighbours: how many
     #   (hits), their pair baskets (all time: sum, max; 30 days: sum), their smoothed PMI (sum,
     #   max over the hits, mean over the cart's known items, a cart item that is no neighbour
-    #   counting 0).
+    #   counting 0); the share of the cart's known items that are hits and their mean pair
+    #   baskets (count sum / known items): a large cart meets more neighbours by chance.
+    # - co_cart_*: the same against the candidate's cosine co-occurrence neighbours
+    #   (item_cooccurrence: ranked by cosine, not by lift, so a list that holds the items bought
+    #   most often with it rather than those bought with it beyond their popularity; for a
+    #   large cart the two lists meet different cart items): how many of the cart's items,
+    #   their cosine summed, the largest, the mean over the cart's known items.
     # - cc_cart_lift_max / _mean: the log-lift of each known cart category with the
     #   candidate's (0 when it is not among the candidate category's complements, e.g. the same
     #   category), the largest / the mean over the known categories.
@@ -144,12 +163,13 @@ def basket_features(inputs: pd.DataFrame) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
-    j, m, c = 30, 20, 20
+    j, m, c, o = 30, 20, 20, 30
     names = [
         "item_code", "category_code", "basket_count", "cart_size",
         *(f"{p}_{n:02d}" for p in ("cp_item", "cp_count", "cp_count_30d", "cp_pmi")
           for n in range(j)),
         *(f"{p}_{n:02d}" for p in ("cc_category", "cc_lift") for n in range(m)),
+        *(f"{p}_{n:02d}" for p in ("co_item", "co_score") for n in range(o)),
         *(f"{p}_{n:02d}" for p in ("cart_item", "cart_category") for n in range(c)),
     ]  # fmt: skip
     if isinstance(inputs, pd.DataFrame):
@@ -167,6 +187,8 @@ def basket_features(inputs: pd.DataFrame) -> pd.DataFrame:
     at += 4 * j
     cc_category, cc_lift = x[:, at : at + m], x[:, at + m : at + 2 * m]
     at += 2 * m
+    co_item, co_score = x[:, at : at + o], x[:, at + o : at + 2 * o]
+    at += 2 * o
     cart, cart_category = x[:, at : at + c], x[:, at + c : at + 2 * c]
 
     known = code == code
@@ -178,10 +200,12 @@ def basket_features(inputs: pd.DataFrame) -> pd.DataFrame:
     cart_categories = np.where(categories, cart_category, -2.0)
     # Which neighbours ([rows, j]) are in the cart; each known cart category's lift ([rows, c]).
     hit = np.zeros((rows, j), dtype=bool)
+    co_hit = np.zeros((rows, o), dtype=bool)
     lift = np.zeros((rows, c))
     for lo in range(0, rows, 2048):
         hi = lo + 2048
         hit[lo:hi] = (nbr[lo:hi, :, None] == cart_items[lo:hi, None, :]).any(axis=2)
+        co_hit[lo:hi] = (co_item[lo:hi, :, None] == cart_items[lo:hi, None, :]).any(axis=2)
         same = cc_category[lo:hi, :, None] == cart_categories[lo:hi, None, :]
         lift[lo:hi] = np.einsum("ra,rab->rb", np.nan_to_num(cc_lift[lo:hi]), same)
     hits = hit.sum(axis=1)
@@ -191,6 +215,9 @@ def basket_features(inputs: pd.DataFrame) -> pd.DataFrame:
     top_pmi = np.where(hit, pmi, -np.inf).max(axis=1, initial=-np.inf)
     top_lift = np.where(categories, lift, -np.inf).max(axis=1, initial=-np.inf)
     in_category = (cart_categories == category[:, None]).sum(axis=1)
+    per_item = np.maximum(n_items, 1)
+    co_scores = np.where(co_hit, np.nan_to_num(co_score), 0.0)
+    co_sum = co_scores.sum(axis=1)
     nan = np.nan
     out = {
         "in_cart": np.where(known, (cart_items == code[:, None]).any(axis=1), nan),
@@ -201,7 +228,13 @@ def basket_features(inputs: pd.DataFrame) -> pd.DataFrame:
         "cp_cart_count_30d_sum": np.where(known, np.where(hit, count_30d, 0.0).sum(axis=1), nan),
         "cp_cart_pmi_sum": np.where(known, pmi_sum, nan),
         "cp_cart_pmi_max": np.where(known, np.where(hits > 0, top_pmi, 0.0), nan),
-        "cp_cart_pmi_mean": np.where(known, pmi_sum / np.maximum(n_items, 1), nan),
+        "cp_cart_pmi_mean": np.where(known, pmi_sum / per_item, nan),
+        "cp_cart_hit_share": np.where(known, hits / per_item, nan),
+        "cp_cart_count_mean": np.where(known, counts.sum(axis=1) / per_item, nan),
+        "co_cart_hits": np.where(known, co_hit.sum(axis=1), nan),
+        "co_cart_score_sum": np.where(known, co_sum, nan),
+        "co_cart_score_max": np.where(known, co_scores.max(axis=1, initial=0.0), nan),
+        "co_cart_score_mean": np.where(known, co_sum / per_item, nan),
         "cc_cart_lift_max": np.where(has_category, np.where(n_categories > 0, top_lift, 0.0), nan),
         "cc_cart_lift_mean": np.where(
             has_category, lift.sum(axis=1) / np.maximum(n_categories, 1), nan

@@ -94,8 +94,10 @@ bundle_ranker_v1 = FeatureService(
                 *("n_items", "bundle_price", "parts_price", "price_ratio", "saving_pct"),
                 *("main_category", "n_categories", "items_sales_7d_mean", "items_sales_30d_min"),
                 *("items_sales_30d_mean", "items_rating_mean", "all_in_stock", "in_stock_share"),
-                *("internal_copurchase", "impressions_7d", "clicks_7d", "ctr_30d"),
-                *("purchases_30d", "end_ts"),
+                *("items_ctr_logit_mean", "internal_copurchase", "category_lift_mean"),
+                *("same_category_share", "impressions_7d", "clicks_7d", "ctr_30d"),
+                *("purchases_30d", "impressions_total", "clicks_total", "ctr_total"),
+                *("ctr_total_logit", "ctr_eb_logit", "end_ts"),
             ]
         ],
         bundle_request_features,

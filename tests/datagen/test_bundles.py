@@ -14,7 +14,7 @@ import pytest
 from scoring.core import feature_repo
 from scoring.core.codes import item_codes
 from scoring.datagen.build import BuildOptions, build_tables, write_tables
-from scoring.datagen.bundles import FAR_FUTURE
+from scoring.datagen.bundles import EB_MIN_BUNDLES, FAR_FUTURE, _eb_prior
 from scoring.datagen.events import EventLog
 
 from ..conftest import copy_feature_repo
@@ -140,9 +140,17 @@ def test_a_bundle_row_holds_its_definition_and_its_items_as_of_the_snapshot(
     assert b1["n_categories"] == 2
     # Baskets complete before day 2: o4 {i3}, o1 {i1, i2}, u2's day {i2, i4}, o2 {i1}.
     assert b1["internal_copurchase"] == pytest.approx(pmi(1, 2, 2, 4), abs=1e-6)
+    # The same over categories: phones in o1, u2's day (i4) and o2, headphones in o1 and u2's
+    # day, both in o1 and u2's day.
+    assert b1["category_lift_mean"] == pytest.approx(pmi(2, 3, 2, 4), abs=1e-6)
+    assert b1["same_category_share"] == 0
+    # No item impressions yet: each item's CTR is the prior.
+    assert b1["items_ctr_logit_mean"] == pytest.approx(np.log(0.05 / 0.95))
     # Its events before day 2: one impression, its click and a purchase (not the day-2 one).
     assert (b1["impressions_7d"], b1["clicks_7d"], b1["purchases_30d"]) == (1, 1, 1)
     assert b1["ctr_30d"] == pytest.approx((1 + 0.05 * 20) / (1 + 20))
+    # All time, towards every bundle's CTR before the row (here its own: 1 of 1).
+    assert (b1["impressions_total"], b1["clicks_total"], b1["ctr_total"]) == (1, 1, 1)
     codes = item_codes(np.array(["i1", "i2"], dtype=object))
     assert [b1["bundle_item_00"], b1["bundle_item_01"], b1["bundle_item_02"]] == [*codes, -1]
     # phones (i1) and headphones (i2) tie: the first item's category is the main one.
@@ -152,6 +160,11 @@ def test_a_bundle_row_holds_its_definition_and_its_items_as_of_the_snapshot(
     later = row(stats, "b1", at(3))  # o3 (day 2, 00:00) and the day-2 impression now count
     assert later["internal_copurchase"] == pytest.approx(pmi(2, 3, 3, 5), abs=1e-6)
     assert later["impressions_7d"] == 2 and later["items_sales_30d_min"] == 3
+    assert later["ctr_total"] == pytest.approx((1 + 20 * 0.5) / (2 + 20))
+    assert later["ctr_total_logit"] == pytest.approx(np.log(11 / 11), abs=1e-6)
+    # Too few bundles shown to fit the traits' prior: every bundle's CTR stands in for it.
+    assert later["ctr_prior_logit"] == pytest.approx(0.0, abs=1e-6)
+    assert later["ctr_eb_logit"] == pytest.approx(np.log(51 / 51), abs=1e-6)
 
 
 def test_a_bundle_with_an_unavailable_item_is_filtered_and_an_open_one_never_ends(
@@ -164,16 +177,22 @@ def test_a_bundle_with_an_unavailable_item_is_filtered_and_an_open_one_never_end
     assert first["event_timestamp"] == pd.Timestamp(at(3, 12), unit="s", tz="UTC")
     assert first["start_ts"] == at(3, 12) and first["end_ts"] == FAR_FUTURE
     assert first["impressions_7d"] == 0 and first["clicks_7d"] == 0
+    # Not shown yet: every bundle's CTR before it (b1: 1 click of 2 impressions).
+    assert first["impressions_total"] == 0 and first["ctr_total"] == pytest.approx(0.5)
+    # bags (i3, 1 basket) and phones (i4, 4: o3 too) never in one of the 5 baskets before it.
+    assert first["category_lift_mean"] == pytest.approx(pmi(0, 1, 4, 5), abs=1e-6)
     assert (b2["all_in_stock"] == 0).all() and (b2["in_stock_share"] == 0.5).all()
     # No bundle price: the sum of its parts.
     assert (b2["bundle_price"] == 60).all() and (b2["price_ratio"] == 1).all()
     # i3 and i4 never in one basket (o4 {i3}, u2's day {i2, i4}) of the 5 before day 3, 12:00.
     assert first["internal_copurchase"] == pytest.approx(pmi(0, 1, 1, 5), abs=1e-6)
     assert row(stats, "b2", at(4))["clicks_7d"] == 1
-    # Rows: at creation, then at every midnight and at the log's end.
+    # Rows: at creation, then at every full hour and at the log's end.
     b1 = stats[stats["bundle_id"] == "b1"]["event_timestamp"]
     assert b1.min() == pd.Timestamp(at(1), unit="s", tz="UTC")
     assert b1.is_monotonic_increasing and b1.is_unique
+    assert (b1.diff().dropna() <= pd.Timedelta(hours=1)).all()
+    assert row(stats, "b2", at(3, 13))["clicks_total"] == 1
 
 
 def test_nothing_at_or_after_a_rows_time_reaches_it(
@@ -233,3 +252,27 @@ def test_a_log_without_bundles_builds_applies_and_materializes(tmp_path: Path) -
         entity_rows=[{"bundle_id": "b1"}],
     ).to_dict()
     assert online["all_in_stock"] == [None] and online["end_ts"] == [None]
+
+
+def test_the_traits_prior_is_fitted_on_rows_at_or_before_the_row() -> None:
+    """The prior of a row is fitted on the rows of its time (counts before it) or, with too
+    few bundles shown then, the last fit before it; never on later rows."""
+    rng = np.random.default_rng(0)
+    nb = EB_MIN_BUNDLES * 3
+    trait = rng.normal(size=nb)
+    truth = -2.5 + 0.8 * trait
+    imps = np.full(nb, 20_000.0)
+    clicks = np.round(imps / (1 + np.exp(-truth)))
+    fallback = np.full(3 * nb, -3.0)
+    bt = np.repeat(np.array([10, 20, 30], dtype=np.int64), nb)
+    shown = np.concatenate([np.zeros(nb), imps, np.zeros(nb)])
+    clicked = np.concatenate([np.zeros(nb), clicks, np.zeros(nb)])
+    traits = np.tile(trait, 3)[:, None]
+    prior = _eb_prior(bt, traits, shown, clicked, fallback)
+    assert (prior[:nb] == -3.0).all()  # nothing shown yet: the fallback
+    np.testing.assert_allclose(prior[nb:], np.tile(truth, 2), atol=0.05)  # then the fit, kept
+    # Later rows (other counts) change no earlier prior.
+    changed = clicked.copy()
+    changed[2 * nb :] = imps
+    again = _eb_prior(bt, traits, np.concatenate([shown[: 2 * nb], imps]), changed, fallback)
+    np.testing.assert_array_equal(again[: 2 * nb], prior[: 2 * nb])

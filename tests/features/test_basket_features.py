@@ -20,6 +20,7 @@ from scoring.core.targets import (
     TARGETS,
 )
 from scoring.datagen import baskets
+from scoring.datagen.collaborative import NEIGHBOURS as CO_NEIGHBOURS
 
 from ..conftest import FeatureRepo
 
@@ -78,6 +79,9 @@ def test_the_candidate_against_the_cart(store: Any) -> None:
             **slots("cp_pmi", [[1.5, 0.4, -0.2], [0.9], [], [1.5]], baskets.NEIGHBOURS),
             **slots("cc_category", [[5.0, 7.0], [3.0], [], [5.0]], baskets.COMPLEMENTS),
             **slots("cc_lift", [[0.8, 0.3], [0.6], [], [0.8]], baskets.COMPLEMENTS),
+            # Its cosine neighbours (item_cooccurrence) meet the cart's 999 and 300.
+            **slots("co_item", [[999.0, 500.0, 300.0], [], [], [200.0]], CO_NEIGHBOURS),
+            **slots("co_score", [[0.3, 0.2, 0.1], [], [], [0.5]], CO_NEIGHBOURS),
             **cart(carts, "cart_item"),
             **cart([[5.0, 3.0, 8.0], [5.0, 3.0, 8.0], [5.0], []], "cart_category"),
             CART_SIZE_FIELD: [3.0, 3.0, 1.0, 0.0],
@@ -92,6 +96,16 @@ def test_the_candidate_against_the_cart(store: Any) -> None:
     np.testing.assert_allclose(
         first[["cp_cart_pmi_sum", "cp_cart_pmi_max", "cp_cart_pmi_mean"]].to_numpy(float),
         [0.2, 0.4, 0.2 / 3],
+        rtol=1e-6,
+    )
+    # Normalised by the cart's 3 known items.
+    np.testing.assert_allclose(
+        first[["cp_cart_hit_share", "cp_cart_count_mean"]].to_numpy(float), [2 / 3, 1.0]
+    )
+    assert first["co_cart_hits"] == 2
+    np.testing.assert_allclose(
+        first[["co_cart_score_sum", "co_cart_score_max", "co_cart_score_mean"]].to_numpy(float),
+        [0.4, 0.3, 0.4 / 3],
         rtol=1e-6,
     )
     # Cart categories 5 (lift 0.8), 3 (the candidate's own: not a complement, 0) and 8 (0).

@@ -33,6 +33,11 @@ def test_the_bundle_is_matched_against_the_users_items_and_categories(store: Any
     affinity = {f"affinity_{s:02d}": [0.01, np.nan] for s in range(16)}
     affinity["affinity_03"] = [0.4, np.nan]
     affinity["affinity_05"] = [0.1, np.nan]
+    # 8 views: 6 in slot 3, 2 in slot 5; 4 impressions, 1 in slot 3, 3 in slot 7.
+    views = {f"views_90d_{s:02d}": [0.0, np.nan] for s in range(16)}
+    views["views_90d_03"], views["views_90d_05"] = [6.0, np.nan], [2.0, np.nan]
+    shown = {f"impressions_90d_{s:02d}": [0.0, np.nan] for s in range(16)}
+    shown["impressions_90d_03"], shown["impressions_90d_07"] = [1.0, np.nan], [3.0, np.nan]
     out = request_features.transform(
         store,
         VIEW,
@@ -48,6 +53,10 @@ def test_the_bundle_is_matched_against_the_users_items_and_categories(store: Any
             **slots("recent_item", 50, [12.0, 40.0, 11.0], np.nan),
             **slots("recent_purchases", 50, [2.0, 1.0, 0.0], np.nan),
             **affinity,
+            **views,
+            **shown,
+            "bundle_price": [50.0, 50.0],
+            "avg_order_value_30d": [40.0, 0.0],
             "start_ts": [float(now - 3 * DAY), float(now - 3 * DAY)],
             "end_ts": [float(now + DAY // 2), 4_102_444_800.0],
             "request_ts": [now, now],
@@ -58,10 +67,24 @@ def test_the_bundle_is_matched_against_the_users_items_and_categories(store: Any
     assert first["user_bundle_items_seen_share"] == pytest.approx(2 / 3)
     assert first["user_bundle_category_affinity_mean"] == pytest.approx((0.4 + 0.1 + 0.1) / 3)
     assert first["user_bundle_category_affinity_max"] == pytest.approx(0.4)
+
+    def lift(n: float, total: float) -> float:  # on_demand's smoothed log-lift
+        return float(np.log(16 * (n + 0.25) / (total + 16 * 0.25)))
+
+    view_lifts = [lift(6, 8), lift(2, 8), lift(2, 8)]
+    assert first["user_bundle_category_view_affinity_mean"] == pytest.approx(
+        np.mean(view_lifts), rel=1e-5
+    )
+    assert first["user_bundle_category_view_affinity_max"] == pytest.approx(lift(6, 8), rel=1e-5)
+    assert first["user_bundle_category_impression_affinity_mean"] == pytest.approx(
+        np.mean([lift(1, 4), lift(0, 4), lift(0, 4)]), rel=1e-5
+    )
+    assert first["bundle_price_to_aov"] == pytest.approx(1.25)
     assert first["days_to_end"] == pytest.approx(0.5)
     assert first["days_since_start"] == pytest.approx(3.0)
     second = out.iloc[1]  # no history: missing (the defaults apply); an open end is capped
     assert np.isnan(second[[c for c in out.columns if c.startswith("user_")]]).all()
+    assert np.isnan(second["bundle_price_to_aov"])  # a spend of 0 says nothing
     assert second["days_to_end"] == 365.0
 
 
@@ -82,6 +105,12 @@ def test_the_bundle_ranker_reads_bundle_stats_and_the_user(store: Any) -> None:
         "bundle_stats__main_category",
         "bundle_stats__purchases_30d",
         "bundle_stats__internal_copurchase",
+        "bundle_stats__category_lift_mean",
+        "bundle_stats__ctr_total",
+        "bundle_stats__items_ctr_logit_mean",
+        "bundle_stats__ctr_total_logit",
+        "bundle_stats__ctr_eb_logit",
+        "bundle_request_features__user_bundle_category_view_affinity_mean",
         "bundle_request_features__user_bundle_category_affinity_max",
         "user_behavior__ctr_30d",
     ):

@@ -295,8 +295,11 @@ class BasketExamplesSettings(BaseModel):
     (scoring.trainer.baskets): one item of each basket held out, the rest its cart."""
 
     # Sampled negatives per held-out item, and the share of them drawn by popularity (the rest
-    # uniformly): popular items that do not go with the cart are the hard negatives.
-    negatives: int = Field(default=8, ge=1)
+    # uniformly): popular items that do not go with the cart are the hard negatives. 16 rather
+    # than 8: a shop with few, large baskets (Online Retail: 14k baskets) learns the cart
+    # features better from more negatives per basket (HR@10 0.7889 -> 0.7910); training rows
+    # and time about double.
+    negatives: int = Field(default=16, ge=1)
     popularity_share: float = Field(default=0.25, ge=0.0, le=1.0)
     # Baskets used at most (a seeded sample): Ta-Feng has about 120,000.
     max_baskets: int = Field(default=25_000, ge=10)

@@ -352,9 +352,17 @@ def build_tables(
     _activity_tables(log, vocab, t, u, kind, has_item, snapshot_times(t, HOUR), tables)
 
     step("bundles")
-    # The item statistics and baskets above, read as of each bundle row.
+    # The item statistics and baskets above, read as of each bundle row; hourly rows, like
+    # the activities': a bundle's response counts are what its first days are ranked by.
     tables["bundle_stats"] = bundle_stats(
-        log.bundles, ev, t, has_item, snaps, tables["item_stats"], baskets, item_ids
+        log.bundles,
+        ev,
+        t,
+        has_item,
+        snapshot_times(t, HOUR),
+        tables["item_stats"],
+        baskets,
+        item_ids,
     )
 
     step("labels")

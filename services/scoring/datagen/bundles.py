@@ -1,8 +1,9 @@
 """The bundle feature table (`bundle_stats`, features/bundle.py): point in time, vectorized.
 
 A bundle gets one row when it appears (its `start_at`, or its first event when earlier or when
-it has none, else the log's first snapshot), then one at each snapshot after that (UTC
-midnights and the log's end, scoring.datagen.build.snapshot_times). A row stamped T holds:
+it has none, else the log's first snapshot), then one at each snapshot after that (full hours
+and the log's end, scoring.datagen.build.snapshot_times(t, HOUR), like the activities: a young
+bundle is ranked by its first hours' response). A row stamped T holds:
 
 - its definition: items (their codes and category codes in the first `BUNDLE_SLOTS` slots),
   price against the sum of its items' prices, main category (the most common; ties: the first
@@ -17,7 +18,22 @@ midnights and the log's end, scoring.datagen.build.snapshot_times). A row stampe
   (scoring.datagen.baskets, which has the reasoning): an order (`order_id`) of purchases, a
   purchase without one in its user's basket of its UTC day, counted once its last purchase is
   before T;
-- its own events (empty item_id, its bundle_id) in the windows [T - w, T).
+- `category_lift_mean`: the same smoothed PMI over its item pairs of different categories,
+  counted on the baskets' distinct categories (denser than the item pairs: a new bundle of
+  well-matched categories shows it from its first row), 0 when none; `same_category_share`:
+  its item pairs within one category (substitutes rather than complements);
+- `items_ctr_logit_mean`: the mean log-odds of its items' smoothed 30-day CTR (item_stats):
+  their appeal;
+- its own events (empty item_id, its bundle_id) in the windows [T - w, T), and all before T:
+  `ctr_total` = (clicks + 20 p) / (impressions + 20), p every bundle's CTR before T
+  (GLOBAL_CTR before any impression), so a bundle's own appeal shows once it has been shown;
+  `ctr_total_logit` its log-odds;
+- `ctr_prior_logit`: the CTR log-odds of bundles with its traits (its items' mean CTR
+  log-odds, saving, category lift, co-purchase): a weighted ridge fit of the shown bundles'
+  smoothed click log-odds on those traits, on their rows of the row's time (the latest time
+  at or before it with `EB_MIN_BUNDLES` bundles shown; before any, log-odds of the prior
+  above); `ctr_eb_logit`: the log-odds of (clicks + 100 q) / (impressions + 100), q its
+  prior: a new bundle is ranked like bundles like it, not like the average one.
 """
 
 from __future__ import annotations
@@ -34,7 +50,12 @@ BUNDLE_SLOTS = 10  # features/bundle.py BUNDLE_SLOTS
 GLOBAL_CTR = 0.05
 FAR_FUTURE = 4_102_444_800.0  # 2100-01-01, Unix seconds: "no end"
 _SHIFT = np.int64(1) << np.int64(32)  # key = entity * 2**32 + Unix seconds
-_ITEM_STATS = ("price", "rating", "in_stock", "sales_7d", "sales_30d")
+_ITEM_STATS = ("price", "rating", "in_stock", "sales_7d", "sales_30d", "ctr_30d")
+CTR_PRIOR = 20.0  # impressions of prior weight on a bundle's all-time CTR
+EB_PRIOR = 100.0  # impressions of prior weight on the traits' prior (ctr_eb_logit)
+EB_MIN_BUNDLES = 8  # shown bundles needed to fit the traits' prior
+EB_SPREAD = 0.1  # variance of bundles' CTR log-odds around the traits' prediction
+EB_RIDGE = 0.01  # ridge penalty on the traits' slopes, per unit of weight
 
 
 class _Counts:
@@ -126,6 +147,13 @@ def _reduce(values: np.ndarray, row: np.ndarray, n: int, how: str) -> np.ndarray
     return np.where(count > 0, out, np.nan)
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)), p clipped to [1e-4, 1 - 1e-4]: a rate on the scale clicks add up on
+    (a network reads a CTR of 0.02 against 0.04 as a step of 0.7, not of 0.02)."""
+    q = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.asarray(np.log(q / (1 - q)))
+
+
 def _main_category(codes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Per bundle: the most common known category code (-1: none; ties: the first in the
     bundle's order) and the number of distinct known ones."""
@@ -138,6 +166,43 @@ def _main_category(codes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             main[b] = max(counts, key=counts.__getitem__)
             distinct[b] = len(counts)
     return main, distinct
+
+
+def _eb_prior(
+    bt: np.ndarray,
+    traits: np.ndarray,
+    imps: np.ndarray,
+    clicks: np.ndarray,
+    fallback: np.ndarray,
+) -> np.ndarray:
+    """Per row: the log-odds of a bundle's CTR predicted from its traits, by a ridge-weighted
+    least-squares fit of the smoothed click log-odds of the bundles shown before the row's time
+    (their rows at the latest time at or before it with at least EB_MIN_BUNDLES of them: each
+    row counts events strictly before its own time) on those traits; weights: impressions
+    against the between-bundle spread (EB_SPREAD). `fallback` where no fit exists yet."""
+    out = np.asarray(fallback, dtype=np.float64).copy()
+    if not len(bt):
+        return out
+    x = np.column_stack([np.ones(len(bt)), traits])
+    penalty = np.diag([0.0] + [1.0] * traits.shape[1])
+    times = np.unique(bt)
+    order = np.argsort(bt, kind="stable")
+    sorted_bt = bt[order]
+    bounds = np.searchsorted(sorted_bt, np.append(times, np.iinfo(np.int64).max), side="left")
+    beta: np.ndarray | None = None
+    for k in range(len(times)):
+        rows = order[bounds[k] : bounds[k + 1]]
+        shown = rows[imps[rows] > 0]
+        if len(shown) >= EB_MIN_BUNDLES:
+            p = (clicks[shown] + 0.5) / (imps[shown] + 1.0)
+            y = np.log(p / (1 - p))
+            w = 1.0 / (1.0 / (imps[shown] * p * (1 - p)) + EB_SPREAD)
+            xs = x[shown]
+            gram = xs.T @ (xs * w[:, None]) + penalty * w.sum() * EB_RIDGE
+            beta = np.linalg.solve(gram, xs.T @ (w * y))
+        if beta is not None:
+            out[rows] = np.clip(x[rows] @ beta, -9.0, 9.0)
+    return out
 
 
 def bundle_stats(
@@ -157,9 +222,10 @@ def bundle_stats(
             end_at), or None.
         events: the log's events (bundle_id is an optional column).
         t: event times (Unix seconds); has_item: events on an item.
-        snaps: the daily snapshot times (scoring.datagen.build.snapshot_times).
+        snaps: the snapshot times (scoring.datagen.build.snapshot_times; the build passes
+            hourly ones).
         item_stats: the build's item_stats table (item_id, event_timestamp, category, price,
-            rating, in_stock, sales_7d, sales_30d).
+            rating, in_stock, sales_7d, sales_30d, ctr_30d).
         baskets: the build's baskets (scoring.datagen.baskets.Baskets), over `item_ids`.
     """
     table = pd.DataFrame(columns=["bundle_id", "items"]) if bundles is None else bundles
@@ -258,6 +324,35 @@ def bundle_stats(
     pmi = np.log((n_ab + PAIR_PRIOR) / (expected + PAIR_PRIOR))
     copurchase = np.nan_to_num(_reduce(pmi, pr_of, n, "mean"), nan=0.0)
 
+    # The same over its items' categories: the smoothed log-lift of each pair of different
+    # categories in baskets before the row (denser than the item pairs: a new bundle of
+    # well-matched categories shows it from its first row); and the share of its item pairs
+    # in one category (substitutes).
+    n_cat = int(max(m_category.max(initial=-1), category.to_numpy(np.float64).max(initial=-1)) + 1)
+    cat_of_item = category.reindex(item_ids).fillna(-1).to_numpy(dtype=np.int64)
+    a_cat = m_category[pairs.to_numpy() // max(len(members), 1)]
+    b_cat = m_category[pairs.to_numpy() % max(len(members), 1)]
+    differ = (a_cat >= 0) & (b_cat >= 0) & (a_cat != b_cat)
+    cat_keys = np.minimum(a_cat, b_cat) * max(n_cat, 1) + np.maximum(a_cat, b_cat)
+    cat_pairs = pd.Index(pd.unique(cat_keys[differ]))
+    cat_counts, cat_pair_counts = _copurchase_counts(
+        baskets.by(cat_of_item, max(n_cat, 1)), np.arange(max(n_cat, 1)), cat_pairs
+    )
+    row_differ = differ[pair]
+    cp = cat_pairs.get_indexer(cat_keys[pair][row_differ])
+    at_c = pair_at[row_differ]
+    c_ab = cat_pair_counts.total(cp, at_c)
+    c_a = cat_counts.total(a_cat[pair][row_differ], at_c)
+    c_b = cat_counts.total(b_cat[pair][row_differ], at_c)
+    lift = np.full(len(pair), np.nan)
+    lift[row_differ] = np.log(
+        (c_ab + PAIR_PRIOR) / (c_a * c_b / np.maximum(n_all[row_differ], 1.0) + PAIR_PRIOR)
+    )
+    category_lift = np.nan_to_num(_reduce(lift, pr_of, n, "mean"), nan=0.0)
+    known_pair = (a_cat[pair] >= 0) & (b_cat[pair] >= 0)
+    same = np.where(known_pair, (a_cat[pair] == b_cat[pair]).astype(np.float64), np.nan)
+    same_category = np.nan_to_num(_reduce(same, pr_of, n, "mean"), nan=0.0)
+
     mine = np.flatnonzero(on_bundle)
 
     def events_of(event: str) -> _Counts:
@@ -266,6 +361,33 @@ def bundle_stats(
 
     impressions, clicks, purchases = (events_of(e) for e in ("impression", "click", "purchase"))
     imps30, clicks30 = impressions.total(be, bt, 30 * DAY), clicks.total(be, bt, 30 * DAY)
+    imps_all, clicks_all = impressions.total(be, bt), clicks.total(be, bt)
+    # The all-time CTR, shrunk towards every bundle's CTR before the row (GLOBAL_CTR before
+    # any): the bundle's own appeal, price and fit, once it has been shown.
+    shown = np.sort(t[mine[kind[mine] == "impression"]])
+    clicked = np.sort(t[mine[kind[mine] == "click"]])
+    n_shown = np.searchsorted(shown, bt, side="left")
+    n_clicked = np.searchsorted(clicked, bt, side="left")
+    prior = np.where(n_shown > 0, n_clicked / np.maximum(n_shown, 1), GLOBAL_CTR)
+    ctr_total = (clicks_all + CTR_PRIOR * prior) / (imps_all + CTR_PRIOR)
+    # A new bundle's expected CTR from bundles like it: an empirical-Bayes prior fitted on the
+    # bundles' rows of the row's time (their counts before it) against their traits: its
+    # items' CTR, saving, category lift and co-purchase (a new bundle's best guess; a shown
+    # one's own clicks soon outweigh it in ctr_eb_logit).
+    traits = np.column_stack(
+        [
+            np.nan_to_num(
+                _reduce(_logit(stat["ctr_30d"]), r_of, n, "mean"),
+                nan=_logit(np.array([GLOBAL_CTR]))[0],
+            ),
+            np.nan_to_num(1.0 - ratio, nan=0.0),
+            category_lift,
+            copurchase,
+        ]
+    )
+    prior_logit = _eb_prior(bt, traits, imps_all, clicks_all, _logit(prior))
+    eb_prior = 1.0 / (1.0 + np.exp(-prior_logit))
+    ctr_eb = (clicks_all + EB_PRIOR * eb_prior) / (imps_all + EB_PRIOR)
 
     codes = item_codes(members.to_numpy(dtype=object)) if len(members) else np.zeros(0)
     slot_item = np.full((nb, BUNDLE_SLOTS), -1.0)
@@ -291,13 +413,22 @@ def bundle_stats(
             "items_sales_30d_min": f32(_reduce(stat["sales_30d"], r_of, n, "min")),
             "items_sales_30d_mean": f32(_reduce(stat["sales_30d"], r_of, n, "mean")),
             "items_rating_mean": f32(_reduce(stat["rating"], r_of, n, "mean")),
+            "items_ctr_logit_mean": f32(_reduce(_logit(stat["ctr_30d"]), r_of, n, "mean")),
             "all_in_stock": (available == size).astype(np.int64),
             "in_stock_share": f32(available / np.maximum(size, 1)),
             "internal_copurchase": f32(copurchase),
+            "category_lift_mean": f32(category_lift),
+            "same_category_share": f32(same_category),
             "impressions_7d": f32(impressions.total(be, bt, 7 * DAY)),
             "clicks_7d": f32(clicks.total(be, bt, 7 * DAY)),
             "ctr_30d": f32((clicks30 + GLOBAL_CTR * 20) / (imps30 + 20)),
             "purchases_30d": f32(purchases.total(be, bt, 30 * DAY)),
+            "impressions_total": f32(imps_all),
+            "clicks_total": f32(clicks_all),
+            "ctr_total": f32(ctr_total),
+            "ctr_total_logit": f32(_logit(ctr_total)),
+            "ctr_prior_logit": f32(prior_logit),
+            "ctr_eb_logit": f32(_logit(ctr_eb)),
             "start_ts": start[be].astype(np.float64),
             "end_ts": end[be].astype(np.float64),
             **{f"bundle_item_{k:02d}": slot_item[be, k] for k in range(BUNDLE_SLOTS)},
