@@ -46,7 +46,9 @@ from scoring.evaluation.protocol import (
     EvalTasks,
     _reasons,
     _sample_negatives,
+    seeded_sample,
     timestamps_ns,
+    training_catalogue,
 )
 
 DAY_NS = 86_400 * 10**9
@@ -320,18 +322,9 @@ def build_basket_tasks(
             f"basket: no interaction before the cut ({pd.Timestamp(cut, tz='UTC')}); the log "
             "needs baskets at more times"
         )
-    catalogue = np.unique(items_c[train_mask])
-    if len(catalogue) < protocol.negatives + 1:
-        raise ValueError(
-            f"the training catalogue has {len(catalogue)} items: {protocol.negatives} negatives "
-            f"need at least {protocol.negatives + 1} (use fewer negatives)"
-        )
-    if protocol.max_users is not None and len(chosen) > protocol.max_users:
-        pick = np.random.default_rng([protocol.seed, 0]).choice(
-            len(chosen), protocol.max_users, replace=False
-        )
-        pick.sort()
-        skipped["not in the seeded sample (max_users)"] = len(chosen) - protocol.max_users
+    catalogue = training_catalogue(items_c[train_mask], protocol)
+    pick = seeded_sample(len(chosen), protocol, skipped)
+    if pick is not None:
         chosen = chosen[pick]
     held_item, cart, size = hold_out(baskets, chosen, np.random.default_rng([protocol.seed, 2]))
     held_user, held_time = baskets.user[chosen], baskets.time[chosen]

@@ -221,19 +221,10 @@ def build_tasks(interactions: pd.DataFrame, protocol: EvalProtocol) -> EvalTasks
         raise ValueError(f"{protocol.kind}: no user can be evaluated ({_reasons(skipped)})")
 
     train = interactions[train_mask].reset_index(drop=True)
-    catalogue = np.unique(items_c[train_mask])
-    if len(catalogue) < protocol.negatives + 1:
-        raise ValueError(
-            f"the training catalogue has {len(catalogue)} items: {protocol.negatives} negatives "
-            f"need at least {protocol.negatives + 1} (use fewer negatives)"
-        )
+    catalogue = training_catalogue(items_c[train_mask], protocol)
     # Seeded user sample (in user-id order), then the negatives of the users kept.
-    if protocol.max_users is not None and len(held_user) > protocol.max_users:
-        pick = np.random.default_rng([protocol.seed, 0]).choice(
-            len(held_user), protocol.max_users, replace=False
-        )
-        pick.sort()
-        skipped["not in the seeded sample (max_users)"] = len(held_user) - protocol.max_users
+    pick = seeded_sample(len(held_user), protocol, skipped)
+    if pick is not None:
         held_user, held_item, held_time = held_user[pick], held_item[pick], held_time[pick]
     seen = _seen_keys(users_c, items_c, held_user, len(users), len(items))
     negatives, ok = _sample_negatives(
@@ -271,6 +262,29 @@ def build_tasks(interactions: pd.DataFrame, protocol: EvalProtocol) -> EvalTasks
         {k: v for k, v in skipped.items() if v},
         cut,
     )
+
+
+def training_catalogue(train_items: np.ndarray, protocol: EvalProtocol) -> np.ndarray:
+    """The distinct item codes of the training interactions; raises ValueError when they are
+    too few to draw the protocol's negatives from."""
+    catalogue = np.unique(train_items)
+    if len(catalogue) < protocol.negatives + 1:
+        raise ValueError(
+            f"the training catalogue has {len(catalogue)} items: {protocol.negatives} negatives "
+            f"need at least {protocol.negatives + 1} (use fewer negatives)"
+        )
+    return catalogue
+
+
+def seeded_sample(n: int, protocol: EvalProtocol, skipped: dict[str, int]) -> np.ndarray | None:
+    """The sorted positions of the seeded sample of `protocol.max_users` out of `n` tasks (the
+    rest counted in `skipped`), or None when every task is kept."""
+    if protocol.max_users is None or n <= protocol.max_users:
+        return None
+    pick = np.random.default_rng([protocol.seed, 0]).choice(n, protocol.max_users, replace=False)
+    pick.sort()
+    skipped["not in the seeded sample (max_users)"] = n - protocol.max_users
+    return pick
 
 
 def _reasons(skipped: dict[str, int]) -> str:

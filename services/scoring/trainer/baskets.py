@@ -49,22 +49,18 @@ from scoring.evaluation.interactions import (
 )
 from scoring.evaluation.protocol import timestamps_ns
 from scoring.trainer.implicit import (
-    DAY,
     KIND,
     POPULAR,
     POSITIVE,
-    UNIFORM,
     WEIGHT,
     Examples,
     Holdout,
     TrainingDataError,
-    _draw_popular,
-    _draw_uniform,
+    draw_negatives,
     holdout_ends,
 )
 
 ORACLE = "p_click"  # scoring.trainer.examples.ORACLE: the column the report's oracle reads
-_ROUNDS = 10
 NO_BASKETS = (
     "no basket of 2 or more distinct purchased items (baskets: purchases grouped by order_id, "
     "else a user's purchases of one UTC day)"
@@ -128,30 +124,16 @@ def basket_examples(
 
     k = settings.negatives
     n_pop = int(round(k * settings.popularity_share))
-    first_t = np.full(len(items), np.iinfo(np.int64).max)
-    np.minimum.at(first_t, i, t)
-    by_first = np.argsort(first_t, kind="stable")
     owner = np.repeat(np.arange(len(chosen)), k)
-    pt = bt[owner]
-    kinds = np.tile(np.array([POPULAR] * n_pop + [UNIFORM] * (k - n_pop)), len(chosen))
-    popular = kinds == POPULAR
-    available = np.searchsorted(first_t[by_first], pt, side="left")
-    negative = np.full(len(owner), -1, dtype=np.int64)
-    todo = np.arange(len(owner))
-    for _ in range(_ROUNDS):
-        if not len(todo):
-            break
-        draw = _draw_uniform(rng, by_first, available[todo])
-        pop_rows = popular[todo]
-        if pop_rows.any():  # before the first day with interactions: uniform instead
-            popular_draw = _draw_popular(rng, pt[todo][pop_rows] // DAY, i, t, w, len(items))
-            draw[pop_rows] = np.where(popular_draw >= 0, popular_draw, draw[pop_rows])
-        safe = np.maximum(draw, 0)
-        ok = (draw >= 0) & (first_t[safe] < pt[todo])
-        ok &= ~_in_baskets(baskets.items, baskets.offsets, chosen[owner[todo]], safe)
-        negative[todo[ok]] = draw[ok]
-        todo = todo[~ok & (available[todo] > 0)]
+    negative, kinds = draw_negatives(
+        rng,
+        (i, t, w, len(items)),
+        bt[owner],
+        (n_pop, k),
+        lambda rows, draw: _in_baskets(baskets.items, baskets.offsets, chosen[owner[rows]], draw),
+    )
     got = negative >= 0
+    popular = kinds == POPULAR
 
     item_ids = items.to_numpy(dtype=object).astype(str)
     names = np.append(item_ids, "")

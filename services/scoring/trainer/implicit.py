@@ -30,6 +30,7 @@ FeatureService, like an impression (scoring.trainer.train).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -206,6 +207,53 @@ def _draw_popular(
     return out
 
 
+def draw_negatives(
+    rng: np.random.Generator,
+    interactions: tuple[np.ndarray, np.ndarray, np.ndarray, int],
+    times: np.ndarray,
+    mix: tuple[int, int],
+    rejected: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """One negative item per slot, drawn as of the slot's time (`times`, Unix seconds).
+
+    Args:
+        interactions: item codes, times (s) and weights of the interactions, and the number
+            of items: an item can be drawn once it has appeared, popular draws follow the
+            weighted interactions of the day before.
+        mix: (popular, per): the first `popular` of each run of `per` slots are popularity
+            draws, the others uniform over the items seen so far.
+        rejected: (slot rows, drawn items) -> True where a draw may not be the negative (e.g.
+            the user touched it, or it is in the basket); those are redrawn, up to `_ROUNDS`
+            times.
+
+    Returns:
+        the item per slot (-1: none found) and each slot's kind (POPULAR or UNIFORM).
+    """
+    i, t, w, n_items = interactions
+    n_pop, per = mix
+    first_t = np.full(n_items, np.iinfo(np.int64).max)
+    np.minimum.at(first_t, i, t)
+    by_first = np.argsort(first_t, kind="stable")
+    kinds = np.tile(np.array([POPULAR] * n_pop + [UNIFORM] * (per - n_pop)), len(times) // per)
+    popular = kinds == POPULAR
+    available = np.searchsorted(first_t[by_first], times, side="left")
+    negative = np.full(len(times), -1, dtype=np.int64)
+    todo = np.arange(len(times))
+    for _ in range(_ROUNDS):
+        if not len(todo):
+            break
+        draw = _draw_uniform(rng, by_first, available[todo])
+        pop_rows = popular[todo]
+        if pop_rows.any():  # before the first day with interactions: uniform instead
+            popular_draw = _draw_popular(rng, times[todo][pop_rows] // DAY, i, t, w, n_items)
+            draw[pop_rows] = np.where(popular_draw >= 0, popular_draw, draw[pop_rows])
+        safe = np.maximum(draw, 0)
+        ok = (draw >= 0) & (first_t[safe] < times[todo]) & ~rejected(todo, safe)
+        negative[todo[ok]] = draw[ok]
+        todo = todo[~ok & (available[todo] > 0)]
+    return negative, kinds
+
+
 def implicit_examples(
     data_dir: Path, settings: ImplicitFeedbackSettings, holdout: Holdout = "none"
 ) -> Examples:
@@ -253,29 +301,16 @@ def implicit_examples(
     rng = np.random.default_rng(settings.seed)
     n_pop = int(round(settings.negatives * settings.popularity_share))
     seen = _Seen(u, i, t, len(items))
-    first_t = np.full(len(items), np.iinfo(np.int64).max)
-    np.minimum.at(first_t, i, t)
-    by_first = np.argsort(first_t, kind="stable")
-    sorted_first = first_t[by_first]
     pu, pt = np.repeat(u[pos], settings.negatives), np.repeat(t[pos], settings.negatives)
-    kinds = np.tile([POPULAR] * n_pop + [UNIFORM] * (settings.negatives - n_pop), len(pos))
-    popular = kinds == POPULAR
-    available = np.searchsorted(sorted_first, pt, side="left")
-    negative = np.full(len(pu), -1, dtype=np.int64)
-    todo = np.arange(len(pu))
-    for _ in range(_ROUNDS):
-        if not len(todo):
-            break
-        draw = _draw_uniform(rng, by_first, available[todo])
-        pop_rows = popular[todo]
-        if pop_rows.any():  # before the first day with interactions: uniform instead
-            popular_draw = _draw_popular(rng, pt[todo][pop_rows] // DAY, i, t, w, len(items))
-            draw[pop_rows] = np.where(popular_draw >= 0, popular_draw, draw[pop_rows])
-        ok = (draw >= 0) & ~seen.touched(pu[todo], np.maximum(draw, 0), pt[todo])
-        ok &= first_t[np.maximum(draw, 0)] < pt[todo]
-        negative[todo[ok]] = draw[ok]
-        todo = todo[~ok & (available[todo] > 0)]
+    negative, kinds = draw_negatives(
+        rng,
+        (i, t, w, len(items)),
+        pt,
+        (n_pop, settings.negatives),
+        lambda rows, draw: seen.touched(pu[rows], draw, pt[rows]),
+    )
     got = negative >= 0
+    popular = kinds == POPULAR
     neg_weight = np.repeat(episode_weight, settings.negatives)
     frame = pd.concat(
         [
