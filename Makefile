@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint fmt protos bench bench-scale bench-implicit bench-soak reliability real-data clean
+.PHONY: help install browser demo console screenshots test lint fmt protos bench bench-scale bench-implicit bench-soak reliability real-data clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36mmake %-8s\033[0m %s\n", $$1, $$2}'
@@ -25,10 +25,27 @@ $(STAMP): requirements.lock pyproject.toml
 install: $(STAMP) ## Create .venv and install the pinned dependencies
 	@echo "installed into $(VENV)"
 
+# The browser tests (tests/console) drive Debian's chromium through Playwright: Playwright's own
+# browser download is never used. They find it on PATH, or at SCORING_BROWSER=/path/to/chromium.
+browser: ## Install the headless browser of the console tests (Debian's chromium; skipped if on PATH)
+	@if command -v chromium >/dev/null 2>&1; then \
+	  echo "chromium: $$(command -v chromium) ($$(chromium --version 2>/dev/null))"; \
+	else \
+	  sudo=$$(test "$$(id -u)" -eq 0 || echo sudo); \
+	  $$sudo apt-get update -q && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	fi
+
 demo: install ## Run the whole system locally: data, features, training, Triton, gateway, requests
 	$(VENV)/bin/scoring demo
 
-test: install ## Run lint and the whole test suite (real Triton, Feast, Redis, PostgreSQL)
+console: install ## The web console on http://127.0.0.1:8090: models, experiments, features, serving
+	$(VENV)/bin/scoring console
+
+screenshots: install browser ## Retake docs/console/*.png: the console's browser tests on a real stack
+	SCORING_SCREENSHOTS=docs/console $(VENV)/bin/pytest -q tests/console/test_browser.py
+
+test: install browser ## Run lint and the whole test suite (real Triton, Feast, Redis, PostgreSQL, Chromium)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

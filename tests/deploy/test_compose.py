@@ -76,7 +76,9 @@ def test_every_image_is_pinned(services: dict[str, dict[str, Any]]) -> None:
 
 def test_long_running_services_have_healthchecks(services: dict[str, dict[str, Any]]) -> None:
     long_running = [n for n, s in services.items() if not is_job(s)]
-    assert {"redis", "postgres", "triton", "gateway", "prometheus", "grafana"} <= set(long_running)
+    assert {"redis", "postgres", "triton", "gateway", "console", "prometheus", "grafana"} <= set(
+        long_running
+    )
     for name in long_running:
         service = services[name]
         check = service.get("healthcheck")
@@ -196,11 +198,13 @@ def test_env_example_is_not_a_real_env_file() -> None:
 
 
 def test_published_ports_bind_to_localhost_only(services: dict[str, dict[str, Any]]) -> None:
-    for name in ("gateway", "prometheus", "grafana"):
+    for name in ("gateway", "console", "prometheus", "grafana"):
         for port in services[name]["ports"]:
             assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is public"
     published = {name for name, service in services.items() if service.get("ports")}
-    assert published == {"gateway", "prometheus", "grafana"}, "the rest: compose network only"
+    assert published == {"gateway", "console", "prometheus", "grafana"}, (
+        "the rest: compose network only"
+    )
 
 
 def test_gateway_serves_tls_and_requires_auth_with_mounted_secrets(
@@ -253,3 +257,43 @@ def test_jobs_use_the_scoring_cli(services: dict[str, dict[str, Any]], job: str)
     command = " ".join(service.get("entrypoint") or []) + " " + " ".join(service["command"])
     assert "scoring " in command
     assert service["volumes"][0].startswith("feature-data:/app/features/data")
+
+
+def test_console_is_a_service_of_its_own_on_the_gateways_stores(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    """`scoring console` from the runtime image, on the registry, Feast repo and Triton the
+    gateway uses; admins log in against the same callers file; no admin token is held."""
+    import typer
+
+    from scoring.cli import app
+
+    console, gateway = services["console"], services["gateway"]
+    assert console["command"] == ["scoring", "console"]
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    assert "console" in commands, "`scoring console` is no command of the CLI"
+    assert console["image"] == gateway["image"]
+    assert console["build"] == gateway["build"]
+    assert console["healthcheck"]["test"] == ["CMD", "scoring-healthcheck", "console"]
+    assert console["restart"] == "unless-stopped"
+    env, gateway_env = service_environment(console), service_environment(gateway)
+    shared = (
+        "SCORING_REGISTRY__URL", "SCORING_FEAST__REPO_PATH", "SCORING_FEAST__FS_YAML",
+        "FEAST_REGISTRY_PATH", "FEAST_REDIS_CONNECTION", "SCORING_TRITON__URL",
+        "SCORING_TRITON__MODEL_REPOSITORY", "SCORING_AUTH__REQUIRED", "SCORING_AUTH__CALLERS_FILE",
+    )  # fmt: skip
+    for key in shared:
+        assert env[key] == gateway_env[key], f"console {key} differs from the gateway's"
+    assert env["SCORING_AUTH__REQUIRED"] == "true"
+    assert "SCORING_AUTH__ADMIN_TOKEN" not in env, "admins log in; the console holds no token"
+    secrets = {s["target"]: s["source"] for s in console["secrets"]}
+    assert secrets == {env["SCORING_AUTH__CALLERS_FILE"]: "callers"}
+    # Reads the stores, never writes the shared volumes.
+    for volume in console["volumes"]:
+        assert volume.endswith(":ro"), f"console: {volume} must be read only"
+    mounts = {v.split(":")[1] for v in console["volumes"]}
+    assert {"/app/features/data", env["SCORING_TRITON__MODEL_REPOSITORY"]} <= mounts
+    # Starts once the stores exist, not after the gateway: it shows a gateway that fails.
+    depends = set(console["depends_on"])
+    assert {"feast-apply", "postgres", "redis"} <= depends
+    assert "gateway" not in depends

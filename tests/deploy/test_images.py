@@ -1,5 +1,6 @@
 """docker/Dockerfile and its helpers: pinned multi-stage build, non-root user, dependencies as
-the Makefile installs them, a gateway image without torch, and the container health check."""
+the Makefile installs them, a gateway and console image without torch or the test tools, and
+the container health checks (gateway and console)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from concurrent import futures
@@ -16,6 +19,15 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from scoring.core.settings import (
+    ConsoleSettings,
+    FeastSettings,
+    GatewaySettings,
+    RegistrySettings,
+    Settings,
+)
+from scoring.devtools.local_stack import free_port
 
 from .conftest import DOCKERFILE, ROOT
 
@@ -98,6 +110,21 @@ def test_dependencies_follow_the_lock_like_the_makefile() -> None:
     assert set(makefile_pins) <= {arg_default("TORCH_VERSION")}
     runtime = " ".join(stages()["venv-runtime"])
     assert "torch==" not in runtime
+    # The console tests' tools stay out of the runtime image; what the console serves with
+    # (FastAPI, uvicorn, Jinja2, form parsing) is a project dependency, kept above.
+    for tool in ("playwright", "greenlet", "httpx", "httpcore"):
+        assert tool not in kept, f"{tool} (a test tool) would go into the runtime image"
+
+
+def test_runtime_image_exposes_the_gateway_and_console_ports() -> None:
+    exposed = {
+        int(port)
+        for line in stages()["runtime"]
+        if line.startswith("EXPOSE ")
+        for port in line.split()[1:]
+    }
+    gateway = GatewaySettings()
+    assert {gateway.port, gateway.metrics_port, ConsoleSettings().port} <= exposed
 
 
 def test_dockerignore_keeps_the_context_small() -> None:
@@ -152,11 +179,12 @@ def test_gateway_code_never_imports_torch() -> None:
 
 
 def test_gateway_imports_and_builds_settings_without_torch() -> None:
-    """The runtime image has no torch: importing the gateway must still work (Feast imports
-    torch only when it is installed)."""
+    """The runtime image has no torch: importing the gateway and the console must still work
+    (Feast imports torch only when it is installed); the Dockerfile checks the same."""
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "import scoring.gateway.__main__, scoring.gateway.server, scoring.cli\n"
+        "import scoring.console.app\n"
         "from scoring.core.settings import Settings; Settings()\n"
         "import feast.torch_wrapper as w; assert not w.TORCH_AVAILABLE\n"
     )
@@ -205,3 +233,58 @@ def test_healthcheck_fails_when_nothing_listens(
     result = run_healthcheck(port + 1 if port < 65535 else port - 1)
     assert result.returncode == 1
     assert "unreachable" in result.stderr
+
+
+def run_console_healthcheck(port: int) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SCORING_CONSOLE__PORT": str(port)}
+    return subprocess.run(
+        [sys.executable, str(HEALTHCHECK), "console"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_console_healthcheck_passes_only_while_the_console_serves(tmp_path: Path) -> None:
+    """`scoring-healthcheck console` (compose's health check of the console) against the real
+    console app on a SQLite registry, served by uvicorn as `scoring console` serves it:
+    healthy while it serves, unhealthy once stopped."""
+    import uvicorn
+
+    from scoring.console import create_app
+
+    settings = Settings(
+        registry=RegistrySettings(url=f"sqlite:///{tmp_path}/registry.db"),
+        feast=FeastSettings(repo_path=tmp_path / "no-feature-repo"),
+        console=ConsoleSettings(metrics_urls=("http://127.0.0.1:9/metrics",)),
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive(), "the console did not start"
+            assert time.monotonic() < deadline, "console not serving within 60 s"
+            time.sleep(0.05)
+        result = run_console_healthcheck(port)
+        assert result.returncode == 0, result.stderr
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    result = run_console_healthcheck(port)
+    assert result.returncode == 1
+    assert f"console http://127.0.0.1:{port}/healthz: unreachable" in result.stderr
+
+
+def test_healthcheck_refuses_an_unknown_check() -> None:
+    result = subprocess.run(
+        [sys.executable, str(HEALTHCHECK), "triton"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "usage: scoring-healthcheck [gateway|console]" in result.stderr

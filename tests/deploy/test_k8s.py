@@ -168,7 +168,7 @@ def test_gateway_serves_tls_and_requires_auth_from_mounted_secrets(
     assert k8s_object(k8s_docs, "Service", "gateway")["spec"]["type"] == "ClusterIP"
 
 
-@pytest.mark.parametrize("name", ["gateway", "triton"])
+@pytest.mark.parametrize("name", ["gateway", "triton", "console"])
 def test_services_select_their_deployment(
     k8s_docs: list[tuple[Path, dict[str, Any]]], name: str
 ) -> None:
@@ -179,3 +179,61 @@ def test_services_select_their_deployment(
     named = {p["name"] for p in only_container(deployment)["ports"]}
     for port in service["spec"]["ports"]:
         assert port["targetPort"] in named, f"{name}: targetPort {port['targetPort']}"
+
+
+def test_console_is_a_safe_single_replica_web_service(
+    k8s_docs: list[tuple[Path, dict[str, Any]]],
+) -> None:
+    """deploy/k8s/console.yaml: `scoring console` from the gateway's image, non-root on a
+    read-only root, probed on /healthz, the callers file and the registry URL from Secrets, the
+    model repository read only, inside the cluster only."""
+    deployment = k8s_object(k8s_docs, "Deployment", "console")
+    spec = deployment["spec"]
+    # Logins live in the process's memory: a second replica would log users out at random.
+    assert spec["replicas"] == 1
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    container = only_container(deployment)
+    gateway = only_container(k8s_object(k8s_docs, "Deployment", "gateway"))
+    assert container["image"] == gateway["image"]
+    assert PINNED.match(container["image"]), container["image"]
+    assert container["command"] == ["scoring", "console"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        check = container[probe]["httpGet"]
+        assert check["path"] == "/healthz" and check["port"] in ports, probe
+    resources = container["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"])
+    assert "memory" in resources["limits"]
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"]["drop"] == ["ALL"]
+    env = {e["name"]: e for e in container["env"]}
+    for name, item in env.items():
+        if NOT_A_SECRET.search(name):
+            continue
+        if re.search("PASSWORD|SECRET|TOKEN|REGISTRY_PATH|REGISTRY__URL", name):
+            assert "secretKeyRef" in item.get("valueFrom", {}), f"{name}: use a Secret"
+    assert "SCORING_AUTH__ADMIN_TOKEN" not in env, "admins log in; the console holds no token"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    callers = env["SCORING_AUTH__CALLERS_FILE"]["value"]
+    secret_files = {
+        f"{mounts[name]['mountPath']}/{item['path']}": source["secret"]["name"]
+        for name, volume in volumes.items()
+        if "projected" in volume
+        for source in volume["projected"]["sources"]
+        for item in source["secret"]["items"]
+    }
+    assert secret_files == {callers: "scoring-callers"}
+    models = env["SCORING_TRITON__MODEL_REPOSITORY"]["value"]
+    (model_mount,) = [m for m in mounts.values() if m["mountPath"] == models]
+    assert model_mount["readOnly"] is True
+    claim = volumes[model_mount["name"]]["persistentVolumeClaim"]
+    assert claim["readOnly"] is True
+    k8s_object(k8s_docs, "PersistentVolumeClaim", claim["claimName"])
+    # Plain HTTP inside the cluster: reach it with port-forward or a TLS-terminating Ingress.
+    assert k8s_object(k8s_docs, "Service", "console")["spec"]["type"] == "ClusterIP"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -155,7 +156,12 @@ def test_k8s_gateway_and_triton_match_compose(
     compose_gateway_env = service_environment(services["gateway"])
     gateway = only_container(k8s_object(k8s_docs, "Deployment", "gateway"))
     env = k8s_env(gateway)
-    assert set(env) == set(compose_gateway_env) - {"SCORING_TRITON__MODEL_REPOSITORY"}
+    # k8s only: a pod advertises its IP in its heartbeat (compose lists the console's metrics
+    # URLs instead: the service name resolves there).
+    advertise = next(e for e in gateway["env"] if e["name"] == "SCORING_GATEWAY__ADVERTISE_HOST")
+    assert advertise["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    k8s_only = {"SCORING_GATEWAY__ADVERTISE_HOST"}
+    assert set(env) - k8s_only == set(compose_gateway_env) - {"SCORING_TRITON__MODEL_REPOSITORY"}
     for key in ("SCORING_GATEWAY__HOST", "SCORING_GATEWAY__PORT", "SCORING_TRITON__URL"):
         assert env[key] == compose_gateway_env[key], key
     ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
@@ -243,3 +249,69 @@ def test_model_registry_runs_on_postgres_with_the_url_compose_passes(
             engine.dispose()
         assert {"model_versions", "stage_events", "serving_instances"} <= tables
         assert not tables & set(feast_sql.metadata.tables) - {"alembic_version"}
+
+
+def test_console_listens_where_compose_publishes(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    console = services["console"]
+    settings = settings_from(service_environment(console), monkeypatch)
+    assert settings.console.host == "0.0.0.0", "127.0.0.1 is unreachable from outside"
+    assert [published_container_port(p) for p in console["ports"]] == [settings.console.port]
+
+
+def test_console_scrapes_the_gateways_metrics_endpoint(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SCORING_CONSOLE__METRICS_URLS names the gateway's Prometheus endpoint: its service (or a
+    replica's container) on the port the gateway's settings serve and compose exposes."""
+    console = settings_from(service_environment(services["console"]), monkeypatch).console
+    gateway = settings_from(service_environment(services["gateway"]), monkeypatch).gateway
+    assert console.metrics_urls, "the Serving page needs the gateways' metrics"
+    for url in console.metrics_urls:
+        parts = urlsplit(url)
+        assert parts.scheme == "http" and parts.path == "/metrics", url
+        assert parts.hostname == "gateway" or str(parts.hostname).startswith("scoring-gateway-")
+        assert parts.port == gateway.metrics_port, url
+        assert str(parts.port) in [str(p) for p in services["gateway"]["expose"]], url
+
+
+def test_console_reads_what_the_gateway_reads(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    console = settings_from(service_environment(services["console"]), monkeypatch)
+    gateway = settings_from(service_environment(services["gateway"]), monkeypatch)
+    assert console.registry.url == gateway.registry.url
+    assert console.feast == gateway.feast
+    assert console.triton == gateway.triton
+    assert console.auth.required and console.auth.callers_file == gateway.auth.callers_file
+
+
+def test_k8s_console_matches_compose(
+    services: dict[str, dict[str, Any]], k8s_docs: list[tuple[Path, dict[str, Any]]]
+) -> None:
+    compose_env = service_environment(services["console"])
+    deployment = k8s_object(k8s_docs, "Deployment", "console")
+    container = only_container(deployment)
+    env = k8s_env(container)
+    # Gateway pods come and go with the HPA: the console finds them by their heartbeats.
+    assert set(env) == set(compose_env) - {"SCORING_CONSOLE__METRICS_URLS"}
+    for key in (
+        "SCORING_CONSOLE__HOST", "SCORING_CONSOLE__PORT", "SCORING_TRITON__URL",
+        "SCORING_TRITON__MODEL_REPOSITORY", "SCORING_FEAST__REPO_PATH", "SCORING_FEAST__FS_YAML",
+        "SCORING_AUTH__REQUIRED", "SCORING_AUTH__CALLERS_FILE",
+    ):  # fmt: skip
+        assert env[key] == compose_env[key], key
+    # The same registry Secret as the gateway's.
+    gateway = only_container(k8s_object(k8s_docs, "Deployment", "gateway"))
+    gateway_refs = {e["name"]: e["valueFrom"] for e in gateway["env"] if "valueFrom" in e}
+    console_refs = {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e}
+    assert set(console_refs) == {"SCORING_REGISTRY__URL", "FEAST_REGISTRY_PATH"}
+    for name, ref in console_refs.items():
+        assert ref == gateway_refs[name], name
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": int(env["SCORING_CONSOLE__PORT"])}
+    service = k8s_object(k8s_docs, "Service", "console")
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        (published_container_port(p), "http") for p in services["console"]["ports"]
+    ]

@@ -4,6 +4,7 @@ import typer
 
 from scoring.cli import (
     access,
+    console,
     data,
     demo,
     evaluate,
@@ -32,3 +33,4 @@ app.command()(evaluate.evaluate)
 app.command("model-latency")(train.model_latency)
 app.command()(rank.rank)
 app.command()(demo.demo)
+app.command("console")(console.console_command)

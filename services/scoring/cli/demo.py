@@ -7,7 +7,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,7 +25,11 @@ from scoring.cli.data import generate
 from scoring.cli.features import features_apply, features_materialize
 from scoring.cli.models import bootstrap
 from scoring.cli.train import train_and_show
+from scoring.core.settings import Settings
 from scoring.core.targets import TARGETS
+
+if TYPE_CHECKING:
+    from scoring.console.process import ConsoleProcess
 
 
 def print_basket(cart: list[str], held_out: str, answer: pb.RankResponse | None) -> None:
@@ -47,6 +51,31 @@ def print_basket(cart: list[str], held_out: str, answer: pb.RankResponse | None)
     rank = next((c.rank for c in answer.candidates if c.id == held_out), None)
     where = f"ranked {rank} of {len(answer.candidates)}" if rank else "not among the candidates"
     console.print(f"the basket's real last item {held_out}: {where}")
+
+
+def start_console(settings: Settings, run_dir: Path) -> ConsoleProcess | None:
+    """The web console beside the demo's servers, its URL and login printed (None, said, when
+    it cannot start: the demo serves on without it)."""
+    from scoring.cli.console import LOGIN_TOKEN_ENV
+    from scoring.console.auth import admin_configured
+    from scoring.console.process import ConsoleProcess, ConsoleStartError
+    from scoring.core.access import new_token
+
+    token = None if admin_configured(settings.auth) or settings.auth.required else new_token()
+    process = ConsoleProcess(
+        settings, run_dir / "console.log", {LOGIN_TOKEN_ENV: token} if token else None
+    )
+    try:
+        with console.status("starting the web console"):
+            process.start()
+            process.wait_ready()
+    except ConsoleStartError as exc:
+        process.stop()
+        console.print(f"[yellow]web console not started:[/] {exc}")
+        return None
+    login = f"; log in with {token}" if token else " (log in with an admin caller's token)"
+    console.print(f"[green]web console[/] on {process.url}{login}")
+    return process
 
 
 def demo(
@@ -122,6 +151,7 @@ def demo(
                 sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)
             }
+            web = start_console(settings, run_dir)
             try:
                 console.print(
                     f"[green]serving[/]: gateway on {address}, Triton on {settings.triton.url} "
@@ -129,6 +159,8 @@ def demo(
                 )
                 stopped = servers.wait(stop)
             finally:
+                if web is not None:
+                    web.stop()
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
     finally:

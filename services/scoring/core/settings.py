@@ -69,6 +69,10 @@ class GatewaySettings(BaseModel):
     feature_timeout_ms: int = Field(default=300, ge=1)
     # Prometheus /metrics port on `host`; 0 turns the endpoint off.
     metrics_port: int = Field(default=9464, ge=0)
+    # The host other processes reach this gateway at, advertised in its registry heartbeat
+    # (the console scrapes its metrics there); None: `host`, or the host name when `host` is
+    # a wildcard. k8s sets the pod's IP (a pod name has no DNS record).
+    advertise_host: str | None = None
     # Served-feature log: what was scored, appended as Parquet for training joins
     # (<feast.repo_path>/data/served unless set).
     feature_log_dir: Path = Path("features/data/served")
@@ -264,6 +268,26 @@ class RegistrySettings(BaseModel):
     heartbeat_max_age_s: float = Field(default=10.0, gt=0)
 
 
+class ConsoleSettings(BaseModel):
+    """The web console for MLOps and feature engineers (`scoring console`, scoring.console)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0)
+    # The gateways' Prometheus /metrics URLs; empty: the one each live gateway's heartbeat
+    # advertises (the embedded default). Compose and k8s list their replicas here.
+    metrics_urls: tuple[str, ...] = ()
+    # How often the Serving page's sampler scrapes them (rates come from two samples).
+    scrape_interval_s: float = Field(default=5.0, gt=0)
+    # A view without a ttl counts as stale once its newest online row is older than this; a
+    # view with one, once its newest row is older than its ttl (the gateway then serves its
+    # features' defaults).
+    stale_after_s: float = Field(default=2 * 86400.0, gt=0)
+    # A login lasts this long.
+    session_ttl_s: float = Field(default=8 * 3600.0, gt=0)
+    # Feast's own UI (`feast ui`), linked from the Features page where it shows more.
+    feast_ui_url: str | None = None
+
+
 class ImplicitFeedbackSettings(BaseModel):
     """How a target learns from a log's positive events (scoring.trainer.implicit).
 
@@ -329,6 +353,7 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = PrivacySettings()
     tls: TlsSettings = TlsSettings()
     auth: AuthSettings = AuthSettings()
+    console: ConsoleSettings = ConsoleSettings()
     training: TrainingSettings = TrainingSettings()
     log_json: bool = False
     log_level: str = "INFO"

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import partial
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from scoring.core.contract import FeatureContract
 
 # From 0.25 ms to 2.5 s: the hot path lives in the low milliseconds.
 LATENCY_BUCKETS = (
@@ -96,6 +100,46 @@ class GatewayMetrics:
             "concurrency, rate) and caller (unknown when not authenticated).",
             ["reason", "caller"],
         )
+        self.assembled_rows = counter(
+            "scoring_assembled_rows",
+            "Candidate rows assembled into a model input, by feature service.",
+            ["service"],
+        )
+        self.feature_defaulted_rows = counter(
+            "scoring_feature_defaulted_rows",
+            "Candidate rows whose feature value was missing (unknown entity, expired, null, or "
+            "no read) and the declared default was served, by feature service and feature ref "
+            "(`<view>__<feature>`; a vector feature counts a row once). Divided by "
+            "scoring_assembled_rows: the share of rows answered with the default.",
+            ["service", "feature"],
+        )
+        # (service, schema hash) -> its rows counter and one defaults counter per feature,
+        # in contract order: labels are resolved once per contract, not per request.
+        self._default_children: dict[tuple[str, str], tuple[Counter, list[Counter]]] = {}
+
+    def count_defaults(self, contract: FeatureContract, indicators: np.ndarray) -> None:
+        """Counts a request's candidate rows and, per feature, the rows that got its default.
+
+        Args:
+            contract: the feature contract the rows were assembled with.
+            indicators: [rows, features] bool, the assembly's per-feature missing flags.
+        """
+        rows = int(indicators.shape[0])
+        if not rows:
+            return
+        key = (contract.service, contract.schema_hash)
+        children = self._default_children.get(key)
+        if children is None:
+            children = (
+                self.assembled_rows.labels(contract.service),
+                [self.feature_defaulted_rows.labels(contract.service, r) for r in contract.refs],
+            )
+            self._default_children[key] = children
+        total, per_feature = children
+        total.inc(rows)
+        counts = np.count_nonzero(indicators, axis=0)
+        for i in np.flatnonzero(counts).tolist():
+            per_feature[i].inc(int(counts[i]))
 
     def track_cache(self, cache: CacheStats) -> None:
         """Exposes a feature cache's hit and miss counts and size (read at scrape time)."""

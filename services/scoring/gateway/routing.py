@@ -6,7 +6,9 @@ health round reads the registry's revision (one small query) and, when it change
 A version is routed to only once Triton reports it ready, its feature schema matches the live
 feature service and it has been warmed up; until then the previous routing keeps serving. The
 revision the router has fully applied goes back to the registry as this gateway's heartbeat, so a
-promotion knows when every gateway switched and the old version can be unloaded.
+promotion knows when every gateway switched and the old version can be unloaded; the heartbeat
+also says which versions it serves, where it answers and where its metrics are scraped (the
+console's Serving page reads them).
 
 A target with no production version in the registry is served "unmanaged": by the version
 Triton has loaded (its version policy), checked against the config's schema parameters.
@@ -141,6 +143,9 @@ class ModelRouter:
     _routing: Routing | None = None
     _registry_error: str = ""
     applied_revision: int = -1
+    # What the heartbeat says besides what is served: where this gateway answers and where
+    # its metrics are scraped (the console reads them), set by the gateway once it listens.
+    advertised: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for t in self.targets:
@@ -392,8 +397,11 @@ class ModelRouter:
     async def _heartbeat(self) -> None:
         if self.registry is None:
             return
+        # serving: per target, the (production, canary, shadow) versions applied ("" none;
+        # a production "" is Triton's own choice: the unmanaged case).
         detail: dict[str, object] = {
-            name: list(serving.versions) for name, serving in self._applied.items()
+            "serving": {name: list(serving.versions) for name, serving in self._applied.items()},
+            **self.advertised,
         }
         try:
             await asyncio.to_thread(

@@ -11,6 +11,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -324,6 +325,7 @@ class Gateway:
         await self.server.start()
         if self.settings.gateway.metrics_port:
             self.metrics.serve(self.settings.gateway.host, self.settings.gateway.metrics_port)
+        self.router.advertised = advertised(self.settings, self.port)
         self._health_task = asyncio.create_task(self._health_loop())
         tls, auth = self.settings.tls, self.settings.auth
         logger.info(
@@ -360,6 +362,24 @@ class Gateway:
             self.events.written,
             sum(self.events.dropped.values()),
         )
+
+
+def advertised(settings: Settings, port: int) -> dict[str, object]:
+    """What the gateway's heartbeat says about it besides what it serves: its gRPC address,
+    the URL of its Prometheus metrics (None when off), its pid and start time. The host is
+    `advertise_host` when set; else a wildcard host (0.0.0.0, ::) is advertised as this
+    machine's host name, which others can reach."""
+    gw = settings.gateway
+    host = gw.host if gw.host not in ("", "0.0.0.0", "::", "[::]") else socket.gethostname()
+    host = gw.advertise_host or host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
+    return {
+        "address": f"{host}:{port}",
+        "metrics_url": f"http://{host}:{gw.metrics_port}/metrics" if gw.metrics_port else None,
+        "pid": os.getpid(),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

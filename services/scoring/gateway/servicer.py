@@ -513,6 +513,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         for stage, seconds in outcome.stages.items():
             self.metrics.stage_latency.labels(stage, target).observe(seconds)
         self.metrics.candidates.observe(len(query.candidate_ids))
+        self.metrics.count_defaults(contract, assembled.indicators)
         arm = response.arm
         version = scored.version or "fallback"
         self.metrics.arm_requests.labels(target, arm, version).inc()

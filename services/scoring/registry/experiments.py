@@ -1,5 +1,6 @@
 """Per-arm experiment report: traffic, latency, scores, and CTR / conversion with confidence
-intervals, from the gateway's experiment events joined with feedback by request id.
+intervals, from the gateway's experiment events joined with feedback by request id; the same
+figures per hour or day, and cumulatively, over time (`arm_timeline`).
 
 Unit: the request. CTR is the share of served requests with at least one click on a candidate
 they returned; conversion the share with a purchase. Intervals are Wilson score intervals; the
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -64,6 +66,8 @@ class ArmStats:
     clicked: int
     purchased: int
     ctr_p_value: float
+    # Feedback events (clicks, purchases) on a candidate the arm's requests returned.
+    feedback_events: int = 0
 
     # CTR and conversion: shares of the arm's requests, and their 95% Wilson intervals.
     @property
@@ -100,25 +104,45 @@ def _feedback(events_dir: Path) -> pd.DataFrame:
     return frame.drop_duplicates()
 
 
-def arm_report(events_dir: Path, target: str | None = None) -> list[ArmStats]:
-    """Per-arm statistics, production first within each target."""
+def _served(events_dir: Path, target: str | None) -> pd.DataFrame:
+    """The served requests (of `target`), each with whether it got a click and a purchase on a
+    candidate it returned, and how many such feedback events it got (`feedback`): the join
+    every report here counts."""
     requests = _requests(events_dir)
     if target is not None:
         requests = requests[requests["target"] == target]
     if requests.empty:
-        return []
+        return requests.assign(clicked=False, purchased=False, feedback=0)
     shown = requests[["request_id", "returned"]].explode("returned").dropna()
-    shown = shown.rename(columns={"returned": "candidate_id"})
+    shown = shown.rename(columns={"returned": "candidate_id"}).drop_duplicates()
     feedback = _feedback(events_dir).merge(shown, on=["request_id", "candidate_id"])
     clicked = set(feedback.loc[feedback["type"] == "click", "request_id"])
     purchased = set(feedback.loc[feedback["type"] == "purchase", "request_id"])
-    requests = requests.assign(
+    counts = feedback["request_id"].value_counts()
+    return requests.assign(
         clicked=requests["request_id"].isin(clicked),
         purchased=requests["request_id"].isin(purchased),
+        feedback=requests["request_id"].map(counts).fillna(0).astype(int),
+    )
+
+
+# Arms in reading order within a target: the control first.
+_ARM_ORDER = {"production": 0, "unmanaged": 1, "canary": 2, "fallback": 3}
+
+
+def _arm_key(target: str, arm: str, version: str) -> tuple[str, int, str]:
+    return target, _ARM_ORDER.get(arm, 9), version
+
+
+def arm_report(events_dir: Path, target: str | None = None) -> list[ArmStats]:
+    """Per-arm statistics, production first within each target."""
+    requests = _served(events_dir, target)
+    if requests.empty:
+        return []
+    requests = requests.assign(
         top=[s[0] if isinstance(s, list) and s else math.nan for s in requests["scores"]],
     )
     stats: list[ArmStats] = []
-    order = {"production": 0, "unmanaged": 1, "canary": 2, "fallback": 3}
     groups = requests.groupby(["target", "arm", "version"], sort=False)
     control = requests[requests["arm"].isin(("production", "unmanaged"))]
     for (tgt, arm, version), g in groups:
@@ -151,10 +175,116 @@ def arm_report(events_dir: Path, target: str | None = None) -> list[ArmStats]:
                 clicked=k,
                 purchased=int(g["purchased"].sum()),
                 ctr_p_value=math.nan if is_base else two_proportion_p(k, n, bk, bn),
+                feedback_events=int(g["feedback"].sum()),
             )
         )
-    stats.sort(key=lambda s: (s.target, order.get(s.arm, 9), s.version))
+    stats.sort(key=lambda s: _arm_key(s.target, s.arm, s.version))
     return stats
+
+
+Bucket = Literal["hour", "day"]
+BUCKET_SECONDS: dict[str, int] = {"hour": 3600, "day": 86400}
+# Hourly buckets up to this span of served requests, daily ones beyond (at most ~72 points).
+HOURLY_UP_TO_S = 3 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Requests and what their feedback says: CTR and conversion with 95% Wilson intervals."""
+
+    requests: int
+    feedback_events: int  # feedback events on a candidate these requests returned
+    clicked: int  # requests with a click
+    purchased: int  # requests with a purchase
+
+    @property
+    def ctr(self) -> float:
+        return share(self.clicked, self.requests)
+
+    @property
+    def conversion(self) -> float:
+        return share(self.purchased, self.requests)
+
+    @property
+    def ctr_ci(self) -> tuple[float, float]:
+        return wilson(self.clicked, self.requests)
+
+    @property
+    def conversion_ci(self) -> tuple[float, float]:
+        return wilson(self.purchased, self.requests)
+
+
+@dataclass(frozen=True, slots=True)
+class TimelinePoint:
+    """One time bucket of an arm: the requests served in it (their feedback whenever it came),
+    and the arm's running totals up to the bucket's end."""
+
+    start: float  # Unix seconds, UTC, a whole hour or day
+    end: float
+    window: Counts
+    cumulative: Counts
+
+
+@dataclass(frozen=True, slots=True)
+class ArmTimeline:
+    target: str
+    arm: str
+    version: str
+    points: tuple[TimelinePoint, ...]  # every bucket from the arm's first to its last
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    bucket: Bucket
+    arms: tuple[ArmTimeline, ...]  # in arm_report's order
+
+
+def choose_bucket(first: float, last: float) -> Bucket:
+    """Hours for a span of served requests up to three days, days beyond."""
+    return "hour" if last - first <= HOURLY_UP_TO_S else "day"
+
+
+def arm_timeline(
+    events_dir: Path, target: str | None = None, bucket: Bucket | None = None
+) -> Timeline:
+    """Per arm (target, arm, version) and time bucket: requests, feedback events, clicks,
+    purchases, CTR and conversion with their intervals, in the bucket and cumulatively.
+
+    A request counts in the bucket it was served in, with its feedback whenever that came (the
+    same join and definitions as `arm_report`, whose figures the last cumulative point equals).
+
+    Args:
+        bucket: "hour" or "day"; None chooses from the span of the requests (`choose_bucket`).
+    """
+    requests = _served(events_dir, target)
+    if requests.empty:
+        return Timeline(bucket or "hour", ())
+    at = requests["at"].astype(float)
+    chosen: Bucket = bucket or choose_bucket(float(at.min()), float(at.max()))
+    size = BUCKET_SECONDS[chosen]
+    requests = requests.assign(bucket=(at // size).astype("int64"))
+    arms = []
+    for (tgt, arm, version), g in requests.groupby(["target", "arm", "version"], sort=False):
+        per = g.groupby("bucket").agg(
+            requests=("request_id", "size"),
+            feedback=("feedback", "sum"),
+            clicked=("clicked", "sum"),
+            purchased=("purchased", "sum"),
+        )
+        per = per.reindex(range(int(per.index.min()), int(per.index.max()) + 1), fill_value=0)
+        running = per.cumsum()
+        points = tuple(
+            TimelinePoint(
+                start=float(b * size),
+                end=float((b + 1) * size),
+                window=Counts(*(int(v) for v in per.loc[b])),
+                cumulative=Counts(*(int(v) for v in running.loc[b])),
+            )
+            for b in per.index
+        )
+        arms.append(ArmTimeline(str(tgt), str(arm), str(version), points))
+    arms.sort(key=lambda a: _arm_key(a.target, a.arm, a.version))
+    return Timeline(chosen, tuple(arms))
 
 
 @dataclass(frozen=True, slots=True)

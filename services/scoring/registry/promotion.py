@@ -55,6 +55,22 @@ class MetricCheck:
         return self.candidate - self.production
 
 
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """One gate's verdict on a version, before any change (the console shows them).
+
+    Attributes:
+        gate: "artifact", "schema" or "metric <name>".
+        overridable: a failed metric gate may be forced with a reason (audited); the artifact
+            and schema gates never.
+    """
+
+    gate: str
+    passed: bool
+    detail: str
+    overridable: bool = False
+
+
 def metric_checks(
     candidate: VersionRecord,
     production: VersionRecord | None,
@@ -164,6 +180,43 @@ class Promoter:
                 "to override (audited)."
             )
         return checks
+
+    def verdict(self, record: VersionRecord, stage: Stage) -> list[GateResult]:
+        """Every gate's verdict on making `record` `stage`, changing nothing: the same checks
+        the change runs (the artifact's only where Triton is driven; metrics for production
+        and canary)."""
+        checks: list[tuple[str, Callable[[VersionRecord], None]]] = []
+        if self.control is not None:
+            checks.append(("artifact", self.check_artifact))
+        checks.append(("schema", self.check_schema))
+        results = []
+        for gate, check in checks:
+            try:
+                check(record)
+            except GateRefused as exc:
+                results.append(GateResult(gate, False, str(exc)))
+            else:
+                what = (
+                    f"{record.feature_service} schema {record.schema_hash[:12]} is live"
+                    if gate == "schema"
+                    else "the file matches the registered checksum"
+                )
+                results.append(GateResult(gate, True, what))
+        if stage not in (Stage.PRODUCTION, Stage.CANARY):
+            return results
+        routing = self.registry.routing().targets.get(record.target)
+        current = routing.production if routing else None
+        if current is None or current.version == record.version:
+            return results
+        cfg = self.settings.registry
+        for c in metric_checks(record, current, cfg.gate_metrics, cfg.gate_tolerance):
+            detail = (
+                f"{c.candidate:.4f} vs production v{current.version} {c.production:.4f} "
+                f"({c.delta:+.4f}; tolerance {cfg.gate_tolerance:g}, "
+                f"{'lower' if c.metric in LOWER_IS_BETTER else 'higher'} is better)"
+            )
+            results.append(GateResult(f"metric {c.metric}", c.passed, detail, True))
+        return results
 
     def _gates(
         self, record: VersionRecord, stage: Stage, force: bool, reason: str

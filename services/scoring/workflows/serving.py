@@ -69,7 +69,7 @@ def build_promoter(
         WorkflowError: no admin identity while auth is required.
     """
     from scoring.core.contract import contract_from_store
-    from scoring.registry.promotion import Promoter
+    from scoring.registry.promotion import GateRefused, Promoter
     from scoring.triton.control import TritonControl
 
     if actor is None:
@@ -85,7 +85,13 @@ def build_promoter(
     store = open_feature_store(settings)
 
     def live_schema(service: str) -> str:
-        return contract_from_store(store, service).schema_hash
+        try:
+            return contract_from_store(store, service).schema_hash
+        except Exception as exc:  # not registered, or not a contract the gateway can feed
+            raise GateRefused(
+                f"the live feature service {service} cannot be read from the feature registry "
+                f"({exc}): apply the feature repository (scoring features apply) or retrain"
+            ) from None
 
     return Promoter(
         settings,

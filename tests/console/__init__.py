@@ -1,0 +1,1 @@
+"""Tests of the web console (scoring.console), against a real registry and real event logs."""
