@@ -43,6 +43,7 @@ ADMIN_TOKEN = new_token()
 VIEWER_TOKEN = new_token()  # a gateway caller without the admin role
 STALE_VIEW = "activity_stats"
 ITEMS = [f"i_{j:06d}" for j in range(12)]
+REQUESTED: list[str] = []  # every URL the module's tab fetched (pages, styles, images)
 
 
 @dataclass
@@ -148,6 +149,7 @@ def page(browser: Any, stack: Stack) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=stack.url)
     page = context.new_page()
     page.set_default_timeout(60_000)
+    page.on("request", lambda request: REQUESTED.append(request.url))
     yield page
     context.close()
 
@@ -332,6 +334,7 @@ def test_a_stale_view_is_flagged(page: Any, stack: Stack, screenshots: Path) -> 
     page.goto("/features")
     warning = page.locator(".alert.warn, .alert.error").first.inner_text()
     assert STALE_VIEW in warning
+    page.locator("details summary", has_text=STALE_VIEW).first.click()  # its features
     shot(page, screenshots, "features")
 
 
@@ -347,3 +350,12 @@ def test_pages_fit_a_narrow_window(browser: Any, stack: Stack, screenshots: Path
         shot(narrow, screenshots, "models-narrow")
     finally:
         context.close()
+
+
+def test_every_asset_came_from_the_console(page: Any, stack: Stack) -> None:
+    page.goto("/api/docs")
+    assert "/api/v1/models/{target}/versions/{version}/{action}" in page.inner_text("main")
+    assert len(REQUESTED) > 20
+    elsewhere = [url for url in REQUESTED if not url.startswith(stack.url + "/")]
+    assert elsewhere == [], elsewhere[:5]
+    assert any(url.endswith("/static/console.css") for url in REQUESTED)

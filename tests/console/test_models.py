@@ -209,3 +209,16 @@ def test_bad_input_names_the_field(
     if page.status_code != 404 or field != "target":
         assert page.status_code in (status, 404), (path, page.status_code)
     assert "<html" in page.text and "Traceback" not in page.text
+
+
+def test_a_console_without_admin_callers_takes_its_one_time_token(tmp_path: Path) -> None:
+    from scoring.console.auth import admin_configured
+
+    settings = Settings(registry={"url": f"sqlite:///{tmp_path / 'r.db'}"})  # type: ignore[arg-type]
+    assert not admin_configured(settings.auth)
+    with TestClient(create_app(settings, login_token="one-time")) as client:
+        _error(client.post("/api/v1/session", json={"token": "another"}), 401, "token")
+        login = client.post("/api/v1/session", json={"token": "one-time"}).json()
+        assert login["actor"].startswith("local:") and "auth off" in login["actor"]
+    with TestClient(create_app(settings)) as client:  # no token made: nobody may log in
+        _error(client.post("/api/v1/session", json={"token": "one-time"}), 401, "token")

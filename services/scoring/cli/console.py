@@ -55,6 +55,7 @@ def console_command(
     console.print(f"[green]console[/] on {url} (registry {registry})")
     if login_token is not None:
         console.print(f"log in with this one-time token (auth off): {login_token}")
+    console.file.flush()  # seen at once also when the output goes to a log file
     uvicorn.run(
         app,
         host=settings.console.host,

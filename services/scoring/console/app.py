@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+import scoring.console.actions as actions
 import scoring.console.experiments as experiments
 import scoring.console.features as features
 import scoring.console.models as models
@@ -27,7 +28,7 @@ from scoring.console.context import HERE, ConsoleContext, ConsoleError, get_cont
 from scoring.core.settings import Settings
 
 logger = logging.getLogger(__name__)
-AREAS = (models, experiments, features, serving)
+AREAS = (models, actions, experiments, features, serving)
 
 
 def _wants_json(request: Request) -> bool:
@@ -97,7 +98,7 @@ def create_app(settings: Settings, *, login_token: str | None = None) -> FastAPI
         title="scoring console",
         summary="Models, experiments, features and serving of the scoring platform.",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # Swagger UI loads its assets from a CDN: /api/docs is served below
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
@@ -126,6 +127,34 @@ def create_app(settings: Settings, *, login_token: str | None = None) -> FastAPI
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/api/docs", response_class=HTMLResponse, include_in_schema=False)
+    def api_docs(
+        request: Request,
+        ctx: Annotated[ConsoleContext, Depends(get_context)],
+        login: Annotated[Login | None, Depends(current_login)],
+    ) -> Response:
+        """The JSON API's routes, from the OpenAPI schema (/api/openapi.json)."""
+        routes = []
+        for path, methods in app.openapi().get("paths", {}).items():
+            for method, op in methods.items():
+                params = [
+                    f"{p['name']} ({p['in']}{', required' if p.get('required') else ''})"
+                    for p in op.get("parameters", [])
+                ]
+                if "requestBody" in op:
+                    params.append("JSON body")
+                routes.append(
+                    {
+                        "method": method.upper(),
+                        "path": path,
+                        "summary": op.get("description") or op.get("summary", ""),
+                        "params": params,
+                    }
+                )
+        return ctx.templates.TemplateResponse(
+            request, "api.html", {"page": "", "login": login, "routes": routes}
+        )
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:

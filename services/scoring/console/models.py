@@ -1,7 +1,6 @@
-"""The Models area: every target's versions, a side-by-side comparison, the audit trail, the
-gates' verdict before a change, and the changes themselves (promote, canary, shadow, stop,
-rollback) through the same `Promoter` the CLI drives (`workflows.build_promoter`): one code path
-for the gates, Triton and the audit."""
+"""The Models area: every target's versions, a side-by-side comparison (tables and charts), the
+audit trail, and the gates' verdict on a version before anyone acts (the same checks the
+registry's `Promoter` runs). The changes themselves: scoring.console.actions."""
 
 from __future__ import annotations
 
@@ -13,16 +12,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from scoring.console.auth import CSRF_FIELD, Login, current_login, require_admin
+from scoring.console.auth import Login, current_login, require_admin
 from scoring.console.context import ConsoleContext, ConsoleError, get_context
 from scoring.core.access import Actor
 from scoring.core.targets import TARGETS
-from scoring.registry import RegistryError, Stage, VersionRecord
+from scoring.registry import Stage, VersionRecord
 from scoring.registry.types import AuditEvent, VersionNotFound
 
 router = APIRouter()
@@ -43,15 +42,6 @@ class Action(StrEnum):
 
 
 # The stage each action gives the version (rollback: production again).
-ACTION_STAGE = {
-    Action.PROMOTE: Stage.PRODUCTION,
-    Action.CANARY: Stage.CANARY,
-    Action.SHADOW: Stage.SHADOW,
-    Action.STOP: Stage.REGISTERED,
-    Action.ROLLBACK: Stage.PRODUCTION,
-}
-
-
 def _num(value: Any) -> float | None:
     """A JSON-safe number: None for a missing or non-finite one."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -166,38 +156,6 @@ class Comparison(BaseModel):
     same_schema: bool
 
 
-class Plan(BaseModel):
-    """What an action would change, before anyone confirms it."""
-
-    target: str
-    version: int
-    action: Action
-    percent: float | None
-    before: dict[str, str]
-    after: dict[str, str]
-    changes: list[str]
-    gates: list[GateView]
-    blocked: bool  # a gate that cannot be overridden refuses it
-    needs_force: bool  # a metric gate refuses it unless forced with a reason
-    refusal: str | None
-
-
-class ActionIn(BaseModel):
-    reason: str = Field(default="", max_length=500)
-    force: bool = False
-    percent: float | None = Field(default=None, gt=0, le=100)
-
-
-class ActionResult(BaseModel):
-    target: str
-    version: int
-    action: Action
-    actor: str
-    events: list[EventView]
-    progress: list[str]
-    unconfirmed: list[str]
-
-
 def _json_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
@@ -217,7 +175,7 @@ def check_target(target: str) -> str:
     return target
 
 
-def _record(ctx: ConsoleContext, target: str, version: int) -> VersionRecord:
+def record_of(ctx: ConsoleContext, target: str, version: int) -> VersionRecord:
     check_target(target)
     try:
         return ctx.registry.get(target, version)
@@ -283,7 +241,7 @@ def _offline(m: dict[str, Any]) -> dict[str, dict[str, dict[str, float | None]]]
     return out
 
 
-def _promoter(ctx: ConsoleContext, actor: Actor | None, say: Callable[[str], None]) -> Any:
+def promoter(ctx: ConsoleContext, actor: Actor | None, say: Callable[[str], None]) -> Any:
     """The CLI's promoter (workflows.build_promoter) for `actor`; None only reads verdicts.
 
     Raises:
@@ -313,7 +271,7 @@ def _reader(ctx: ConsoleContext, problem: str) -> Any:
     return Promoter(ctx.settings, ctx.registry, live_schema, TritonControl(ctx.settings.triton))
 
 
-def _gate(result: Any) -> GateView:
+def gate_view(result: Any) -> GateView:
     return GateView(
         gate=result.gate,
         passed=result.passed,
@@ -336,14 +294,14 @@ def available_actions(ctx: ConsoleContext, record: VersionRecord) -> list[Action
 
 
 def version_detail(ctx: ConsoleContext, target: str, version: int) -> VersionDetail:
-    record = _record(ctx, target, version)
+    record = record_of(ctx, target, version)
     m = manifest(ctx, record)
     contract = m.get("contract") or {}
     training = m.get("training") or {}
     gates = {}
     if record.stage != Stage.PRODUCTION:
         gates = {
-            stage.value: [_gate(r) for r in _verdict(ctx, record, stage)]
+            stage.value: [gate_view(r) for r in verdict(ctx, record, stage)]
             for stage in (Stage.PRODUCTION, Stage.CANARY)
         }
     return VersionDetail(
@@ -364,11 +322,11 @@ def version_detail(ctx: ConsoleContext, target: str, version: int) -> VersionDet
     )
 
 
-def _verdict(ctx: ConsoleContext, record: VersionRecord, stage: Stage) -> list[Any]:
+def verdict(ctx: ConsoleContext, record: VersionRecord, stage: Stage) -> list[Any]:
     from scoring.registry.promotion import GateResult
 
     try:
-        return list(_promoter(ctx, None, lambda _: None).verdict(record, stage))
+        return list(promoter(ctx, None, lambda _: None).verdict(record, stage))
     except ConsoleError as exc:
         return [GateResult("schema", False, exc.message)]
     except Exception as exc:  # the live schema could not be read (Feast registry broken)
@@ -385,7 +343,8 @@ def compare(ctx: ConsoleContext, target: str, versions: list[int]) -> Comparison
         raise ConsoleError(400, "v: pick two or more versions to compare (?v=1&v=2)", "v")
     if len(set(versions)) != len(versions):
         raise ConsoleError(400, f"v: a version is listed twice ({versions})", "v")
-    records = [_record(ctx, target, v) for v in versions]
+    versions = sorted(versions)  # oldest first: each delta is a newer version minus the first
+    records = [record_of(ctx, target, v) for v in versions]
     manifests = [manifest(ctx, r) for r in records]
     names = sorted({k for r in records for k in r.metrics})
     names = [n for n in HEADLINE if n in names] + [n for n in names if n not in HEADLINE]
@@ -429,163 +388,6 @@ def history(ctx: ConsoleContext, target: str | None, limit: int) -> list[EventVi
     return [EventView.of(e) for e in reversed(events[-limit:])]
 
 
-# --- changing -----------------------------------------------------------------------------
-
-
-def _routing_of(ctx: ConsoleContext, target: str) -> dict[str, str]:
-    r = ctx.registry.routing().targets.get(target)
-    out = {"production": "-", "canary": "-", "shadow": "-"}
-    if r is None:
-        return out
-    if r.production:
-        out["production"] = f"v{r.production.version}"
-    if r.canary:
-        out["canary"] = f"v{r.canary.version} ({r.canary.traffic_percent or 0:g}%)"
-    if r.shadow:
-        out["shadow"] = f"v{r.shadow.version}"
-    return out
-
-
-def plan(
-    ctx: ConsoleContext, target: str, version: int, action: Action, percent: float | None
-) -> Plan:
-    """What `action` on `target` v`version` would change, and the gates' verdict on it."""
-    from scoring.registry.promotion import serving_versions
-
-    record = _record(ctx, target, version)
-    if action == Action.CANARY:
-        percent = 10.0 if percent is None else percent
-        if not 0 < percent <= 100:
-            raise ConsoleError(400, f"percent: must be in (0, 100], got {percent:g}", "percent")
-    else:
-        percent = None
-    before = _routing_of(ctx, target)
-    after = dict(before)
-    label = f"v{version}"
-    for stage, shown in list(after.items()):
-        if shown.split(" ")[0] == label:
-            after[stage] = "-"
-    refusal = None
-    if action in (Action.PROMOTE, Action.ROLLBACK):
-        if record.stage == Stage.PRODUCTION:
-            refusal = f"{target} v{version} is in production already"
-        after["production"] = label
-    elif action == Action.CANARY:
-        if record.stage == Stage.PRODUCTION:
-            refusal = f"{target} v{version} is the production version already"
-        after["canary"] = f"{label} ({percent:g}%)"
-    elif action == Action.SHADOW:
-        if record.stage == Stage.PRODUCTION:
-            refusal = f"{target} v{version} is the production version already"
-        after["shadow"] = label
-    elif record.stage not in (Stage.CANARY, Stage.SHADOW):
-        refusal = (
-            f"{target} v{version} is {record.stage}, not a canary or shadow: use rollback to "
-            "replace the production version"
-        )
-    if action == Action.ROLLBACK and refusal is None:
-        served = [e for e in ctx.registry.history(target) if e.to_stage == Stage.PRODUCTION]
-        if not any(e.version == version for e in served):
-            refusal = f"{target} v{version} never served in production: promote it instead"
-    stage = ACTION_STAGE[action]
-    if action == Action.STOP:
-        gates: list[GateView] = []
-    else:
-        results = _verdict(ctx, record, stage)
-        if action == Action.ROLLBACK:  # the metric gate is skipped: that version served before
-            results = [r for r in results if not r.overridable]
-        gates = [_gate(r) for r in results]
-    serving = serving_versions(ctx.registry, target)
-    adds = stage in (Stage.PRODUCTION, Stage.CANARY, Stage.SHADOW) and version not in serving
-    changes = []
-    if adds:
-        changes.append(f"Triton loads {target} v{version} beside {sorted(serving)} and warms it up")
-    changes.append("the registry records the change (audited as you, reason required for force)")
-    live = sorted(
-        i.instance_id for i in ctx.registry.instances(ctx.settings.registry.heartbeat_max_age_s)
-    )
-    changes.append(
-        "the promotion waits until every live gateway applies it "
-        f"({', '.join(live) or 'none live'})"
-    )
-    leaving = {int(v[1:].split(" ")[0]) for v in before.values() if v != "-"} - {
-        int(v[1:].split(" ")[0]) for v in after.values() if v != "-"
-    }
-    if leaving:
-        changes.append(
-            f"after {ctx.settings.registry.drain_s:g} s of drain, Triton unloads "
-            f"{', '.join(f'v{v}' for v in sorted(leaving))}"
-        )
-    blocked = any(not g.passed and not g.overridable for g in gates)
-    needs_force = any(not g.passed and g.overridable for g in gates)
-    return Plan(
-        target=target,
-        version=version,
-        action=action,
-        percent=percent,
-        before=before,
-        after=after,
-        changes=changes,
-        gates=gates,
-        blocked=blocked or refusal is not None,
-        needs_force=needs_force,
-        refusal=refusal
-        or next((g.detail for g in gates if not g.passed and not g.overridable), None),
-    )
-
-
-def act(
-    ctx: ConsoleContext, actor: Actor, target: str, version: int, action: Action, body: ActionIn
-) -> ActionResult:
-    """Runs `action` through the promoter (gates, Triton, registry, gateways' confirmation).
-
-    Raises:
-        ConsoleError: 400 bad input (naming the field), 404 unknown target/version, 409 a gate
-            or the version's stage refuses it (nothing changed), 502 Triton failed.
-    """
-    from scoring.registry.promotion import GateRefused
-    from scoring.triton.control import ModelControlError
-
-    record = _record(ctx, target, version)
-    reason = body.reason.strip()
-    if body.force and not reason:
-        raise ConsoleError(400, "reason: overriding a gate (force) needs a reason", "reason")
-    if action == Action.CANARY and body.percent is None:
-        raise ConsoleError(400, "percent: a canary needs its share of users (0-100]", "percent")
-    progress: list[str] = []
-    promoter = _promoter(ctx, actor, progress.append)
-    try:
-        if action == Action.PROMOTE:
-            events = promoter.promote(target, version, force=body.force, reason=reason)
-        elif action == Action.CANARY:
-            assert body.percent is not None
-            events = promoter.canary(target, version, body.percent, force=body.force, reason=reason)
-        elif action == Action.SHADOW:
-            events = promoter.shadow(target, version, reason=reason)
-        elif action == Action.STOP:
-            events = promoter.stop(target, version, reason=reason)
-        else:
-            events = promoter.rollback(target, to=record.version, reason=reason)
-    except GateRefused as exc:
-        field = "force" if "--force" in str(exc) else "version"
-        raise ConsoleError(409, str(exc), field) from None
-    except RegistryError as exc:
-        raise ConsoleError(409, str(exc), "version") from None
-    except ModelControlError as exc:
-        raise ConsoleError(
-            502, f"triton: {exc} (the history shows what was recorded)", None
-        ) from None
-    return ActionResult(
-        target=target,
-        version=version,
-        action=action,
-        actor=actor.name,
-        events=[EventView.of(e) for e in events],
-        progress=progress,
-        unconfirmed=list(promoter.unconfirmed),
-    )
-
-
 # --- routes: JSON -------------------------------------------------------------------------
 
 
@@ -607,26 +409,6 @@ def api_compare(ctx: Ctx, target: str, v: Annotated[list[int], Query()]) -> Comp
     return compare(ctx, target, v)
 
 
-@router.get("/api/v1/models/{target}/versions/{version}/plan", tags=["models"])
-def api_plan(
-    ctx: Ctx,
-    target: str,
-    version: int,
-    action: Action,
-    percent: Annotated[float | None, Query(gt=0, le=100)] = None,
-) -> Plan:
-    """What an action would change and the gates' verdict; changes nothing."""
-    return plan(ctx, target, version, action, percent)
-
-
-@router.post("/api/v1/models/{target}/versions/{version}/{action}", tags=["models"])
-def api_act(
-    ctx: Ctx, actor: Admin, target: str, version: int, action: Action, body: ActionIn
-) -> ActionResult:
-    """Promote, canary, shadow, stop or roll back to a version (admin only; audited)."""
-    return act(ctx, actor, target, version, action, body)
-
-
 @router.get("/api/v1/history", tags=["models"])
 def api_history(
     ctx: Ctx,
@@ -640,7 +422,7 @@ def api_history(
 # --- routes: pages ------------------------------------------------------------------------
 
 
-def _page(
+def page(
     ctx: ConsoleContext, request: Request, name: str, login: Login | None, **values: Any
 ) -> Response:
     return ctx.templates.TemplateResponse(
@@ -650,7 +432,7 @@ def _page(
 
 @router.get("/models", response_class=HTMLResponse, include_in_schema=False)
 def models_page(request: Request, ctx: Ctx, login: MaybeLogin) -> Response:
-    return _page(ctx, request, "models.html", login, targets=targets_overview(ctx))
+    return page(ctx, request, "models.html", login, targets=targets_overview(ctx))
 
 
 @router.get("/models/{target}/v{version}", response_class=HTMLResponse, include_in_schema=False)
@@ -658,7 +440,7 @@ def version_page(
     request: Request, ctx: Ctx, login: MaybeLogin, target: str, version: int
 ) -> Response:
     detail = version_detail(ctx, target, version)
-    return _page(ctx, request, "version.html", login, d=detail, v=detail.version)
+    return page(ctx, request, "version.html", login, d=detail, v=detail.version)
 
 
 @router.get("/models/{target}/compare", response_class=HTMLResponse, include_in_schema=False)
@@ -670,7 +452,7 @@ def compare_page(
     v: Annotated[list[int], Query()] = [],  # noqa: B006 - FastAPI reads the default
 ) -> Response:
     c = compare(ctx, target, v)
-    return _page(ctx, request, "compare.html", login, c=c, charts=comparison_charts(c))
+    return page(ctx, request, "compare.html", login, c=c, charts=comparison_charts(c))
 
 
 def comparison_charts(c: Comparison) -> list[Markup]:
@@ -742,68 +524,3 @@ def history_page(
             "targets": list(TARGETS),
         },
     )
-
-
-@router.get(
-    "/models/{target}/v{version}/{action}", response_class=HTMLResponse, include_in_schema=False
-)
-def confirm_page(
-    request: Request,
-    ctx: Ctx,
-    login: MaybeLogin,
-    target: str,
-    version: int,
-    action: Action,
-    percent: Annotated[float | None, Query(gt=0, le=100)] = None,
-) -> Response:
-    p = plan(ctx, target, version, action, percent)
-    return _page(
-        ctx,
-        request,
-        "confirm.html",
-        login,
-        p=p,
-        csrf=login.csrf if login else "",
-        csrf_field=CSRF_FIELD,
-        error=None,
-        reason="",
-    )
-
-
-@router.post(
-    "/models/{target}/v{version}/{action}", response_class=HTMLResponse, include_in_schema=False
-)
-def act_form(
-    request: Request,
-    ctx: Ctx,
-    login: MaybeLogin,
-    actor: Admin,
-    target: str,
-    version: int,
-    action: Action,
-    reason: Annotated[str, Form(max_length=500)] = "",
-    force: Annotated[bool, Form()] = False,
-    percent: Annotated[float | None, Form(gt=0, le=100)] = None,
-) -> Response:
-    body = ActionIn(reason=reason, force=force, percent=percent)
-    try:
-        result = act(ctx, actor, target, version, action, body)
-    except ConsoleError as exc:
-        if exc.status not in (400, 409):
-            raise
-        p = plan(ctx, target, version, action, percent)
-        return ctx.templates.TemplateResponse(
-            request,
-            "confirm.html",
-            {
-                "page": "models",
-                "login": login,
-                "p": p,
-                "csrf": login.csrf if login else "",
-                "csrf_field": CSRF_FIELD,
-                "error": exc,
-                "reason": reason,
-            },
-            status_code=exc.status,
-        )
-    return _page(ctx, request, "acted.html", login, r=result, routing=_routing_of(ctx, target))
