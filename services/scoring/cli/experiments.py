@@ -32,7 +32,7 @@ def experiments_report(
         "p: two-proportion z-test vs production",
     )
     for col in (
-        "target", "arm", "version", "requests", "users", "p50 ms", "p99 ms",
+        "target", "arm", "version", "requests", "users", "feedback", "p50 ms", "p99 ms",
         "top score p10/p50/p90",
         "CTR [95% CI]", "conversion [95% CI]", "p vs prod",
     ):  # fmt: skip
@@ -46,6 +46,7 @@ def experiments_report(
             s.version or "-",
             f"{s.requests:,}",
             f"{s.users:,}",
+            f"{s.feedback_events:,}",
             f"{s.p50_ms:.1f}",
             f"{s.p99_ms:.1f}",
             "/".join(fmt_metric(q, 3) for q in s.top_score_quantiles),
