@@ -513,9 +513,10 @@ def api_view(name: str, ctx: Ctx) -> ViewOut:
     return find_view(catalogue(ctx), name)
 
 
-@router.get("/features", response_class=HTMLResponse, include_in_schema=False)
-def features_page(request: Request, ctx: Ctx, login: CurrentLogin) -> Response:
+def _page(request: Request, ctx: ConsoleContext, login: Login | None, name: str | None) -> Response:
+    """The catalogue page; with `name`, only that view (404 if unknown)."""
     data = catalogue(ctx)
+    detail = None if name is None else find_view(data, name)
     return ctx.templates.TemplateResponse(
         request,
         "features.html",
@@ -523,26 +524,18 @@ def features_page(request: Request, ctx: Ctx, login: CurrentLogin) -> Response:
             "page": "features",
             "login": login,
             "cat": data,
-            "views": data.views,
-            "detail": None,
+            "views": data.views if detail is None else [detail],
+            "detail": detail,
             "sample_keys": REDIS_SAMPLE_KEYS,
         },
     )
+
+
+@router.get("/features", response_class=HTMLResponse, include_in_schema=False)
+def features_page(request: Request, ctx: Ctx, login: CurrentLogin) -> Response:
+    return _page(request, ctx, login, None)
 
 
 @router.get("/features/views/{name}", response_class=HTMLResponse, include_in_schema=False)
 def view_page(name: str, request: Request, ctx: Ctx, login: CurrentLogin) -> Response:
-    data = catalogue(ctx)
-    view = find_view(data, name)
-    return ctx.templates.TemplateResponse(
-        request,
-        "features.html",
-        {
-            "page": "features",
-            "login": login,
-            "cat": data,
-            "views": [view],
-            "detail": view,
-            "sample_keys": REDIS_SAMPLE_KEYS,
-        },
-    )
+    return _page(request, ctx, login, name)

@@ -50,8 +50,34 @@ def two_proportion_p(k1: int, n1: int, k2: int, n2: int) -> float:
     return math.erfc(abs(z) / math.sqrt(2))
 
 
+class Rates:
+    """CTR and conversion of a group of requests: shares of its requests with a click / a
+    purchase on a candidate they returned, and their 95% Wilson intervals."""
+
+    __slots__ = ()
+    requests: int
+    clicked: int
+    purchased: int
+
+    @property
+    def ctr(self) -> float:
+        return share(self.clicked, self.requests)
+
+    @property
+    def conversion(self) -> float:
+        return share(self.purchased, self.requests)
+
+    @property
+    def ctr_ci(self) -> tuple[float, float]:
+        return wilson(self.clicked, self.requests)
+
+    @property
+    def conversion_ci(self) -> tuple[float, float]:
+        return wilson(self.purchased, self.requests)
+
+
 @dataclass(frozen=True, slots=True)
-class ArmStats:
+class ArmStats(Rates):
     """One arm (target, arm, version) of an experiment."""
 
     target: str
@@ -68,23 +94,6 @@ class ArmStats:
     ctr_p_value: float
     # Feedback events (clicks, purchases) on a candidate the arm's requests returned.
     feedback_events: int = 0
-
-    # CTR and conversion: shares of the arm's requests, and their 95% Wilson intervals.
-    @property
-    def ctr(self) -> float:
-        return share(self.clicked, self.requests)
-
-    @property
-    def conversion(self) -> float:
-        return share(self.purchased, self.requests)
-
-    @property
-    def ctr_ci(self) -> tuple[float, float]:
-        return wilson(self.clicked, self.requests)
-
-    @property
-    def conversion_ci(self) -> tuple[float, float]:
-        return wilson(self.purchased, self.requests)
 
 
 def _requests(events_dir: Path) -> pd.DataFrame:
@@ -189,29 +198,13 @@ HOURLY_UP_TO_S = 3 * 86400
 
 
 @dataclass(frozen=True, slots=True)
-class Counts:
+class Counts(Rates):
     """Requests and what their feedback says: CTR and conversion with 95% Wilson intervals."""
 
     requests: int
     feedback_events: int  # feedback events on a candidate these requests returned
     clicked: int  # requests with a click
     purchased: int  # requests with a purchase
-
-    @property
-    def ctr(self) -> float:
-        return share(self.clicked, self.requests)
-
-    @property
-    def conversion(self) -> float:
-        return share(self.purchased, self.requests)
-
-    @property
-    def ctr_ci(self) -> tuple[float, float]:
-        return wilson(self.clicked, self.requests)
-
-    @property
-    def conversion_ci(self) -> tuple[float, float]:
-        return wilson(self.purchased, self.requests)
 
 
 @dataclass(frozen=True, slots=True)
