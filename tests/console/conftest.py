@@ -26,9 +26,11 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless chromium under Playwright for the whole session."""
+    """Headless chromium under Playwright, for one test module: Playwright's sync API runs an
+    event loop in this thread while it is open (asyncio.run elsewhere would fail), and its
+    driver and the browser are child processes; both end with the module."""
     binary = chromium_path()
     require(binary is not None, "no chromium (make browser installs Debian's package)")
     try:
