@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo console screenshots test lint fmt protos bench bench-scale bench-implicit bench-soak reliability real-data clean
+.PHONY: help install browser redis demo console screenshots test lint fmt protos bench bench-scale bench-implicit bench-soak reliability real-data clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36mmake %-8s\033[0m %s\n", $$1, $$2}'
@@ -36,6 +36,17 @@ browser: ## Install the headless browser of the console tests (Debian's chromium
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 	fi
 
+# The Redis Cluster tests (tests/gateway/test_redis_cluster.py) start redis-server processes of
+# their own and join them with redis-cli (Debian's redis-server package ships both).
+redis: ## Install redis-server and redis-cli for the Redis Cluster tests (skipped if on PATH)
+	@if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then \
+	  echo "redis-server: $$(command -v redis-server) ($$(redis-server --version | cut -d' ' -f3))"; \
+	else \
+	  sudo=$$(test "$$(id -u)" -eq 0 || echo sudo); \
+	  $$sudo apt-get update -q && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
+	fi
+
 demo: install ## Run the whole system locally: data, features, training, Triton, gateway, requests
 	$(VENV)/bin/scoring demo
 
@@ -45,7 +56,7 @@ console: install ## The web console on http://127.0.0.1:8090: models, experiment
 screenshots: install browser ## Retake docs/console/*.png: the console's browser tests on a real stack
 	SCORING_SCREENSHOTS=docs/console $(VENV)/bin/pytest -q tests/console/test_browser.py
 
-test: install browser ## Run lint and the whole test suite (real Triton, Feast, Redis, PostgreSQL, Chromium)
+test: install browser redis ## Run lint and the whole test suite (real Triton, Feast, Redis, PostgreSQL, Chromium)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

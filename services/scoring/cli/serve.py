@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from typing import Annotated
 
 import typer
 
@@ -44,8 +46,19 @@ def serve_triton() -> None:
 
 
 @app.command("gateway")
-def serve_gateway() -> None:
+def serve_gateway(
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Gateway processes sharing the port (default: SCORING_GATEWAY__WORKERS, 1); "
+            "worker i serves metrics on the metrics port + i.",
+        ),
+    ] = None,
+) -> None:
     """Run the gRPC gateway until Ctrl-C."""
     from scoring.gateway.__main__ import main
 
+    if workers is not None:
+        os.environ["SCORING_GATEWAY__WORKERS"] = str(workers)
     main()

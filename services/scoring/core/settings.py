@@ -44,6 +44,10 @@ class GatewaySettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = 50051
+    # Gateway processes on this machine sharing `port` (SO_REUSEPORT: the kernel spreads new
+    # connections over them); worker i serves Prometheus metrics on `metrics_port` + i. 1: one
+    # process, no parent. A worker that dies stops the others: the parent exits non-zero.
+    workers: int = Field(default=1, ge=1)
     max_candidates: int = Field(default=1000, ge=1)
     # Items a Rank request's cart may hold (RankRequest.cart_item_ids); the basket model reads
     # the first core.targets.CART_SLOTS (20) of them, all of them filter and propose candidates.

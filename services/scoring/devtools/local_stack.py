@@ -24,6 +24,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive TCP ports on 127.0.0.1 that nothing listens on now
+    (gateway workers serve metrics on a base port + their index)."""
+    for _ in range(100):
+        first = free_port()
+        if first + count > 65536:
+            continue
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(first, first + count):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 def triton_settings(model_repository: Path, work_dir: Path) -> TritonSettings:
     """A local Triton on free ports serving `model_repository`, its backends built in
     `work_dir`."""

@@ -8,6 +8,9 @@ on-demand features and age come from the same code (`FeatureCatalog`, `ReadPlan.
 What goes away is the SDK's per-row Python work: the user hash is read once, candidate hashes
 once per distinct id (and not at all when cached), and fixed-width values (float, double, small
 ints) are decoded as numpy arrays, not one protobuf at a time.
+
+On a Redis Cluster (`redis_type: redis_cluster` in the Feast profile) the same packed commands
+go to their keys' nodes instead, one pipelined write per node (`redis_cluster.ClusterReader`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from scoring.core.feast_compat import (
 from scoring.core.targets import USER_ENTITY, USER_JOIN_KEY
 from scoring.gateway.feature_source import FeatureRequest, RowsRequest
 from scoring.gateway.read_plan import FeatureCatalog, OnlineFeatures, ReadPlan
+from scoring.gateway.redis_cluster import ClusterReader
 
 # The ValueProto cases decoded in bulk: fixed-width floats and one-byte varints.
 FIXED = {FLOAT_TAG: "<f4", DOUBLE_TAG: "<f8"}
@@ -135,6 +139,7 @@ class _Batch:
     commands: list[tuple[bytes, list[bytes | str]]]  # (key, fields): the user first, if any
     now: float  # monotonic, for the cache
     wire: bytes  # the commands, packed for the server (RESP)
+    packed: list[bytes]  # the same, one per command (a cluster sends each to its key's node)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +248,15 @@ class RedisFeatureSource:
         config = self.store.config
         if config.online_store.type != "redis":
             raise ValueError(f"online store is {config.online_store.type!r}, not redis")
-        self.client = feast_compat.redis_client(self.store)
+        # redis_type: redis_cluster in the profile: each command goes to its key's node. Its
+        # clients connect on first use (Feast's sync cluster client would connect here: a
+        # gateway started while the cluster is down would not start).
+        self.cluster: ClusterReader | None = None
+        self.client: Any = None
+        if config.online_store.redis_type == "redis_cluster":
+            self.cluster = ClusterReader.of(config.online_store.connection_string)
+        else:
+            self.client = feast_compat.redis_client(self.store)
         self.project: str = config.project
         self.key_version: int = config.entity_key_serialization_version
         self._keys: dict[tuple[str, str], bytes] = {}
@@ -269,7 +282,7 @@ class RedisFeatureSource:
         # serves on with the contract it read last while the registry is down. Not an SDK
         # read either (as FeastFeatureSource.check): its registry cache refresh costs ~15 ms
         # of CPU each minute on the process that serves requests.
-        self.client.ping()
+        (self.client or feast_compat.redis_client(self.store)).ping()
 
     def _forget_layouts(self) -> None:
         """The registry changed (FeatureCatalog.forget): drop what was derived from the plans."""
@@ -313,7 +326,7 @@ class RedisFeatureSource:
         plan = self.catalog.plan(request.contract)
         join_key = request.target.join_key
         batch = self._batch(plan, join_key, request.user_id, request.candidate_ids)
-        replies = await self._send(batch.wire, len(batch.commands)) if batch.commands else []
+        replies = await self._round_trip(batch) if batch.commands else []
         raw = self._columns(batch, replies)
         count = len(request.candidate_ids)
         return plan.finish(request.contract, raw, request.request_values, count)
@@ -326,9 +339,16 @@ class RedisFeatureSource:
         like candidate rows; no user)."""
         plan = self.catalog.service_plan(request.service)
         batch = self._batch(plan, request.join_key, None, request.ids)
-        replies = await self._send(batch.wire, len(batch.commands)) if batch.commands else []
+        replies = await self._round_trip(batch) if batch.commands else []
         raw = self._columns(batch, replies)
         return plan.rows(raw, len(request.ids), request.request_ts)
+
+    async def _round_trip(self, batch: _Batch) -> list[Any]:
+        """The replies to the batch's commands: one pipelined write to the one server, or one
+        per node of a cluster (in parallel)."""
+        if self.cluster is None:
+            return await self._send(batch.wire, len(batch.commands))
+        return await self.cluster.send([key for key, _ in batch.commands], batch.packed)
 
     async def _send(self, wire: bytes, count: int) -> list[Any]:
         """Sends packed commands on one pooled connection and reads their `count` replies.
@@ -402,8 +422,10 @@ class RedisFeatureSource:
             key = self.entity_key(join_key, cid)
             commands.append((key, item.fields))
             packed.append(item.wire.pack(key))
-        wire = b"".join(packed)
-        return _Batch(candidate_ids, user_views, item_views, rows, missing, commands, now, wire)
+        wire = b"".join(packed) if self.cluster is None else b""
+        return _Batch(
+            candidate_ids, user_views, item_views, rows, missing, commands, now, wire, packed
+        )
 
     def _columns(self, batch: _Batch, replies: list[Any]) -> dict[str, list[Any]]:
         """Stored values and event times per `<view>__<feature>`, one entry per candidate (what
@@ -453,6 +475,8 @@ class RedisFeatureSource:
 
     async def aclose(self) -> None:
         """Closes the asyncio client (the sync one is Feast's)."""
+        if self.cluster is not None:
+            await self.cluster.aclose()
         if self._aio is not None:
             await self._aio[1].aclose()
             self._aio = None

@@ -122,15 +122,27 @@ class Gateway:
 
     Args:
         registry: where the routing comes from; its owner (the entrypoint) closes it.
+        worker: this process's index among `GatewaySettings.workers` sharing the port (None:
+            the only gateway process): the port is bound with SO_REUSEPORT, and the index goes
+            into the instance id and the heartbeat.
     """
 
     def __init__(
-        self, settings: Settings, registry: RoutingSource, features: FeatureSource | None = None
+        self,
+        settings: Settings,
+        registry: RoutingSource,
+        features: FeatureSource | None = None,
+        *,
+        worker: int | None = None,
     ) -> None:
         self.settings = settings
+        self.worker = worker
         self.features = features or feature_source(settings)
         self.scorer = TritonScorer(settings.triton.url)
-        self.instance_id = f"gateway-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        tag = "" if worker is None else f"w{worker}-"
+        self.instance_id = (
+            f"gateway-{socket.gethostname()}-{os.getpid()}-{tag}{uuid.uuid4().hex[:6]}"
+        )
         self.registry = registry
         self.router = ModelRouter(
             list(TARGETS.values()), self.features, self.scorer, self.registry, self.instance_id
@@ -175,7 +187,12 @@ class Gateway:
         self.auth = AuthInterceptor(
             load_callers(settings.auth), settings.auth, settings.tls, self.metrics
         )
-        self.server = grpc.aio.server(interceptors=[self.auth, ErrorInterceptor(self.metrics)])
+        # Workers share the port: each binds it with SO_REUSEPORT (on by default in gRPC on
+        # Linux; set explicitly, as the workers depend on it).
+        options = [] if worker is None else [("grpc.so_reuseport", 1)]
+        self.server = grpc.aio.server(
+            interceptors=[self.auth, ErrorInterceptor(self.metrics)], options=options
+        )
         self.servicer = RankingServicer(
             gw,
             self.features,
@@ -325,7 +342,7 @@ class Gateway:
         await self.server.start()
         if self.settings.gateway.metrics_port:
             self.metrics.serve(self.settings.gateway.host, self.settings.gateway.metrics_port)
-        self.router.advertised = advertised(self.settings, self.port)
+        self.router.advertised = advertised(self.settings, self.port, self.worker)
         self._health_task = asyncio.create_task(self._health_loop())
         tls, auth = self.settings.tls, self.settings.auth
         logger.info(
@@ -364,9 +381,10 @@ class Gateway:
         )
 
 
-def advertised(settings: Settings, port: int) -> dict[str, object]:
+def advertised(settings: Settings, port: int, worker: int | None = None) -> dict[str, object]:
     """What the gateway's heartbeat says about it besides what it serves: its gRPC address,
-    the URL of its Prometheus metrics (None when off), its pid and start time. The host is
+    the URL of its Prometheus metrics (None when off), its pid and start time, and its worker
+    index when it is one of several processes sharing the port. The host is
     `advertise_host` when set; else a wildcard host (0.0.0.0, ::) is advertised as this
     machine's host name, which others can reach."""
     gw = settings.gateway
@@ -374,12 +392,15 @@ def advertised(settings: Settings, port: int) -> dict[str, object]:
     host = gw.advertise_host or host
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 literal
-    return {
+    detail: dict[str, object] = {
         "address": f"{host}:{port}",
         "metrics_url": f"http://{host}:{gw.metrics_port}/metrics" if gw.metrics_port else None,
         "pid": os.getpid(),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if worker is not None:
+        detail["worker"] = worker
+    return detail
 
 
 def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -391,20 +412,32 @@ def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return None
 
 
-def run(settings: Settings, registry: RoutingSource) -> None:
+def run(settings: Settings, registry: RoutingSource, worker: int | None = None) -> None:
     """Runs `serve` until SIGINT/SIGTERM on the event loop the settings ask for."""
     with asyncio.Runner(loop_factory=loop_factory(settings.gateway.event_loop)) as runner:
-        runner.run(serve(settings, registry))
+        runner.run(serve(settings, registry, worker))
 
 
-async def serve(settings: Settings, registry: RoutingSource) -> None:
-    """Runs the gateway until SIGINT/SIGTERM, then drains in-flight requests."""
-    gateway = Gateway(settings, registry)
+async def serve(settings: Settings, registry: RoutingSource, worker: int | None = None) -> None:
+    """Runs the gateway until SIGINT/SIGTERM, then drains in-flight requests. A worker (see
+    scoring.gateway.workers) also stops when its parent is gone."""
+    gateway = Gateway(settings, registry, worker=worker)
     await gateway.start()
     loop = asyncio.get_running_loop()
     logger.info("event_loop %s", type(loop).__module__)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    orphan = None if worker is None else asyncio.create_task(_watch_parent(os.getppid(), stop))
     await stop.wait()
+    if orphan is not None:
+        orphan.cancel()
     await gateway.stop()
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    """Sets `stop` once the parent process is gone (killed without stopping its workers)."""
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    logger.warning("gateway_parent_gone parent_pid=%s: stopping", parent)
+    stop.set()
