@@ -15,7 +15,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +25,7 @@ from scoring.core.process import ManagedProcess, ProcessStartError
 from scoring.core.settings import FeastSettings, Settings
 from scoring.core.targets import TARGETS
 from scoring.devtools.local_stack import free_port, gateway_settings, triton_settings
+from scoring.devtools.redis_cluster import ping_probe
 from scoring.devtools.soak import scrape_metrics
 from scoring.gateway.process import GatewayProcess, health_status
 
@@ -82,22 +83,8 @@ class RedisServer(ManagedProcess):
         command += ["--dir", str(self.work_dir), "--save", "3600", "1", "--appendonly", "no"]
         self._spawn(command, dict(os.environ), self.work_dir / f"redis-{self.starts}.log")
 
-    @contextlib.contextmanager
-    def _readiness(self) -> Iterator[Callable[[], bool]]:
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1.0)
-
-        def ready() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        try:
-            yield ready
-        finally:
-            client.close()
+    def _readiness(self) -> contextlib.AbstractContextManager[Callable[[], bool]]:
+        return ping_probe(self.port)
 
 
 class AnsweringGateway(GatewayProcess):

@@ -59,6 +59,25 @@ def free_port_pair() -> int:
     raise ProcessStartError("no free port pair for a cluster node")
 
 
+@contextlib.contextmanager
+def ping_probe(port: int) -> Iterator[Callable[[], bool]]:
+    """A readiness probe: whether the redis-server on 127.0.0.1:`port` answers PING."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1.0)
+
+    def ready() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    try:
+        yield ready
+    finally:
+        client.close()
+
+
 @dataclass
 class ClusterNode(ManagedProcess):
     """One cluster-enabled redis-server; its nodes.conf (and a dump.rdb, when saved) in
@@ -94,22 +113,8 @@ class ClusterNode(ManagedProcess):
         command += ["--repl-diskless-sync-delay", "0"]  # replicas sync at once
         self._spawn(command, dict(os.environ), self.work_dir / f"redis-{self.starts}.log")
 
-    @contextlib.contextmanager
-    def _readiness(self) -> Iterator[Callable[[], bool]]:
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1.0)
-
-        def ready() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        try:
-            yield ready
-        finally:
-            client.close()
+    def _readiness(self) -> contextlib.AbstractContextManager[Callable[[], bool]]:
+        return ping_probe(self.port)
 
     def client(self) -> Any:
         """A plain (not cluster-aware) redis-py client of this node."""
