@@ -32,8 +32,8 @@ from scoring.core import feature_repo
 from scoring.core.targets import TARGETS
 from scoring.datagen.dataset import build_data_set
 from scoring.datagen.synthetic import SyntheticConfig, generate
-from scoring.devtools.fault_stack import RedisServer
 from scoring.devtools.redis_cluster import RedisCluster
+from scoring.devtools.redis_server import RedisServer
 from scoring.gateway.feature_source import FeatureRequest
 from scoring.gateway.redis_source import RedisFeatureSource
 

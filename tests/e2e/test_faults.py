@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from scoring.devtools.fault_stack import FaultStack, postgres_bin, redis_binary
+from scoring.devtools.fault_stack import FaultStack, postgres_bin
 from scoring.devtools.faults import SCENARIOS, run_all
+from scoring.devtools.redis_server import redis_binary
 from scoring.devtools.reliability import Phases
 
 from ..conftest import FeatureRepo, require, triton_installed

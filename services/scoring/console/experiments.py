@@ -6,7 +6,6 @@ one. Read from the gateways' served-event log (scoring.registry.experiments), as
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -18,6 +17,7 @@ from pydantic import BaseModel
 from scoring.console.auth import Login, current_login
 from scoring.console.charts import Series, line_chart
 from scoring.console.context import ConsoleContext, ConsoleError, get_context
+from scoring.core.json_safe import finite
 from scoring.core.targets import TARGETS
 from scoring.registry.experiments import (
     BUCKET_SECONDS,
@@ -42,11 +42,6 @@ HOW_TO_GET_EVENTS = (
     "(clicks, purchases) with the request id and a returned candidate id (docs/callers.md): "
     "CTR and conversion count the requests with such feedback."
 )
-
-
-def _num(value: float) -> float | None:
-    """A number for JSON: None for NaN or infinity."""
-    return value if math.isfinite(value) else None
 
 
 class CountsOut(BaseModel):
@@ -74,10 +69,10 @@ class CountsOut(BaseModel):
             feedback_events=c.feedback_events,
             clicked=c.clicked,
             purchased=c.purchased,
-            ctr=_num(c.ctr),
+            ctr=finite(c.ctr),
             ctr_low=ctr_lo if some else None,
             ctr_high=ctr_hi if some else None,
-            conversion=_num(c.conversion),
+            conversion=finite(c.conversion),
             conversion_low=conv_lo if some else None,
             conversion_high=conv_hi if some else None,
         )
@@ -103,10 +98,10 @@ class ArmOut(CountsOut):
             arm=s.arm,
             version=s.version,
             users=s.users,
-            ctr_p_value=_num(s.ctr_p_value),
-            p50_ms=_num(s.p50_ms),
-            p99_ms=_num(s.p99_ms),
-            mean_top_score=_num(s.mean_top_score),
+            ctr_p_value=finite(s.ctr_p_value),
+            p50_ms=finite(s.p50_ms),
+            p99_ms=finite(s.p99_ms),
+            mean_top_score=finite(s.mean_top_score),
         )
 
 
@@ -143,10 +138,10 @@ class ShadowOut(BaseModel):
             version=s.version,
             primary_version=s.primary_version,
             requests=s.requests,
-            mean_abs_diff=_num(s.mean_abs_diff),
-            spearman=_num(s.spearman),
-            top1_agreement=_num(s.top1_agreement),
-            p50_ms=_num(s.p50_ms),
+            mean_abs_diff=finite(s.mean_abs_diff),
+            spearman=finite(s.spearman),
+            top1_agreement=finite(s.top1_agreement),
+            p50_ms=finite(s.p50_ms),
         )
 
 

@@ -5,7 +5,6 @@ registry's `Promoter` runs). The changes themselves: scoring.console.actions."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
@@ -20,6 +19,7 @@ from pydantic import BaseModel
 from scoring.console.auth import Login, current_login, require_admin
 from scoring.console.context import ConsoleContext, ConsoleError, get_context
 from scoring.core.access import Actor
+from scoring.core.json_safe import finite, json_safe
 from scoring.core.targets import TARGETS
 from scoring.registry import Stage, VersionRecord
 from scoring.registry.types import AuditEvent, VersionNotFound
@@ -39,14 +39,6 @@ class Action(StrEnum):
     SHADOW = "shadow"
     STOP = "stop"
     ROLLBACK = "rollback"
-
-
-# The stage each action gives the version (rollback: production again).
-def _num(value: Any) -> float | None:
-    """A JSON-safe number: None for a missing or non-finite one."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 class VersionView(BaseModel):
@@ -74,7 +66,7 @@ class VersionView(BaseModel):
             schema_hash=r.schema_hash,
             train_start=r.train_start,
             train_end=r.train_end,
-            metrics={k: _num(v) for k, v in r.metrics.items()},
+            metrics={k: finite(v) for k, v in r.metrics.items()},
             created_at=r.created_at,
             created_by=r.created_by,
             stage_changed_at=r.stage_changed_at,
@@ -117,7 +109,7 @@ class EventView(BaseModel):
             actor=e.actor,
             reason=e.reason,
             forced=e.forced,
-            details=_json_safe(e.details),
+            details=json_safe(e.details),
         )
 
 
@@ -154,16 +146,6 @@ class Comparison(BaseModel):
     evaluation: dict[str, list[dict[str, float | None]]]  # method -> per version
     offline_evaluation: dict[str, list[dict[str, dict[str, float | None]]]]
     same_schema: bool
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -226,7 +208,7 @@ def _metric_table(table: Any) -> dict[str, dict[str, float | None]]:
     if not isinstance(table, dict):
         return {}
     return {
-        str(method): {str(k): _num(v) for k, v in row.items()}
+        str(method): {str(k): finite(v) for k, v in row.items()}
         for method, row in table.items()
         if isinstance(row, dict)
     }
@@ -250,13 +232,13 @@ def promoter(ctx: ConsoleContext, actor: Actor | None, say: Callable[[str], None
     from scoring import workflows
 
     try:
-        return workflows.build_promoter(
-            ctx.settings, ctx.registry, actor or Actor("console (read only)", "none"), say=say
-        )
-    except workflows.WorkflowError as exc:
+        store = ctx.feature_store()  # the console's open one: not a new FeatureStore per call
+    except ConsoleError as exc:
         if actor is not None:
-            raise ConsoleError(409, f"{exc}; nothing changed", "version") from None
-        return _reader(ctx, str(exc))
+            raise ConsoleError(409, f"{exc.message}; nothing changed", "version") from None
+        return _reader(ctx, exc.message)
+    who = actor or Actor("console (read only)", "none")
+    return workflows.build_promoter(ctx.settings, ctx.registry, who, say=say, store=store)
 
 
 def _reader(ctx: ConsoleContext, problem: str) -> Any:
@@ -306,10 +288,10 @@ def version_detail(ctx: ConsoleContext, target: str, version: int) -> VersionDet
         }
     return VersionDetail(
         version=VersionView.of(record),
-        features=_json_safe(list(contract.get("features") or [])),
+        features=json_safe(list(contract.get("features") or [])),
         evaluation=_metric_table((m.get("evaluation") or {}).get("table")),
         offline_evaluation=_offline(m),
-        training=_json_safe(
+        training=json_safe(
             {
                 k: training.get(k)
                 for k in ("train_window", "test_window", "train_rows", "test_rows", "seconds")
@@ -350,7 +332,7 @@ def compare(ctx: ConsoleContext, target: str, versions: list[int]) -> Comparison
     names = [n for n in HEADLINE if n in names] + [n for n in names if n not in HEADLINE]
     rows = []
     for name in names:
-        values = [_num(r.metrics.get(name)) for r in records]
+        values = [finite(r.metrics.get(name)) for r in records]
         first = values[0]
         deltas = [None if v is None or first is None else round(v - first, 10) for v in values]
         rows.append(

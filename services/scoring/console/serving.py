@@ -36,6 +36,7 @@ from scoring.console.sampler import (
     scrape,
     window,
 )
+from scoring.core.json_safe import finite
 
 __all__ = [
     "Sampler",
@@ -241,10 +242,6 @@ def latest(ctx: ConsoleContext) -> list[Scrape]:
 # --- the figures ---------------------------------------------------------------------------
 
 
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000.0
 
@@ -355,7 +352,7 @@ def metric_figures(endpoints: Sequence[EndpointState]) -> dict[str, Any]:
                 if value >= 1
             }
         ),
-        "feature_cache_hit_rate": _finite(hits / (hits + misses)) if hits + misses else None,
+        "feature_cache_hit_rate": finite(hits / (hits + misses)) if hits + misses else None,
         "feature_cache_lookups": hits + misses,
         "rate_series": rate_series,
         "p99_series": p99_series,

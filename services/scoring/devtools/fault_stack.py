@@ -16,26 +16,21 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from scoring.core.process import ManagedProcess, ProcessStartError
+from scoring.core.process import ProcessStartError
 from scoring.core.settings import FeastSettings, Settings
 from scoring.core.targets import TARGETS
 from scoring.devtools.local_stack import free_port, gateway_settings, triton_settings
-from scoring.devtools.redis_cluster import ping_probe
+from scoring.devtools.redis_server import RedisServer
 from scoring.devtools.soak import scrape_metrics
 from scoring.gateway.process import GatewayProcess, health_status
 
 Say = Callable[[str], None]
 FAULT_TARGET = "item_ranker"  # the target whose model the faults break
 FEATURE_LOG_TMPFS_SIZE = "256m"
-
-
-def redis_binary() -> str | None:
-    return shutil.which("redis-server")
 
 
 def postgres_bin() -> Path | None:
@@ -51,40 +46,6 @@ def postgres_bin() -> Path | None:
         return versions[-1]
     local = Path("/usr/local/bin")
     return local if (local / "initdb").exists() else None
-
-
-@dataclass
-class RedisServer(ManagedProcess):
-    """redis-server on 127.0.0.1, saving to `work_dir` when stopped (SIGTERM), so a restart
-    finds its data again, as a production Redis with persistence does."""
-
-    name = "redis"
-    stop_timeout_s = 10.0
-
-    work_dir: Path
-    port: int = field(default_factory=free_port)
-    starts: int = 0
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def startup_timeout_s(self) -> float:
-        return 15.0
-
-    def start(self) -> None:
-        binary = redis_binary()
-        if binary is None:
-            raise ProcessStartError("redis-server is not installed")
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.starts += 1
-        command = [binary, "--bind", "127.0.0.1", "--port", str(self.port)]
-        command += ["--dir", str(self.work_dir), "--save", "3600", "1", "--appendonly", "no"]
-        self._spawn(command, dict(os.environ), self.work_dir / f"redis-{self.starts}.log")
-
-    def _readiness(self) -> contextlib.AbstractContextManager[Callable[[], bool]]:
-        return ping_probe(self.port)
 
 
 class AnsweringGateway(GatewayProcess):

@@ -19,13 +19,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from scoring.core.process import ManagedProcess, ProcessStartError
+from scoring.core.process import ProcessStartError
+from scoring.devtools.redis_server import RedisServer
 
 NODE_TIMEOUT_MS = 2000  # how long a silent node takes to be marked failed (failover)
 
@@ -59,62 +59,29 @@ def free_port_pair() -> int:
     raise ProcessStartError("no free port pair for a cluster node")
 
 
-@contextlib.contextmanager
-def ping_probe(port: int) -> Iterator[Callable[[], bool]]:
-    """A readiness probe: whether the redis-server on 127.0.0.1:`port` answers PING."""
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1.0)
-
-    def ready() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    try:
-        yield ready
-    finally:
-        client.close()
-
-
 @dataclass
-class ClusterNode(ManagedProcess):
+class ClusterNode(RedisServer):
     """One cluster-enabled redis-server; its nodes.conf (and a dump.rdb, when saved) in
     `work_dir`, so a restart on the same port rejoins the cluster with the same slots."""
 
     name = "redis cluster node"
-    stop_timeout_s = 10.0
 
-    work_dir: Path
     port: int = field(default_factory=free_port_pair)
     node_timeout_ms: int = NODE_TIMEOUT_MS
-    starts: int = 0
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def startup_timeout_s(self) -> float:
-        return 15.0
+    def server_args(self) -> list[str]:
+        return [
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(self.node_timeout_ms),
+            "--save", "", "--appendonly", "no",
+            "--shutdown-timeout", "0",  # a master stops without waiting for its replicas
+            "--repl-diskless-sync-delay", "0",  # replicas sync at once
+        ]  # fmt: skip
 
     def start(self) -> None:
-        binaries = redis_cluster_binaries()
-        if binaries is None:
+        if redis_cluster_binaries() is None:
             raise ProcessStartError("redis-server / redis-cli are not installed")
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.starts += 1
-        command = [binaries[0], "--bind", "127.0.0.1", "--port", str(self.port)]
-        command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-        command += ["--cluster-node-timeout", str(self.node_timeout_ms)]
-        command += ["--dir", str(self.work_dir), "--save", "", "--appendonly", "no"]
-        command += ["--shutdown-timeout", "0"]  # a master stops without waiting for replicas
-        command += ["--repl-diskless-sync-delay", "0"]  # replicas sync at once
-        self._spawn(command, dict(os.environ), self.work_dir / f"redis-{self.starts}.log")
-
-    def _readiness(self) -> contextlib.AbstractContextManager[Callable[[], bool]]:
-        return ping_probe(self.port)
+        super().start()
 
     def client(self) -> Any:
         """A plain (not cluster-aware) redis-py client of this node."""

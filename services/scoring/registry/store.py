@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from scoring.core.closeable import Closeable
+from scoring.core.json_safe import json_safe
 from scoring.registry.models import ModelVersion, ServingInstance, StageEvent
 from scoring.registry.types import (
     AuditEvent,
@@ -179,17 +180,6 @@ def _audit_event(row: StageEvent) -> AuditEvent:
     return _plain(AuditEvent, row, from_stage=from_stage, to_stage=Stage(row.to_stage))
 
 
-def _json_safe(value: Any) -> Any:
-    """`value` with non-finite floats replaced by None, recursively (JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _name(target: str, version: int) -> str:
     return f"{target} v{version}"
 
@@ -302,7 +292,7 @@ class Registry(Closeable):
                 # JSON has no NaN (PostgreSQL refuses it): unmeasured metrics are left out, and
                 # NaN / infinity in the manifest are stored as null.
                 metrics={k: float(v) for k, v in metrics.items() if math.isfinite(float(v))},
-                manifest=_json_safe(dict(manifest)),
+                manifest=json_safe(dict(manifest)),
                 created_at=now,
                 created_by=actor,
             )

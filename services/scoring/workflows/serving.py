@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from scoring.core.access import AccessError, Actor
 from scoring.core.settings import Settings
@@ -56,6 +56,7 @@ def build_promoter(
     *,
     registry_only: bool = False,
     say: Say | None = None,
+    store: Any | None = None,
 ) -> Promoter:
     """A promoter on the configured feature store (live schemas) and, unless `registry_only`,
     Triton.
@@ -64,6 +65,8 @@ def build_promoter(
         actor: who makes the changes: an Actor from `registry_actor`; by default the one the
             settings give (SCORING_AUTH__ADMIN_TOKEN). A plain name is taken as it is while
             auth is not required, and refused when it is (it proves nothing).
+        store: the feature store to read live schemas from, where the caller holds one open
+            (the console); the configured one is opened otherwise.
 
     Raises:
         WorkflowError: no admin identity while auth is required.
@@ -82,7 +85,8 @@ def build_promoter(
                 option="--token",
             )
         actor = Actor(actor, "none")
-    store = open_feature_store(settings)
+    if store is None:
+        store = open_feature_store(settings)
 
     def live_schema(service: str) -> str:
         try:
