@@ -5,19 +5,29 @@ match Feast's inferred schema exactly, in the view's tags as `default:<feature>`
 through the Feast registry into the feature contract that the trainer and the gateway share.
 A fixed-length float vector is declared with `vector(name, length, default)`: the contract
 expands it into `length` model columns (`<ref>[0]` ...) with one missing indicator.
-A view over one offline table is declared with `table_view(name, entity, owner, ttl, schema)`.
+A view over one offline table is declared with `table_view(name, entity, owner, ttl, schema)`;
+its source is a FileSource, or a SparkSource when the repo is applied with
+SCORING_FEATURE_SOURCES=spark (the Spark profile, features/feature_store.spark.yaml).
 """
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
+from pathlib import Path
 
 from feast import Entity, FeatureView, Field, FileSource
+from feast.data_source import DataSource
 from feast.types import Array, FeastType, Float32
 
 DEFAULT_TAG = "default"
 LENGTH_TAG = "length"
 INPUTS_TAG = "inputs"  # scoring.gateway.read_plan.INPUTS_TAG
+# The kind of the views' sources: "file" (FileSource, the default) or "spark" (SparkSource, for
+# Feast's Spark offline store); scoring.core.feature_repo sets it from the profile at apply.
+SOURCES_ENV = "SCORING_FEATURE_SOURCES"
+# Where a SparkSource's tables live (a folder or URI holding <view>.parquet); default: data/.
+DATA_ENV = "SCORING_FEATURE_DATA"
 
 
 def feature(name: str, dtype: FeastType, default: float, description: str = "") -> Field:
@@ -50,10 +60,30 @@ def array_inputs() -> dict[str, str]:
     return {INPUTS_TAG: "arrays"}
 
 
-def table_source(name: str) -> FileSource:
-    """The offline table of view `name`: data/<name>.parquet, rows timed by event_timestamp."""
-    return FileSource(
-        name=f"{name}_source", path=f"data/{name}.parquet", timestamp_field="event_timestamp"
+def table_source(name: str) -> DataSource:
+    """The offline table of view `name`: data/<name>.parquet, rows timed by event_timestamp.
+
+    A FileSource (path relative to the repo) unless SCORING_FEATURE_SOURCES=spark: then a
+    SparkSource over the same table, at SCORING_FEATURE_DATA/<name>.parquet or this repo's
+    data/ folder as an absolute path (Spark reads paths as given, not against the repo).
+    """
+    kind = os.environ.get(SOURCES_ENV, "file") or "file"
+    if kind == "file":
+        return FileSource(
+            name=f"{name}_source", path=f"data/{name}.parquet", timestamp_field="event_timestamp"
+        )
+    if kind != "spark":
+        raise ValueError(f"{SOURCES_ENV}: unknown source kind {kind!r} (file or spark)")
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import (
+        SparkSource,
+    )
+
+    base = os.environ.get(DATA_ENV) or str(Path(__file__).resolve().parent / "data")
+    return SparkSource(
+        name=f"{name}_source",
+        path=f"{base.rstrip('/')}/{name}.parquet",
+        file_format="parquet",
+        timestamp_field="event_timestamp",
     )
 
 

@@ -90,6 +90,24 @@ def model_repository(
     return repo
 
 
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One local Spark session (local[2], loopback, no UI) for every Spark test: the JVM
+    starts once (about 10 s). Missing pyspark or Java: a skip locally, a failure in CI."""
+    from scoring.core.settings import SparkSettings
+    from scoring.core.spark import SparkUnavailableError, java_home, spark_session
+
+    require(java_home() is not None, "Java (the Spark tests run PySpark in local mode)")
+    settings = SparkSettings(local_dir=tmp_path_factory.mktemp("spark-local"))
+    try:
+        session = spark_session(settings)
+    except SparkUnavailableError as exc:
+        require(False, str(exc))
+        raise
+    yield session
+    session.stop()
+
+
 def triton_installed() -> bool:
     from scoring.triton.server import TritonInstall, TritonStartError
 

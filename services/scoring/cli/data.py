@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,6 +21,39 @@ if TYPE_CHECKING:
     from scoring.datagen.synthetic import SyntheticConfig
 
 app = typer.Typer(help="Data sets for the feature store and training.", no_args_is_help=True)
+
+
+class Engine(StrEnum):
+    """Where the feature tables are computed (settings.build_engine)."""
+
+    pandas = "pandas"
+    spark = "spark"
+
+
+EngineOption = Annotated[
+    Engine | None,
+    typer.Option(
+        help="Compute the feature tables in this process (pandas) or on Spark (docs/spark.md); "
+        "default: SCORING_BUILD_ENGINE or pandas."
+    ),
+]
+SparkMasterOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The Spark master of --engine spark: local[N], spark://host:7077, yarn, "
+        "k8s://...; default: SCORING_SPARK__MASTER or local[2]."
+    ),
+]
+
+
+def _with_engine(settings: Settings, engine: Engine | None, spark_master: str | None) -> Settings:
+    """`settings` with the build engine and Spark master of the command line, when given."""
+    update: dict[str, object] = {}
+    if engine is not None:
+        update["build_engine"] = engine.value
+    if spark_master is not None:
+        update["spark"] = settings.spark.model_copy(update={"master": spark_master})
+    return settings.model_copy(update=update) if update else settings
 
 
 @app.command("generate")
@@ -40,6 +74,8 @@ def data_generate(
             help="Register the feature definitions (feast apply) once the tables are built."
         ),
     ] = True,
+    engine: EngineOption = None,
+    spark_master: SparkMasterOption = None,
 ) -> None:
     """Generate a synthetic e-commerce event stream and build the feature tables from it."""
     from scoring.datagen.synthetic import SyntheticConfig
@@ -51,7 +87,7 @@ def data_generate(
             users, items, activities, item_impressions, activity_impressions, days, seed=seed
         )
     )
-    generate(load_settings(), cfg, register=register)
+    generate(_with_engine(load_settings(), engine, spark_master), cfg, register=register)
 
 
 def generate(settings: Settings, cfg: SyntheticConfig, *, register: bool = True) -> None:
@@ -83,11 +119,13 @@ def data_import(
             help="Register the feature definitions (feast apply) once the tables are built."
         ),
     ] = True,
+    engine: EngineOption = None,
+    spark_master: SparkMasterOption = None,
 ) -> None:
     """Validate your own event log and build the feature tables from it (README: Data in)."""
     from scoring.datagen.importer import ImportValidationError
 
-    settings = load_settings()
+    settings = _with_engine(load_settings(), engine, spark_master)
     progress, step = _build_progress("features")
     try:
         with progress:
@@ -129,8 +167,11 @@ def _print_data_set(title: str, data: DataSet) -> None:
     table = Table(title=f"{title} (newest event {data.end:%Y-%m-%d %H:%M} UTC)")
     for col in ("table", "rows", "file"):
         table.add_column(col)
-    for path, (name, df) in zip(data.paths, data.tables.items(), strict=True):
-        table.add_row(name, f"{len(df):,}", str(path))
+    import pyarrow.parquet as pq
+
+    # The row counts from the files: with the Spark engine, not every table is in memory.
+    for path in data.paths:
+        table.add_row(path.stem, f"{pq.ParquetFile(path).metadata.num_rows:,}", str(path))
     console.print(table)
 
 

@@ -40,6 +40,21 @@ def train(
             "log) or only."
         ),
     ] = "no",
+    stream: Annotated[
+        bool,
+        typer.Option(
+            help="Fit from Parquet shards of the training matrix in shuffled batches with "
+            "bounded memory (default: the in-memory matrix)."
+        ),
+    ] = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Data-parallel training processes (torch.distributed: gloo on the CPU, NCCL "
+            "on GPUs); more than 1 implies --stream.",
+        ),
+    ] = 1,
 ) -> None:
     """Train model target(s) from Feast and write a new version into the model repository."""
     from scoring.trainer.implicit import HOLDOUTS
@@ -58,7 +73,13 @@ def train(
     with refusals():
         names = workflows.check_targets(target)
         workflows.check_device(device)
-        cfg = TrainConfig(epochs=epochs, device=device, seed=seed)
+        cfg = TrainConfig(
+            epochs=epochs,
+            device=device,
+            seed=seed,
+            stream=stream or processes > 1,
+            processes=processes,
+        )
         # Every target by default: one with nothing to train on is skipped, said why.
         train_and_show(
             settings, names, cfg, report, holdout=holdout, served=log, skip_untrainable=not target

@@ -343,6 +343,26 @@ class TrainingSettings(BaseModel):
     baskets: BasketExamplesSettings = BasketExamplesSettings()
 
 
+class SparkSettings(BaseModel):
+    """Where the offline jobs run when they run on Spark (scoring.core.spark).
+
+    `master`: "local[N]" (N cores of this machine, the tests' and one machine's default) or a
+    cluster's master URL (spark://host:7077, yarn, k8s://...); under spark-submit the
+    session it provides is used as is.
+    """
+
+    master: str = "local[2]"
+    app_name: str = "scoring"
+    # The driver's JVM heap (in local mode the executors share it).
+    driver_memory: str = "1g"
+    # Shuffle partitions (Spark's default of 200 is far too many for one machine).
+    shuffle_partitions: int = Field(default=8, ge=1)
+    # Spark's scratch space (shuffle files, spills); None: Spark's default (/tmp).
+    local_dir: Path | None = None
+    # Further Spark properties, e.g. {"spark.executor.memory": "8g"}.
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
 class Settings(BaseSettings):
     """All settings, built once in an entrypoint and passed down."""
 
@@ -359,6 +379,10 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     console: ConsoleSettings = ConsoleSettings()
     training: TrainingSettings = TrainingSettings()
+    spark: SparkSettings = SparkSettings()
+    # Where `scoring data generate|import` computes the feature tables: "pandas" (in this
+    # process, the embedded default) or "spark" (a PySpark job on settings.spark.master).
+    build_engine: Literal["pandas", "spark"] = "pandas"
     log_json: bool = False
     log_level: str = "INFO"
 

@@ -20,7 +20,6 @@ training labels impressions_item, impressions_activity, impressions_bundle.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,21 +32,25 @@ from scoring.datagen.bundles import bundle_stats
 from scoring.datagen.collaborative import TABLES as COLLABORATIVE_TABLES
 from scoring.datagen.collaborative import Interactions, collaborative_tables
 from scoring.datagen.embedding import EMBEDDING_DIM, TextEmbedder, project_texts
-from scoring.datagen.events import ACTIVITY_TYPES, ORACLE_COLUMNS, EventLog
+from scoring.datagen.entity_tables import (
+    AFFINITY_SLOTS,
+    DAY,
+    HOUR,
+    Activities,
+    Catalogue,
+    EventArrays,
+    Progress,
+    Windows,
+    activity_stats,
+    forever_window,
+    item_stats,
+    labels,
+    user_tables,
+)
+from scoring.datagen.entity_tables import to_seconds as _seconds
+from scoring.datagen.entity_tables import to_utc as _utc
+from scoring.datagen.events import ACTIVITY_TYPES, EventLog
 
-DAY = 86_400
-HOUR = 3600
-WINDOWS = {"1d": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
-AFFINITY_SLOTS = 16  # category affinity vector length; category code % 16 picks the slot
-# Per-category view and impression counts look further back than the 30-day affinity: a
-# shopper's category tastes change slowly, and a few weeks hold only a few dozen views.
-HISTORY_S = 90 * DAY
-GLOBAL_CTR = 0.05
-CLICK_WINDOW_S = 30 * 60  # a click belongs to the user's last impression of it within 30 min
-PURCHASE_WINDOW_S = DAY
-SHIFT = np.int64(1) << np.int64(32)  # key = entity * 2**32 + Unix seconds
-# (entity, snapshot) pairs computed at once in the user steps (a bound on their memory).
-_PAIRS_PER_BLOCK = 4_000_000
 TABLES = (
     "user_profile",
     "user_behavior",
@@ -63,7 +66,6 @@ TABLES = (
     "impressions_bundle",
 )
 
-Progress = Callable[[str], None]
 # The steps `build_tables` reports, in order (then scoring.datagen.dataset writes the files).
 BUILD_STEPS = (
     "items: catalogue",
@@ -120,35 +122,6 @@ class Vocab:
         self.path.write_text(json.dumps(self.codes, indent=1, sort_keys=True))
 
 
-class Windows:
-    """Window sums over one event stream keyed by entity index, for many (entity, time) pairs."""
-
-    def __init__(self, entity: np.ndarray, t: np.ndarray, weight: np.ndarray | None = None):
-        keys = entity.astype(np.int64) * SHIFT + t.astype(np.int64)
-        order = np.argsort(keys, kind="stable")
-        self.keys = keys[order]
-        w = np.ones(len(keys)) if weight is None else np.asarray(weight, dtype=np.float64)[order]
-        self.cum = np.concatenate([[0.0], np.cumsum(w)])
-
-    def _pos(self, entity: np.ndarray, t: np.ndarray) -> np.ndarray:
-        return np.asarray(
-            np.searchsorted(self.keys, entity.astype(np.int64) * SHIFT + t, side="left")
-        )
-
-    def total(self, entity: np.ndarray, t: np.ndarray, window: int) -> np.ndarray:
-        """Sum of weights of events with time in [t - window, t)."""
-        return np.asarray(self.cum[self._pos(entity, t)] - self.cum[self._pos(entity, t - window)])
-
-    def last_before(self, entity: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Time of the entity's last event before t; NaN when none."""
-        pos = self._pos(entity, t)
-        prev = np.clip(pos - 1, 0, max(len(self.keys) - 1, 0))
-        if not len(self.keys):
-            return np.full(len(entity), np.nan)
-        same = (pos > 0) & (self.keys[prev] // SHIFT == entity)
-        return np.where(same, (self.keys[prev] % SHIFT).astype(np.float64), np.nan)
-
-
 def snapshot_times(t: np.ndarray, every: int = DAY) -> np.ndarray:
     """UTC midnights (or full hours, `every=HOUR`) from the first event's day up to the end,
     plus the end (last event + 1s).
@@ -161,22 +134,45 @@ def snapshot_times(t: np.ndarray, every: int = DAY) -> np.ndarray:
     return np.unique(np.append(days, as_of))
 
 
-def _utc(seconds: np.ndarray) -> pd.Series:
-    return pd.Series(pd.to_datetime(np.asarray(seconds, dtype=np.int64), unit="s", utc=True))
-
-
-def _seconds(values: pd.Series) -> np.ndarray:
-    return np.asarray(pd.to_datetime(values, utc=True).astype("int64") // 1_000_000_000)
-
-
 def _first_snapshot_at_or_after(snaps: np.ndarray, t: np.ndarray) -> np.ndarray:
     idx = np.searchsorted(snaps, t, side="left")
     return np.where(idx < len(snaps), snaps[np.minimum(idx, len(snaps) - 1)], -1)
 
 
-def _pairs(n: int, snaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every (entity index, snapshot time) pair."""
-    return np.repeat(np.arange(n), len(snaps)), np.tile(snaps, n)
+def item_catalogue(
+    items_table: pd.DataFrame,
+    item_ids: pd.Index,
+    first_seen: np.ndarray,
+    purchase_price: np.ndarray,
+    snaps: np.ndarray,
+    vocab: Vocab,
+) -> Catalogue:
+    """The catalogue of `item_ids` (global context of the per-item steps).
+
+    Args:
+        items_table: the log's items table.
+        first_seen: per item, the time (float seconds) of its first event; NaN when none.
+        purchase_price: per item, the median purchase price; NaN when never bought.
+    """
+    items = items_table.set_index("item_id").reindex(item_ids)
+    created = (
+        _seconds(items["created_at"]).astype(np.float64)
+        if "created_at" in items and items["created_at"].notna().any()
+        else np.full(len(item_ids), np.nan)
+    )
+    created = np.where(np.isnan(created), first_seen, created)
+    created = np.nan_to_num(created, nan=float(snaps[0])).astype(np.int64)
+    category = vocab.encode("category", items.get("category", pd.Series(index=items.index)))
+    brand = vocab.encode("brand", items.get("brand", pd.Series(index=items.index)))
+    list_price = items["price"].to_numpy(dtype=np.float64) if "price" in items else None
+    price = (
+        purchase_price
+        if list_price is None
+        else np.where(np.isnan(list_price), purchase_price, list_price)
+    )
+    rating = items["rating"].to_numpy(dtype=np.float64) if "rating" in items else None
+    stock = items["in_stock"].fillna(1).to_numpy(dtype=np.int64) if "in_stock" in items else None
+    return Catalogue(item_ids, created, category, brand, price, rating, stock)
 
 
 def build_tables(
@@ -186,46 +182,90 @@ def build_tables(
     step = progress or (lambda _: None)
     vocab = Vocab(options.vocab_path)
     ev = log.events
-    t = _seconds(ev["timestamp"])
+    arrays = EventArrays.of(ev)
+    t, has_item = arrays.t, arrays.has_item
     snaps = snapshot_times(t)
-    kind = ev["event_type"].to_numpy()
-    has_item = ev["item_id"].to_numpy() != ""
-    qty = ev["quantity"].fillna(1).to_numpy(dtype=np.float64)
-    spend = np.where(kind == "purchase", ev["price"].fillna(0).to_numpy() * qty, 0.0)
+    user_ids, item_ids, u, i = entity_indices(log, has_item)
 
+    step("items: catalogue")
+    seen_and_price = item_first_seen_and_price(ev, arrays, i, len(item_ids))
+    cat = item_catalogue(log.items, item_ids, *seen_and_price, snaps, vocab)
+    tables: dict[str, pd.DataFrame] = {}
+
+    step("items: text embeddings")
+    tables["item_embedding"] = item_embedding(log.items, cat, options)
+
+    step("items: daily statistics")
+    forever = forever_window(t)
+    tables["item_stats"] = item_stats(cat, np.arange(len(item_ids)), i, arrays, snaps, forever)
+
+    step("users: profiles")
+    tables["user_profile"] = user_profile(log.users, user_ids, u, t, snaps, vocab)
+
+    step("users: behaviour windows")
+    behaviour, affinity = user_tables(user_ids, u, i, arrays, cat.category, snaps, step)
+    tables["user_behavior"], tables["user_affinity"] = behaviour, affinity
+    del behaviour, affinity
+
+    baskets = cross_entity_tables(log, arrays, u, i, cat, user_ids, snaps, tables, step)
+
+    step("activities")
+    acts = activity_catalogue(log.activities, vocab)
+    tables["activity_stats"] = activity_stats(
+        acts,
+        np.arange(len(acts.ids)),
+        acts.ids.get_indexer(ev["activity_id"]),
+        arrays,
+        snapshot_times(t, HOUR),
+        forever,
+    )
+
+    step("bundles")
+    tables["bundle_stats"] = bundles_table(log, arrays, baskets, tables["item_stats"], cat)
+
+    step("labels")
+    tables["impressions_item"] = labels(ev, t, has_item, "item_id")
+    tables["impressions_activity"] = labels(ev, t, ~has_item, "activity_id")
+    # Bundle impressions; a log without the column: none (the same columns, no rows).
+    on_bundle = ev if "bundle_id" in ev else ev.iloc[:0].assign(bundle_id="")
+    n = len(on_bundle)
+    tables["impressions_bundle"] = labels(on_bundle, t[:n], ~has_item[:n], "bundle_id")
+    vocab.save()
+    return tables
+
+
+def entity_indices(
+    log: EventLog, has_item: np.ndarray
+) -> tuple[pd.Index, pd.Index, np.ndarray, np.ndarray]:
+    """user_ids, item_ids (catalogue first, then the events' others in order of appearance)
+    and each event's user and item index (-1: no item)."""
+    ev = log.events
     user_ids = pd.Index(pd.unique(pd.concat([log.users["user_id"], ev["user_id"]])))
     item_ids = pd.Index(pd.unique(pd.concat([log.items["item_id"], ev.loc[has_item, "item_id"]])))
     u = user_ids.get_indexer(ev["user_id"])
     i = np.where(has_item, item_ids.get_indexer(ev["item_id"].where(has_item, "")), -1)
+    return user_ids, item_ids, u, i
 
-    step("items: catalogue")
-    items = log.items.set_index("item_id").reindex(item_ids)
-    first_seen = pd.Series(t[has_item]).groupby(i[has_item]).min().reindex(range(len(item_ids)))
-    created = (
-        _seconds(items["created_at"]).astype(np.float64)
-        if "created_at" in items and items["created_at"].notna().any()
-        else np.full(len(item_ids), np.nan)
-    )
-    created = np.where(np.isnan(created), first_seen.to_numpy(dtype=np.float64), created)
-    created = np.nan_to_num(created, nan=float(snaps[0])).astype(np.int64)
-    category = vocab.encode("category", items.get("category", pd.Series(index=items.index)))
-    brand = vocab.encode("brand", items.get("brand", pd.Series(index=items.index)))
+
+def item_first_seen_and_price(
+    ev: pd.DataFrame, arrays: EventArrays, i: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per item index (of n): its first event's time and its median purchase price (NaN:
+    none)."""
+    t, kind, has_item = arrays.t, arrays.kind, arrays.has_item
+    first_seen = pd.Series(t[has_item]).groupby(i[has_item]).min().reindex(range(n))
+    bought = has_item & (kind == "purchase")
     purchase_price = (
-        pd.Series(ev["price"].to_numpy()[has_item & (kind == "purchase")])
-        .groupby(i[has_item & (kind == "purchase")])
-        .median()
-        .reindex(range(len(item_ids)))
-        .to_numpy()
+        pd.Series(ev["price"].to_numpy()[bought]).groupby(i[bought]).median().reindex(range(n))
     )
-    list_price = items["price"].to_numpy(dtype=np.float64) if "price" in items else None
-    price = (
-        purchase_price
-        if list_price is None
-        else np.where(np.isnan(list_price), purchase_price, list_price)
-    )
-    tables: dict[str, pd.DataFrame] = {}
+    return first_seen.to_numpy(dtype=np.float64), purchase_price.to_numpy()
 
-    step("items: text embeddings")
+
+def item_embedding(
+    items_table: pd.DataFrame, cat: Catalogue, options: BuildOptions
+) -> pd.DataFrame:
+    """item_embedding: each item's title and description, embedded and projected (PCA)."""
+    items = items_table.set_index("item_id").reindex(cat.item_ids)
     title = items["title"].fillna("") if "title" in items else pd.Series("", index=items.index)
     desc = (
         items["description"].fillna("")
@@ -234,75 +274,36 @@ def build_tables(
     )
     text = (title.astype(str) + ". " + desc.astype(str)).str.strip(". ")
     has_text = (text != "").to_numpy()
-    if has_text.any():
-        coords = project_texts(
-            text[has_text].tolist(), TextEmbedder(options.text_cache), options.projection_path
-        )
-        tables["item_embedding"] = pd.DataFrame(
-            {
-                "item_id": item_ids.to_numpy(dtype=object)[has_text],
-                "embedding": list(coords),
-                "event_timestamp": _utc(created[has_text]),
-            }
-        )
-    else:
-        tables["item_embedding"] = pd.DataFrame(
+    if not has_text.any():
+        return pd.DataFrame(
             {
                 "item_id": pd.Series(dtype=object),
                 "embedding": pd.Series(dtype=object),
                 "event_timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
             }
         )
-
-    step("items: daily statistics")
-    ie, it = _pairs(len(item_ids), snaps)
-    live = it > created[ie]
-    # One row at creation (catalogue attributes, aggregates 0), then one per snapshot.
-    ie = np.concatenate([np.arange(len(item_ids)), ie[live]])
-    it = np.concatenate([created, it[live]])
-    on_item = has_item
-    imp = Windows(i[on_item & (kind == "impression")], t[on_item & (kind == "impression")])
-    clk = Windows(i[on_item & (kind == "click")], t[on_item & (kind == "click")])
-    vw = Windows(i[on_item & (kind == "view")], t[on_item & (kind == "view")])
-    cart = Windows(i[on_item & (kind == "add_to_cart")], t[on_item & (kind == "add_to_cart")])
-    pm = on_item & (kind == "purchase")
-    buy = Windows(i[pm], t[pm])
-    sold = Windows(i[pm], t[pm], qty[pm])
-    forever = int(t.max()) + 1 - int(t.min()) + DAY
-    imps7, clicks7 = imp.total(ie, it, 7 * DAY), clk.total(ie, it, 7 * DAY)
-    imps30, clicks30 = imp.total(ie, it, 30 * DAY), clk.total(ie, it, 30 * DAY)
-    rating = items["rating"].to_numpy(dtype=np.float64) if "rating" in items else None
-    stock = items["in_stock"].fillna(1).to_numpy(dtype=np.int64) if "in_stock" in items else None
-    tables["item_stats"] = pd.DataFrame(
+    coords = project_texts(
+        text[has_text].tolist(), TextEmbedder(options.text_cache), options.projection_path
+    )
+    return pd.DataFrame(
         {
-            "item_id": item_ids.to_numpy(dtype=object)[ie],
-            "category": category[ie],
-            "brand": brand[ie],
-            "price": price[ie].astype(np.float32),
-            "launch_ts": created[ie].astype(np.float64),
-            "rating": (np.full(len(ie), np.nan) if rating is None else rating[ie]).astype(
-                np.float32
-            ),
-            "in_stock": np.ones(len(ie), dtype=np.int64) if stock is None else stock[ie],
-            "purchases_total": buy.total(ie, it, forever).astype(np.float32),
-            "impressions_7d": imps7.astype(np.float32),
-            "clicks_7d": clicks7.astype(np.float32),
-            "ctr_7d": ((clicks7 + GLOBAL_CTR * 20) / (imps7 + 20)).astype(np.float32),
-            "ctr_30d": ((clicks30 + GLOBAL_CTR * 20) / (imps30 + 20)).astype(np.float32),
-            "sales_7d": sold.total(ie, it, 7 * DAY).astype(np.float32),
-            "sales_30d": sold.total(ie, it, 30 * DAY).astype(np.float32),
-            "conversion_30d": (
-                (buy.total(ie, it, 30 * DAY) + 0.02 * 10) / (vw.total(ie, it, 30 * DAY) + 10)
-            ).astype(np.float32),
-            "cart_rate_30d": (
-                (cart.total(ie, it, 30 * DAY) + 0.1 * 10) / (vw.total(ie, it, 30 * DAY) + 10)
-            ).astype(np.float32),
-            "event_timestamp": _utc(it),
+            "item_id": cat.item_ids.to_numpy(dtype=object)[has_text],
+            "embedding": list(coords),
+            "event_timestamp": _utc(cat.created[has_text]),
         }
     )
 
-    step("users: profiles")
-    users = log.users.set_index("user_id").reindex(user_ids)
+
+def user_profile(
+    users_table: pd.DataFrame,
+    user_ids: pd.Index,
+    u: np.ndarray,
+    t: np.ndarray,
+    snaps: np.ndarray,
+    vocab: Vocab,
+) -> pd.DataFrame:
+    """user_profile: the CRM attributes, one row per user from the first export after sign-up."""
+    users = users_table.set_index("user_id").reindex(user_ids)
     first_event = pd.Series(t).groupby(u).min().reindex(range(len(user_ids))).to_numpy()
     signup = (
         _seconds(users["signup_at"]).astype(np.float64)
@@ -319,7 +320,7 @@ def build_tables(
         col = users[name] if name in users else pd.Series(np.nan, index=users.index)
         return vocab.encode(name, col)[ok]
 
-    tables["user_profile"] = pd.DataFrame(
+    return pd.DataFrame(
         {
             "user_id": user_ids.to_numpy(dtype=object)[ok],
             "segment": code("segment"),
@@ -331,193 +332,54 @@ def build_tables(
         }
     )
 
-    step("users: behaviour windows")
-    ue, ut = _active_user_snapshots(u, t, len(user_ids), snaps)
-    tables["user_behavior"] = _user_behaviour(user_ids, u, t, kind, spend, ue, ut)
 
-    step("users: category affinity and recency")
-    tables["user_affinity"] = _user_affinity(user_ids, u, t, i, kind, has_item, category, ue, ut)
-    del ue, ut
-
-    step("collaborative: recent items, co-occurrence, embeddings")
-    interactions = Interactions.of(ev, t, u, i, len(user_ids), len(item_ids))
-    ids = user_ids.to_numpy(dtype=object), item_ids.to_numpy(dtype=object)
-    tables.update(collaborative_tables(interactions, *ids, created, snaps))
-
-    step("baskets: co-purchase, complementary categories")
-    baskets = Baskets.of(ev, t, u, i, len(item_ids))
-    tables.update(basket_tables(baskets, ids[1], category, created, snaps))
-
-    step("activities")
-    _activity_tables(log, vocab, t, u, kind, has_item, snapshot_times(t, HOUR), tables)
-
-    step("bundles")
-    # The item statistics and baskets above, read as of each bundle row; hourly rows, like
-    # the activities': a bundle's response counts are what its first days are ranked by.
-    tables["bundle_stats"] = bundle_stats(
-        log.bundles,
-        ev,
-        t,
-        has_item,
-        snapshot_times(t, HOUR),
-        tables["item_stats"],
-        baskets,
-        item_ids,
-    )
-
-    step("labels")
-    tables["impressions_item"] = _labels(ev, t, has_item, "item_id")
-    tables["impressions_activity"] = _labels(ev, t, ~has_item, "activity_id")
-    # Bundle impressions; a log without the column: none (the same columns, no rows).
-    on_bundle = ev if "bundle_id" in ev else ev.iloc[:0].assign(bundle_id="")
-    n = len(on_bundle)
-    tables["impressions_bundle"] = _labels(on_bundle, t[:n], ~has_item[:n], "bundle_id")
-    vocab.save()
-    return tables
-
-
-def _active_user_snapshots(
-    u: np.ndarray, t: np.ndarray, n_users: int, snaps: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The (user, snapshot) pairs with an event in the 30 days before the snapshot (the daily
-    job emits active users only), user-major; a block of users at a time, so that the pairs of
-    a large shop's every user and every day are never all held at once."""
-    anything = Windows(u, t)
-    users_per_block = max(_PAIRS_PER_BLOCK // max(len(snaps), 1), 1)
-    parts_e, parts_t = [], []
-    for lo in range(0, n_users, users_per_block):
-        block = np.arange(lo, min(lo + users_per_block, n_users))
-        ue, ut = np.repeat(block, len(snaps)), np.tile(snaps, len(block))
-        active = anything.total(ue, ut, 30 * DAY) > 0
-        parts_e.append(ue[active])
-        parts_t.append(ut[active])
-    if not parts_e:
-        return np.zeros(0, dtype=np.int64), snaps[:0]
-    return np.concatenate(parts_e), np.concatenate(parts_t)
-
-
-def _user_behaviour(
-    user_ids: pd.Index,
-    u: np.ndarray,
-    t: np.ndarray,
-    kind: np.ndarray,
-    spend: np.ndarray,
-    ue: np.ndarray,
-    ut: np.ndarray,
-) -> pd.DataFrame:
-    """user_behavior: per active (user, snapshot), event counts and spend over the windows."""
-    behaviour: dict[str, object] = {"user_id": user_ids.to_numpy(dtype=object)[ue]}
-    per_kind = {
-        "views": Windows(u[kind == "view"], t[kind == "view"]),
-        "clicks": Windows(u[kind == "click"], t[kind == "click"]),
-        "carts": Windows(u[kind == "add_to_cart"], t[kind == "add_to_cart"]),
-        "purchases": Windows(u[kind == "purchase"], t[kind == "purchase"]),
-        "spend": Windows(u[kind == "purchase"], t[kind == "purchase"], spend[kind == "purchase"]),
-    }
-    for name, win in per_kind.items():
-        for suffix, seconds in WINDOWS.items():
-            behaviour[f"{name}_{suffix}"] = win.total(ue, ut, seconds).astype(np.float32)
-    imps_u = Windows(u[kind == "impression"], t[kind == "impression"]).total(ue, ut, 30 * DAY)
-    clicks_u = np.asarray(behaviour["clicks_30d"], dtype=np.float64)
-    purchases_u = np.asarray(behaviour["purchases_30d"], dtype=np.float64)
-    behaviour["ctr_30d"] = ((clicks_u + GLOBAL_CTR * 20) / (imps_u + 20)).astype(np.float32)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        aov = np.asarray(behaviour["spend_30d"], dtype=np.float64) / purchases_u
-    behaviour["avg_order_value_30d"] = np.where(purchases_u > 0, aov, np.nan).astype(np.float32)
-    behaviour["event_timestamp"] = _utc(ut)
-    # copy=False: the columns are fresh arrays; a consolidated copy would double the peak.
-    return pd.DataFrame(behaviour, copy=False)
-
-
-def _user_affinity(
-    user_ids: pd.Index,
-    u: np.ndarray,
-    t: np.ndarray,
-    i: np.ndarray,
-    kind: np.ndarray,
-    has_item: np.ndarray,
-    category: np.ndarray,
-    ue: np.ndarray,
-    ut: np.ndarray,
-) -> pd.DataFrame:
-    """user_affinity: per active (user, snapshot), the category-slot shares of engagement
-    (30 days), views and impressions by slot (90 days), the top slot and recency.
-
-    The [user snapshots x slots] grid is computed a block of snapshots at a time (a shop of
-    10M events has tens of millions of user snapshots): only the float32 results are whole.
-    """
-
-    def slot_windows(sel: np.ndarray, weight: np.ndarray | None = None) -> Windows:
-        """Windows over the `sel` item events, keyed by (user, category slot)."""
-        code = np.full(len(t), -1, dtype=np.int64)
-        code[sel] = category[i[sel]]
-        keep = code >= 0
-        slot = code[keep] % AFFINITY_SLOTS
-        w = None if weight is None else weight[keep]
-        return Windows(u[keep] * AFFINITY_SLOTS + slot, t[keep], w)
-
-    engaged = has_item & np.isin(kind, ["view", "click", "add_to_cart", "purchase"])
-    weight = pd.Series(kind).map({"view": 1.0, "click": 1.0, "add_to_cart": 2.0, "purchase": 3.0})
-    engagement = slot_windows(engaged, weight.fillna(0.0).to_numpy())
-    histories = {
-        "views_90d": slot_windows(has_item & (kind == "view")),
-        "impressions_90d": slot_windows(has_item & (kind == "impression")),
-    }
-    n = len(ue)
-    # One contiguous row per output column, filled block by block.
-    share_out = np.empty((AFFINITY_SLOTS, n), dtype=np.float32)
-    history_out = {name: np.empty((AFFINITY_SLOTS, n), dtype=np.float32) for name in histories}
-    top = np.empty(n, dtype=np.int64)
-    top_share = np.empty(n, dtype=np.float32)
-    rows_per_block = max(_PAIRS_PER_BLOCK // AFFINITY_SLOTS, 1)
-    slots = np.arange(AFFINITY_SLOTS)
-    for lo in range(0, n, rows_per_block):
-        hi = min(lo + rows_per_block, n)
-        grid_e = np.repeat(ue[lo:hi] * AFFINITY_SLOTS, AFFINITY_SLOTS) + np.tile(slots, hi - lo)
-        grid_t = np.repeat(ut[lo:hi], AFFINITY_SLOTS)
-        counts = engagement.total(grid_e, grid_t, 30 * DAY).reshape(hi - lo, AFFINITY_SLOTS)
-        for name, win in histories.items():
-            block = win.total(grid_e, grid_t, HISTORY_S).reshape(hi - lo, AFFINITY_SLOTS)
-            history_out[name][:, lo:hi] = block.astype(np.float32).T
-        total = counts.sum(axis=1)
-        share = (counts + 1.0 / AFFINITY_SLOTS) / (total[:, None] + 1.0)
-        share_out[:, lo:hi] = share.astype(np.float32).T
-        top[lo:hi] = np.where(total > 0, counts.argmax(axis=1), -1)
-        top_share[lo:hi] = np.where(total > 0, share.max(axis=1), np.nan).astype(np.float32)
-    seen = Windows(u[np.isin(kind, ["view", "click"])], t[np.isin(kind, ["view", "click"])])
-    bought = Windows(u[kind == "purchase"], t[kind == "purchase"])
-    return pd.DataFrame(
-        {
-            "user_id": user_ids.to_numpy(dtype=object)[ue],
-            **{f"affinity_{slot:02d}": share_out[slot] for slot in range(AFFINITY_SLOTS)},
-            **{
-                f"{name}_{slot:02d}": values[slot]
-                for name, values in history_out.items()
-                for slot in range(AFFINITY_SLOTS)
-            },
-            "top_category": top,
-            "top_category_share": top_share,
-            "days_since_last_view": ((ut - seen.last_before(ue, ut)) / DAY).astype(np.float32),
-            "days_since_last_purchase": ((ut - bought.last_before(ue, ut)) / DAY).astype(
-                np.float32
-            ),
-            "event_timestamp": _utc(ut),
-        },
-        copy=False,  # the columns are rows of the blocks above: no second copy of them
-    )
-
-
-def _activity_tables(
+def cross_entity_tables(
     log: EventLog,
-    vocab: Vocab,
-    t: np.ndarray,
+    ev: EventArrays,
     u: np.ndarray,
-    kind: np.ndarray,
-    has_item: np.ndarray,
+    i: np.ndarray,
+    cat: Catalogue,
+    user_ids: pd.Index,
     snaps: np.ndarray,
     tables: dict[str, pd.DataFrame],
-) -> None:
-    acts = log.activities.drop_duplicates("activity_id", keep="last").reset_index(drop=True)
+    progress: Progress,
+) -> Baskets:
+    """The collaborative and basket tables (they read many entities' events at once); returns
+    the baskets (bundle_stats reads them)."""
+    progress("collaborative: recent items, co-occurrence, embeddings")
+    n_items = len(cat.item_ids)
+    interactions = Interactions.of(log.events, ev.t, u, i, len(user_ids), n_items)
+    ids = user_ids.to_numpy(dtype=object), cat.item_ids.to_numpy(dtype=object)
+    tables.update(collaborative_tables(interactions, *ids, cat.created, snaps))
+    del interactions
+
+    progress("baskets: co-purchase, complementary categories")
+    baskets = Baskets.of(log.events, ev.t, u, i, n_items)
+    tables.update(basket_tables(baskets, ids[1], cat.category, cat.created, snaps))
+    return baskets
+
+
+def bundles_table(
+    log: EventLog, ev: EventArrays, baskets: Baskets, stats: pd.DataFrame, cat: Catalogue
+) -> pd.DataFrame:
+    """bundle_stats: the item statistics (`stats`) and baskets read as of each bundle row."""
+    # Hourly rows, like the activities': a bundle's response counts are what its first days
+    # are ranked by.
+    return bundle_stats(
+        log.bundles,
+        log.events,
+        ev.t,
+        ev.has_item,
+        snapshot_times(ev.t, HOUR),
+        stats,
+        baskets,
+        cat.item_ids,
+    )
+
+
+def activity_catalogue(activities: pd.DataFrame, vocab: Vocab) -> Activities:
+    """The campaigns table as arrays (the newest row per activity_id)."""
+    acts = activities.drop_duplicates("activity_id", keep="last").reset_index(drop=True)
     ids = pd.Index(acts["activity_id"])
     start = _seconds(acts["start_at"]) if len(acts) else np.zeros(0, dtype=np.int64)
     end = _seconds(acts["end_at"]) if len(acts) else np.zeros(0, dtype=np.int64)
@@ -534,90 +396,7 @@ def _activity_tables(
         if "discount_pct" in acts
         else np.zeros(len(acts), dtype=np.float32)
     )
-    # Campaigns are announced a day before they start.
-    announced = start - DAY
-    a = ids.get_indexer(log.events["activity_id"])
-    on_act = (a >= 0) & ~has_item
-    ae, at = _pairs(len(ids), snaps)
-    # After the announcement: hourly until a day after the end, then daily (only the windows
-    # still change).
-    recent = (at <= end[ae] + DAY) | (at % DAY == 0) | (at == snaps[-1])
-    live = (at > announced[ae]) & recent if len(ids) else np.zeros(0, dtype=bool)
-    # One row when announced, then one per snapshot.
-    ae = np.concatenate([np.arange(len(ids)), ae[live]])
-    at = np.concatenate([announced, at[live]]).astype(np.int64)
-    imp = Windows(a[on_act & (kind == "impression")], t[on_act & (kind == "impression")])
-    joined = (a >= 0) & ((on_act & (kind == "click")) | (kind == "purchase"))
-    part = Windows(a[joined], t[joined])
-    imps7 = imp.total(ae, at, 7 * DAY)
-    part7 = part.total(ae, at, 7 * DAY)
-    # Every earlier event: a campaign's appeal does not fade, and most run for days only.
-    forever = int(t.max()) + 1 - int(t.min()) + DAY
-    imps_all, part_all = imp.total(ae, at, forever), part.total(ae, at, forever)
-    tables["activity_stats"] = pd.DataFrame(
-        {
-            "activity_id": ids.to_numpy(dtype=object)[ae],
-            "activity_type": type_code.astype(np.int64)[ae],
-            "discount_pct": discount[ae],
-            "target_category": first[ae],
-            "target_category_2": second[ae],
-            "start_ts": start[ae].astype(np.float64),
-            "end_ts": end[ae].astype(np.float64),
-            "impressions_1d": imp.total(ae, at, DAY).astype(np.float32),
-            "participants_1d": part.total(ae, at, DAY).astype(np.float32),
-            "participants_7d": part7.astype(np.float32),
-            "participation_rate_7d": ((part7 + GLOBAL_CTR * 20) / (imps7 + 20)).astype(np.float32),
-            "impressions_total": imps_all.astype(np.float32),
-            "participation_rate_total": ((part_all + GLOBAL_CTR * 20) / (imps_all + 20)).astype(
-                np.float32
-            ),
-            "event_timestamp": _utc(at),
-        }
-    )
-
-
-def _labels(ev: pd.DataFrame, t: np.ndarray, rows: np.ndarray, key: str) -> pd.DataFrame:
-    """Impressions of `key` candidates labelled by the clicks and purchases that follow them."""
-    kind = ev["event_type"].to_numpy()
-    shown = rows & (kind == "impression") & (ev[key].to_numpy() != "")
-    base = ev.loc[shown, ["user_id", key, *_present(ev)]].copy()
-    base["t"] = t[shown]
-    base = base.sort_values("t", kind="stable").reset_index(drop=True)
-    base["row"] = np.arange(len(base))
-    for label, event, window in (
-        ("clicked", "click", CLICK_WINDOW_S),
-        ("purchased", "purchase", PURCHASE_WINDOW_S),
-    ):
-        sel = (kind == event) & (ev[key].to_numpy() != "")
-        hits = ev.loc[sel, ["user_id", key]].assign(t=t[sel]).sort_values("t", kind="stable")
-        matched = pd.merge_asof(
-            hits,
-            base[["user_id", key, "t", "row"]],
-            on="t",
-            by=["user_id", key],
-            direction="backward",
-            tolerance=window,
-        )
-        flag = np.zeros(len(base), dtype=np.int64)
-        flag[matched["row"].dropna().astype(np.int64).to_numpy()] = 1
-        base[label] = flag
-    out = pd.DataFrame(
-        {
-            "user_id": base["user_id"].to_numpy(dtype=object),
-            key: base[key].to_numpy(dtype=object),
-            "event_timestamp": _utc(base["t"].to_numpy()),
-            "request_ts": base["t"].to_numpy(dtype=np.int64),
-            "clicked": base["clicked"],
-            "purchased": base["purchased"],
-        }
-    )
-    for col in _present(ev):
-        out[col] = base[col].to_numpy(dtype=np.float64)
-    return out
-
-
-def _present(ev: pd.DataFrame) -> list[str]:
-    return [c for c in ORACLE_COLUMNS if c in ev.columns]
+    return Activities(ids, type_code.astype(np.int64), discount, first, second, start, end)
 
 
 def write_tables(tables: dict[str, pd.DataFrame], data_dir: Path) -> list[Path]:
@@ -636,10 +415,22 @@ def write_tables(tables: dict[str, pd.DataFrame], data_dir: Path) -> list[Path]:
 __all__ = [
     "AFFINITY_SLOTS",
     "BUILD_STEPS",
+    "DAY",
     "EMBEDDING_DIM",
+    "HOUR",
     "TABLES",
+    "Activities",
     "BuildOptions",
+    "Catalogue",
+    "EventArrays",
+    "Progress",
+    "Windows",
+    "activity_stats",
     "build_tables",
+    "forever_window",
+    "item_stats",
+    "labels",
     "snapshot_times",
+    "user_tables",
     "write_tables",
 ]

@@ -93,8 +93,9 @@ def point_in_time_frame(
     Exactly the target's FeatureService, with Feast's point-in-time semantics: by
     scoring.trainer.asof_join (the views' tables read once; `join` reuses one across calls)
     when the service's views are Parquet tables, else (or with engine="feast") through Feast's
-    `get_historical_features` in chunks of `chunk_rows`. Missing values stay missing here and
-    get the serving defaults (and indicators) from the contract.
+    `get_historical_features` in chunks of `chunk_rows` (a SparkSource repo, the Spark
+    profile, always: its join runs in Spark). Missing values stay missing here and get the
+    serving defaults (and indicators) from the contract.
     """
     entity_cols = [USER_JOIN_KEY, target.join_key, TIMESTAMP, *contract.request_fields]
     rows = rows.reset_index(drop=True)
@@ -108,15 +109,19 @@ def point_in_time_frame(
         out[TIMESTAMP] = pd.to_datetime(out[TIMESTAMP], utc=True)
         return out.sort_values([TIMESTAMP, USER_JOIN_KEY, target.join_key], ignore_index=True)
     parts = []
+    # Spark's timestamps are microseconds: nanoseconds would not fit its Arrow conversion.
+    offline = getattr(getattr(store, "config", None), "offline_store", None)
+    spark = type(offline).__name__ == "SparkOfflineStoreConfig"
     for start in range(0, max(len(rows), 1), chunk_rows):
         chunk = rows.iloc[start : start + chunk_rows]
         entity_df = chunk[entity_cols].assign(**{ROW: np.arange(start, start + len(chunk))})
         # Feast's file store keeps one row per (join keys seen so far, timestamp): rows of one
         # user at one time (a basket, a positive and its negatives) would collapse into one.
         # A distinct timestamp per row, nanoseconds apart (fewer than 10**9 rows a chunk),
-        # selects the same whole-second snapshot rows, and no row is dropped.
+        # selects the same whole-second snapshot rows, and no row is dropped. (Spark's join
+        # keeps every row; microseconds apart there, fewer than 10**6 rows a chunk.)
         entity_df[TIMESTAMP] = pd.to_datetime(entity_df[TIMESTAMP], utc=True) + pd.to_timedelta(
-            np.arange(len(chunk)), unit="ns"
+            np.arange(len(chunk)), unit="us" if spark else "ns"
         )
         frame = store.get_historical_features(
             entity_df=entity_df, features=service, full_feature_names=True

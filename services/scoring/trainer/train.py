@@ -83,6 +83,11 @@ class TrainConfig:
     refit: bool = True
     seed: int = 7
     device: str = "cpu"
+    # Fit from Parquet shards of the training matrix in shuffled batches with bounded memory
+    # (scoring.trainer.streaming), and over `processes` data-parallel processes
+    # (scoring.trainer.distributed; forces stream). The default fits the in-memory matrix.
+    stream: bool = False
+    processes: int = 1
     model: ModelConfig = ModelConfig()
 
     def to_dict(self) -> dict[str, Any]:
@@ -241,6 +246,59 @@ def fit(
     if best is not None:
         model.load_state_dict(best[1])
     return model.cpu().eval(), history
+
+
+def shard_rows(rows: int, processes: int) -> int:
+    """Row-group size of a training run's shards: 65,536 rows, smaller for small data so that
+    each process gets several row groups (at least 64 rows a group)."""
+    from scoring.trainer.streaming import ROW_GROUP_ROWS
+
+    return max(64, min(ROW_GROUP_ROWS, -(-rows // (16 * processes))))
+
+
+def fit_sharded(
+    fresh_model: Callable[[], Ranker],
+    x: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray | None,
+    n_fit: int,
+    cfg: TrainConfig,
+    on_progress: ProgressHook | None = None,
+) -> tuple[Ranker, list[dict[str, float]], int]:
+    """`fit` (and the refit) from Parquet shards of the matrix, in cfg.processes processes.
+
+    Rows [:n_fit] fit, the rest validate; the shards live in a temporary folder for the run.
+
+    Returns:
+        The model, the early-stopped fit's history and the refit's epochs (0: no refit).
+    """
+    import tempfile
+
+    from scoring.trainer.distributed import fit_distributed
+    from scoring.trainer.streaming import TrainingShards, fit_streamed, write_shards
+
+    def run(
+        train: list[TrainingShards], valid: list[TrainingShards], run_cfg: TrainConfig
+    ) -> tuple[Ranker, list[dict[str, float]]]:
+        if run_cfg.processes > 1:
+            model, history, _ = fit_distributed(fresh_model(), train, run_cfg, valid, on_progress)
+            return model, history
+        return fit_streamed(fresh_model(), train, run_cfg, valid, on_progress)
+
+    group = shard_rows(len(x), cfg.processes)
+    with tempfile.TemporaryDirectory(prefix="scoring-shards-") as tmp:
+        w_fit = None if weights is None else weights[:n_fit]
+        shards = [write_shards(Path(tmp) / "fit", x[:n_fit], y[:n_fit], w_fit, group)]
+        valid = []
+        if n_fit < len(x):
+            w_valid = None if weights is None else weights[n_fit:]
+            valid = [write_shards(Path(tmp) / "valid", x[n_fit:], y[n_fit:], w_valid, group)]
+        model, history = run(shards, valid, cfg)
+        refit_epochs = 0
+        if cfg.refit and valid:
+            refit_epochs = _best_epoch(history)
+            model, _ = run(shards + valid, [], dataclasses.replace(cfg, epochs=refit_epochs))
+    return model, history, refit_epochs
 
 
 def _valid_logloss(
@@ -437,15 +495,20 @@ def train_target(
     n_fit = int(len(train) * (1.0 - cfg.valid_fraction))
     valid = (x_train[n_fit:], y_train[n_fit:]) if n_fit < len(train) else None
     w_fit = None if w_train is None else w_train[:n_fit]
-    model, history = fit(
-        fresh_model(), x_train[:n_fit], y_train[:n_fit], cfg, valid, on_progress, w_fit
-    )
-    refit_epochs = 0
-    if cfg.refit and valid is not None:
-        # The same model, fitted from scratch on every training row for the epochs picked.
-        refit_epochs = _best_epoch(history)
-        refit_cfg = dataclasses.replace(cfg, epochs=refit_epochs)
-        model, _ = fit(fresh_model(), x_train, y_train, refit_cfg, None, on_progress, w_train)
+    if cfg.stream or cfg.processes > 1:
+        model, history, refit_epochs = fit_sharded(
+            fresh_model, x_train, y_train, w_train, n_fit, cfg, on_progress
+        )
+    else:
+        model, history = fit(
+            fresh_model(), x_train[:n_fit], y_train[:n_fit], cfg, valid, on_progress, w_fit
+        )
+        refit_epochs = 0
+        if cfg.refit and valid is not None:
+            # The same model, fitted from scratch on every training row for the epochs picked.
+            refit_epochs = _best_epoch(history)
+            refit_cfg = dataclasses.replace(cfg, epochs=refit_epochs)
+            model, _ = fit(fresh_model(), x_train, y_train, refit_cfg, None, on_progress, w_train)
 
     progress("evaluate", 0, 1, "")
     report = evaluate(model, x_train, x_test, train, test, target, contract, cfg.seed)
@@ -507,6 +570,8 @@ def train_target(
                 f"scoring train --target {target.name} --epochs {cfg.epochs} "
                 f"--seed {cfg.seed} --device {cfg.device}"
                 + (f" --holdout {holdout}" if holdout != "none" else "")
+                + (" --stream" if cfg.stream else "")
+                + (f" --processes {cfg.processes}" if cfg.processes > 1 else "")
             ),
         },
         **report,

@@ -31,10 +31,18 @@ def build_features(
 
     Args:
         on_step: called with each build step's name (`scoring.datagen.build.BUILD_STEPS`).
+
+    The engine is settings.build_engine ("spark": a PySpark job on settings.spark.master).
     """
     from scoring.datagen.dataset import build_data_set
 
-    return build_data_set(log, settings.feast.repo_path / "data", progress=on_step)
+    return build_data_set(
+        log,
+        settings.feast.repo_path / "data",
+        progress=on_step,
+        engine=settings.build_engine,
+        spark=settings.spark,
+    )
 
 
 def import_data(
