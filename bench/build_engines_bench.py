@@ -26,23 +26,18 @@ import argparse
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from rich.console import Console
+from measure import ROOT, console, feature_repo_env, import_argv, measure
 from rich.table import Table
 from shop_log import write_shop_log
 
-ROOT = Path(__file__).resolve().parents[1]
-SCORING = Path(sys.executable).parent / "scoring"  # the venv running this bench
 ENGINES = ("pandas", "spark")
-console = Console()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,91 +53,18 @@ class Run:
     status: str  # "ok", "exit N", "killed: ..."
 
 
-class TreeMemory(threading.Thread):
-    """Samples a process tree's resident memory (sum); kills the tree above `limit_gib`."""
-
-    def __init__(self, pid: int, limit_gib: float) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.limit_gib = pid, limit_gib
-        self.peak_gib = 0.0
-        self.killed = ""
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        try:
-            root = psutil.Process(self.pid)
-        except psutil.NoSuchProcess:
-            return
-        while not self.done.is_set():
-            try:
-                tree = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                return
-            rss = 0
-            for proc in tree:
-                try:
-                    rss += proc.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
-            self.peak_gib = max(self.peak_gib, rss / 2**30)
-            if rss / 2**30 > self.limit_gib and not self.killed:
-                self.killed = f"killed: over {self.limit_gib:g} GiB resident"
-                for proc in reversed(tree):
-                    try:
-                        proc.kill()
-                    except psutil.NoSuchProcess:
-                        pass
-            time.sleep(0.2)
-
-
 def run_import(engine: str, events: int, log_dir: Path, work: Path, limit_gib: float) -> Run:
     """One `scoring data import` with `engine` into a fresh copy of the feature repo."""
     repo = work / f"features-{engine}"
     shutil.rmtree(repo, ignore_errors=True)
-    shutil.copytree(ROOT / "features", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    env = {
-        **os.environ,
-        "SCORING_FEAST__REPO_PATH": str(repo),
-        "SCORING_SPARK__LOCAL_DIR": str(work / "spark-local"),
-        "PYTHONPATH": str(ROOT / "services"),
-    }
-    env.pop("SCORING_FEAST__FS_YAML", None)
-    argv = [
-        str(SCORING),
-        "data",
-        "import",
-        str(log_dir / "events.parquet"),
-        "--items",
-        str(log_dir / "items.parquet"),
-        "--users",
-        str(log_dir / "users.parquet"),
-        "--no-register",
-        "--engine",
-        engine,
-    ]
+    env = feature_repo_env(repo, SCORING_SPARK__LOCAL_DIR=str(work / "spark-local"))
+    argv = [*import_argv(log_dir), "--no-register", "--engine", engine]
     console.rule(f"[bold]{engine}[/] ({events:,} events)")
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, env=env, cwd=work)
-    watch = TreeMemory(proc.pid, limit_gib)
-    watch.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - started
-    watch.done.set()
-    watch.join(timeout=2)
-    code = os.waitstatus_to_exitcode(status)
-    state = watch.killed or ("ok" if code == 0 else f"exit {code}")
+    m = measure(argv, env, work, limit_gib)
     # The JVM's and the Python workers' CPU is in the children's usage once they are reaped.
-    run = Run(
-        engine,
-        events,
-        wall,
-        usage.ru_utime + usage.ru_stime,
-        watch.peak_gib,
-        usage.ru_maxrss / 2**20,
-        state,
-    )
+    run = Run(engine, events, m.wall_s, m.cpu_s, m.peak_tree_gib, m.peak_process_gib, m.status)
     console.print(
-        f"{engine} {events:,}: {state}, {wall:.0f} s wall, {run.cpu_s:.0f} s CPU, "
+        f"{engine} {events:,}: {m.status}, {m.wall_s:.0f} s wall, {run.cpu_s:.0f} s CPU, "
         f"{run.peak_tree_gib:.2f} GiB peak (tree)"
     )
     shutil.rmtree(repo / "data", ignore_errors=True)  # the next run needs the disk

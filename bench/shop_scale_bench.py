@@ -26,22 +26,16 @@ import argparse
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from rich.console import Console
+from measure import ROOT, SCORING, console, feature_repo_env, import_argv, measure
 from rich.table import Table
 from shop_log import ShopLog, write_shop_log
-
-ROOT = Path(__file__).resolve().parents[1]
-SCORING = Path(sys.executable).parent / "scoring"  # the venv running this bench
-console = Console()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,49 +50,17 @@ class Step:
     status: str  # "ok", "exit N", "killed: ..."
 
 
-def _watch(proc: subprocess.Popen[bytes], limit_gib: float, why: list[str]) -> None:
-    """Samples the child's process tree RSS; kills the tree above `limit_gib`."""
-    try:
-        parent = psutil.Process(proc.pid)
-    except psutil.NoSuchProcess:
-        return
-    while proc.returncode is None:
-        try:
-            tree = [parent, *parent.children(recursive=True)]
-            rss = sum(p.memory_info().rss for p in tree) / 2**30
-        except psutil.NoSuchProcess:
-            return
-        if rss > limit_gib:
-            why.append(f"killed: over {limit_gib:g} GiB resident")
-            for p in reversed(tree):
-                try:
-                    p.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            return
-        time.sleep(0.5)
-
-
 def run_step(
     name: str, events: int, argv: list[str], env: dict[str, str], cwd: Path, limit_gib: float
 ) -> Step:
     """Runs one command as a child (its output goes to this terminal) and measures it."""
     console.rule(f"[bold]{name}[/] ({events:,} events): {' '.join(argv[1:])}")
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, env=env, cwd=cwd)
-    why: list[str] = []
-    watcher = threading.Thread(target=_watch, args=(proc, limit_gib, why), daemon=True)
-    watcher.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    watcher.join(timeout=2)
-    code = proc.returncode
-    state = why[0] if why else ("ok" if code == 0 else f"exit {code}")
-    # ru_maxrss: KiB on Linux, the child's (and its waited-for descendants') peak.
-    step = Step(name, events, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 2**20, state)
+    m = measure(argv, env, cwd, limit_gib, interval_s=0.5)
+    # Peak: the child's (and its waited-for descendants') ru_maxrss.
+    step = Step(name, events, m.wall_s, m.cpu_s, m.peak_process_gib, m.status)
     console.print(
-        f"{name}: {state}, {wall:.0f} s wall, {step.cpu_s:.0f} s CPU, {step.peak_gib:.2f} GiB peak"
+        f"{name}: {m.status}, {m.wall_s:.0f} s wall, {step.cpu_s:.0f} s CPU, "
+        f"{step.peak_gib:.2f} GiB peak"
     )
     return step
 
@@ -116,32 +78,15 @@ def pipeline(
         f"generated in {time.monotonic() - started:.0f} s: {shop.events:,} events of "
         f"{shop.users:,} users on {shop.items:,} items, {shop.orders:,} orders, {shop.kinds}"
     )
-    repo = work / "features"
-    shutil.copytree(ROOT / "features", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    env = {
-        **os.environ,
-        "SCORING_FEAST__REPO_PATH": str(repo),
-        "SCORING_TRITON__MODEL_REPOSITORY": str(work / "model_repository"),
-        "SCORING_REGISTRY__URL": f"sqlite:///{work / 'registry.db'}",
-        "PYTHONPATH": str(ROOT / "services"),
-    }
-    env.pop("SCORING_FEAST__FS_YAML", None)
+    env = feature_repo_env(
+        work / "features",
+        SCORING_TRITON__MODEL_REPOSITORY=str(work / "model_repository"),
+        SCORING_REGISTRY__URL=f"sqlite:///{work / 'registry.db'}",
+    )
     (work / "model_repository").mkdir(exist_ok=True)
     scoring = str(SCORING)
     commands = [
-        (
-            "import",
-            [
-                scoring,
-                "data",
-                "import",
-                str(log_dir / "events.parquet"),
-                "--items",
-                str(log_dir / "items.parquet"),
-                "--users",
-                str(log_dir / "users.parquet"),
-            ],
-        ),
+        ("import", import_argv(log_dir)),
         ("train", [scoring, "train", "--target", "item_ranker", "--holdout", "loo", "--no-report"]),
         ("evaluate", [scoring, "evaluate", "--protocol", "loo", "--out", str(work / "report.md")]),
     ]

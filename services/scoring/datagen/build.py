@@ -139,6 +139,21 @@ def _first_snapshot_at_or_after(snaps: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.where(idx < len(snaps), snaps[np.minimum(idx, len(snaps) - 1)], -1)
 
 
+def _entity_times(
+    table: pd.DataFrame, column: str, first_event: np.ndarray, snaps: np.ndarray
+) -> np.ndarray:
+    """Per row of `table`, the time (int64 seconds) of `column` (a creation or sign-up time);
+    where it has none, the entity's first event (`first_event`, NaN when none); else the first
+    snapshot."""
+    given = (
+        _seconds(table[column]).astype(np.float64)
+        if column in table and table[column].notna().any()
+        else np.full(len(table), np.nan)
+    )
+    given = np.where(np.isnan(given), first_event, given)
+    return np.nan_to_num(given, nan=float(snaps[0])).astype(np.int64)
+
+
 def item_catalogue(
     items_table: pd.DataFrame,
     item_ids: pd.Index,
@@ -155,13 +170,7 @@ def item_catalogue(
         purchase_price: per item, the median purchase price; NaN when never bought.
     """
     items = items_table.set_index("item_id").reindex(item_ids)
-    created = (
-        _seconds(items["created_at"]).astype(np.float64)
-        if "created_at" in items and items["created_at"].notna().any()
-        else np.full(len(item_ids), np.nan)
-    )
-    created = np.where(np.isnan(created), first_seen, created)
-    created = np.nan_to_num(created, nan=float(snaps[0])).astype(np.int64)
+    created = _entity_times(items, "created_at", first_seen, snaps)
     category = vocab.encode("category", items.get("category", pd.Series(index=items.index)))
     brand = vocab.encode("brand", items.get("brand", pd.Series(index=items.index)))
     list_price = items["price"].to_numpy(dtype=np.float64) if "price" in items else None
@@ -182,14 +191,11 @@ def build_tables(
     step = progress or (lambda _: None)
     vocab = Vocab(options.vocab_path)
     ev = log.events
-    arrays = EventArrays.of(ev)
+    arrays, snaps, user_ids, item_ids, u, i = index_log(log)
     t, has_item = arrays.t, arrays.has_item
-    snaps = snapshot_times(t)
-    user_ids, item_ids, u, i = entity_indices(log, has_item)
 
     step("items: catalogue")
-    seen_and_price = item_first_seen_and_price(ev, arrays, i, len(item_ids))
-    cat = item_catalogue(log.items, item_ids, *seen_and_price, snaps, vocab)
+    cat = log_catalogue(log, arrays, item_ids, i, snaps, vocab)
     tables: dict[str, pd.DataFrame] = {}
 
     step("items: text embeddings")
@@ -232,6 +238,29 @@ def build_tables(
     tables["impressions_bundle"] = labels(on_bundle, t[:n], ~has_item[:n], "bundle_id")
     vocab.save()
     return tables
+
+
+def index_log(
+    log: EventLog,
+) -> tuple[EventArrays, np.ndarray, pd.Index, pd.Index, np.ndarray, np.ndarray]:
+    """Where a build starts (either engine): the events as arrays, the daily snapshot times
+    and the entities (`entity_indices`: user_ids, item_ids, u, i)."""
+    arrays = EventArrays.of(log.events)
+    user_ids, item_ids, u, i = entity_indices(log, arrays.has_item)
+    return arrays, snapshot_times(arrays.t), user_ids, item_ids, u, i
+
+
+def log_catalogue(
+    log: EventLog,
+    arrays: EventArrays,
+    item_ids: pd.Index,
+    i: np.ndarray,
+    snaps: np.ndarray,
+    vocab: Vocab,
+) -> Catalogue:
+    """`item_catalogue` of the log's items, with their first events and purchase prices."""
+    seen_and_price = item_first_seen_and_price(log.events, arrays, i, len(item_ids))
+    return item_catalogue(log.items, item_ids, *seen_and_price, snaps, vocab)
 
 
 def entity_indices(
@@ -305,13 +334,7 @@ def user_profile(
     """user_profile: the CRM attributes, one row per user from the first export after sign-up."""
     users = users_table.set_index("user_id").reindex(user_ids)
     first_event = pd.Series(t).groupby(u).min().reindex(range(len(user_ids))).to_numpy()
-    signup = (
-        _seconds(users["signup_at"]).astype(np.float64)
-        if "signup_at" in users and users["signup_at"].notna().any()
-        else np.full(len(user_ids), np.nan)
-    )
-    signup = np.where(np.isnan(signup), first_event, signup)
-    signup = np.nan_to_num(signup, nan=float(snaps[0])).astype(np.int64)
+    signup = _entity_times(users, "signup_at", first_event, snaps)
     # The CRM export is daily: a profile appears at the first midnight after sign-up.
     exported = _first_snapshot_at_or_after(snaps, signup + 1)
     ok = exported >= 0

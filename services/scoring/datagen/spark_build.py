@@ -40,10 +40,9 @@ from scoring.datagen.build import (
     activity_catalogue,
     bundles_table,
     cross_entity_tables,
-    entity_indices,
-    item_catalogue,
+    index_log,
     item_embedding,
-    item_first_seen_and_price,
+    log_catalogue,
     snapshot_times,
     user_profile,
 )
@@ -118,10 +117,8 @@ def build_tables_spark(
     )
     vocab = Vocab(options.vocab_path)
     ev = log.events
-    arrays = EventArrays.of(ev)
+    arrays, snaps, user_ids, item_ids, u, i = index_log(log)
     t, has_item = arrays.t, arrays.has_item
-    snaps = snapshot_times(t)
-    user_ids, item_ids, u, i = entity_indices(log, has_item)
     staging = options.data_dir / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -129,8 +126,7 @@ def build_tables_spark(
     written: dict[str, Path] = {}
     try:
         step("items: catalogue")
-        seen_and_price = item_first_seen_and_price(ev, arrays, i, len(item_ids))
-        cat = item_catalogue(log.items, item_ids, *seen_and_price, snaps, vocab)
+        cat = log_catalogue(log, arrays, item_ids, i, snaps, vocab)
         acts = activity_catalogue(log.activities, vocab)
         a = acts.ids.get_indexer(ev["activity_id"])
         ctx = _Context(cat, acts, snaps, snapshot_times(t, HOUR), forever_window(t), n_buckets)

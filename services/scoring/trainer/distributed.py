@@ -20,6 +20,7 @@ import os
 import socket
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,13 @@ import torch.distributed as dist
 from torch.multiprocessing.spawn import spawn
 from torch.nn.parallel import DistributedDataParallel
 
+from scoring.trainer.fit_loop import ProgressHook, clone_state, fit_epochs, optimiser
 from scoring.trainer.streaming import (
     BUFFER_GROUPS,
     BatchReader,
     Logits,
-    ProgressHook,
     TrainingShards,
-    batch_loss,
-    clone_state,
-    since_best,
+    train_epoch,
     valid_logloss,
 )
 
@@ -83,21 +82,10 @@ def fit_distributed(
     with tempfile.TemporaryDirectory(prefix="scoring-ddp-") as tmp:
         out = Path(tmp) / "result.pt"
         init = f"tcp://127.0.0.1:{free_port()}"
-        spawn(  # type: ignore[no-untyped-call]
-            _run_rank,
-            args=(
-                world,
-                init,
-                model.cpu(),
-                list(train),
-                list(valid or []),
-                cfg,
-                buffer_groups,
-                out,
-            ),
-            nprocs=world,
-            join=True,
+        job = _Job(
+            world, init, model.cpu(), list(train), list(valid or []), cfg, buffer_groups, out
         )
+        spawn(_run_rank, args=(job,), nprocs=world, join=True)  # type: ignore[no-untyped-call]
         result = torch.load(out, weights_only=True)
     model.load_state_dict(result["state"])
     history: list[dict[str, float]] = result["history"]
@@ -110,88 +98,68 @@ def fit_distributed(
     return model.cpu().eval(), history, list(result["digests"])
 
 
-def _run_rank(
-    rank: int,
-    world: int,
-    init: str,
-    model: Any,
-    train: list[TrainingShards],
-    valid: list[TrainingShards],
-    cfg: Any,
-    buffer_groups: int,
-    out: Path,
-) -> None:
-    cuda = torch.device(cfg.device).type == "cuda"
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+@dataclass(frozen=True)
+class _Job:
+    """What every rank process is given (pickled by `spawn`)."""
+
+    world: int
+    init: str  # the rendezvous, tcp://127.0.0.1:port
+    model: Any
+    train: list[TrainingShards]
+    valid: list[TrainingShards]
+    cfg: Any
+    buffer_groups: int
+    out: Path  # where rank 0 writes the result
+
+
+def _run_rank(rank: int, job: _Job) -> None:
+    cuda = torch.device(job.cfg.device).type == "cuda"
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.world))
     dist.init_process_group(
-        "nccl" if cuda else "gloo", init_method=init, rank=rank, world_size=world
+        "nccl" if cuda else "gloo", init_method=job.init, rank=rank, world_size=job.world
     )
     try:
-        _train_rank(rank, world, model, train, valid, cfg, buffer_groups, out, cuda)
+        _train_rank(rank, job, cuda)
     finally:
         dist.destroy_process_group()
 
 
-def _train_rank(
-    rank: int,
-    world: int,
-    model: Any,
-    train: list[TrainingShards],
-    valid: list[TrainingShards],
-    cfg: Any,
-    buffer_groups: int,
-    out: Path,
-    cuda: bool,
-) -> None:
+def _train_rank(rank: int, job: _Job, cuda: bool) -> None:
+    world, cfg = job.world, job.cfg
     device = torch.device("cuda", rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
     torch.manual_seed(cfg.seed)
-    model = model.to(device)
+    model = job.model.to(device)
     ddp = DistributedDataParallel(
         Logits(model),
         device_ids=[rank] if cuda else None,
         forward_sync_buffers=False,  # the buffers (statistics, vocabularies) are fixed
     )
     batch = max(cfg.batch_size // world, 1)
-    reader = BatchReader(train, batch, cfg.seed, buffer_groups, rank, world)
-    valid_reader = BatchReader(valid, cfg.batch_size, cfg.seed) if valid and rank == 0 else None
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    reader = BatchReader(job.train, batch, cfg.seed, job.buffer_groups, rank, world)
+    valid_reader = (
+        BatchReader(job.valid, cfg.batch_size, cfg.seed) if job.valid and rank == 0 else None
     )
-    task_weights = torch.tensor([1.0, cfg.purchase_weight][: reader.tasks], device=device)
-    history: list[dict[str, float]] = []
-    best: tuple[float, dict[str, torch.Tensor]] | None = None
-    for epoch in range(cfg.epochs):
-        model.train()
-        sums = torch.zeros(2, dtype=torch.float64, device=device)
-        for b in reader.epoch(epoch):
-            optimizer.zero_grad()
-            loss, per_task = batch_loss(
-                ddp(torch.from_numpy(b.x).to(device)), b, task_weights, device
-            )
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            sums[0] += float(per_task[0].detach()) * len(b.x)
-            sums[1] += len(b.x)
+    optimizer, task_weights = optimiser(model, cfg, reader.tasks, device)
+
+    def epoch_loss(epoch: int) -> float:
+        total, rows = train_epoch(reader, epoch, optimizer, ddp, task_weights, device)
+        sums = torch.tensor([total, rows], dtype=torch.float64, device=device)
         dist.all_reduce(sums)
-        record = {"epoch": epoch + 1, "train_logloss": float(sums[0] / sums[1].clamp_min(1))}
-        if valid:
-            # Rank 0 scores, every rank gets the loss: the same best epoch and stop everywhere.
-            loss_now = torch.zeros(1, dtype=torch.float64, device=device)
-            if valid_reader is not None:
-                loss_now[0] = valid_logloss(model, valid_reader, device)
-            dist.broadcast(loss_now, src=0)
-            record["valid_logloss"] = float(loss_now[0])
-            if best is None or record["valid_logloss"] < best[0]:
-                best = (record["valid_logloss"], clone_state(model))
-        history.append(record)
-        if best is not None and since_best(history) >= cfg.patience:
-            break
-    if best is not None:
-        model.load_state_dict(best[1])
+        return float(sums[0] / sums[1].clamp_min(1))
+
+    def valid_loss() -> float:
+        # Rank 0 scores, every rank gets the loss: the same best epoch and stop everywhere.
+        loss_now = torch.zeros(1, dtype=torch.float64, device=device)
+        if valid_reader is not None:
+            loss_now[0] = valid_logloss(model, valid_reader, device)
+        dist.broadcast(loss_now, src=0)
+        return float(loss_now[0])
+
+    history = fit_epochs(model, cfg, epoch_loss, valid_loss if job.valid else None)
     state = {k: v.cpu() for k, v in clone_state(model).items()}
     digests: list[Any] = [None] * world
     dist.all_gather_object(digests, state_digest(state))
     if rank == 0:
-        torch.save({"state": state, "history": history, "digests": digests}, out)
+        torch.save({"state": state, "history": history, "digests": digests}, job.out)

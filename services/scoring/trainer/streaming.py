@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from scoring.trainer.fit_loop import ProgressHook, fit_epochs, optimiser, step, weighted_bce
+
 logger = logging.getLogger(__name__)
 
 ROW_GROUP_ROWS = 65_536
@@ -38,9 +41,6 @@ GROUPS_PER_FILE = 16
 BUFFER_GROUPS = 4
 FEATURES, LABELS, WEIGHTS = "x", "y", "w"
 _META = b"scoring.training_shards"
-
-# stage, done, total, note (scoring.trainer.train.ProgressHook)
-ProgressHook = Callable[[str, int, int, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +214,12 @@ class Batch:
     y: np.ndarray
     w: np.ndarray | None
 
+    def targets(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The labels and the weights (float32; None if unweighted) as tensors on `device`."""
+        y = torch.from_numpy(self.y).to(device)
+        w = None if self.w is None else torch.from_numpy(self.w.astype(np.float32)).to(device)
+        return y, w
+
 
 class BatchReader:
     """Shuffled batches from shards with bounded memory; seeded, so deterministic.
@@ -337,14 +343,25 @@ def batch_loss(
     logits: torch.Tensor, batch: Batch, task_weights: torch.Tensor, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(weighted loss to minimise, per-task BCE) of a batch, as `train.fit` computes them."""
-    y = torch.from_numpy(batch.y).to(device)
-    per_row = nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
-    if batch.w is None:
-        per_task = per_row.mean(0)
-    else:
-        w = torch.from_numpy(batch.w.astype(np.float32)).to(device)
-        per_task = (per_row * w[:, None]).sum(0) / w.sum().clamp_min(1e-12)
-    return (per_task * task_weights).sum(), per_task
+    return weighted_bce(logits, *batch.targets(device), task_weights)
+
+
+def train_epoch(
+    reader: BatchReader,
+    epoch: int,
+    optimizer: torch.optim.Optimizer,
+    forward: nn.Module,
+    task_weights: torch.Tensor,
+    device: torch.device,
+) -> tuple[float, int]:
+    """One optimiser step a batch of the reader's `epoch`: (sum of the batches' click BCE
+    times their rows, rows)."""
+    total, rows = 0.0, 0
+    for batch in reader.epoch(epoch):
+        x = torch.from_numpy(batch.x).to(device)
+        total += step(optimizer, forward, x, *batch.targets(device), task_weights) * len(x)
+        rows += len(x)
+    return total, rows
 
 
 def valid_logloss(model: Any, valid: BatchReader, device: torch.device) -> float:
@@ -383,48 +400,15 @@ def fit_streamed(
     model = model.to(device)
     reader = BatchReader(train, cfg.batch_size, cfg.seed, buffer_groups)
     valid_reader = BatchReader(valid, cfg.batch_size, cfg.seed) if valid else None
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-    )
-    task_weights = torch.tensor([1.0, cfg.purchase_weight][: reader.tasks], device=device)
+    optimizer, task_weights = optimiser(model, cfg, reader.tasks, device)
     forward = Logits(model)
-    history: list[dict[str, float]] = []
-    best: tuple[float, dict[str, torch.Tensor]] | None = None
-    for epoch in range(cfg.epochs):
-        model.train()
-        total, rows = 0.0, 0
-        for batch in reader.epoch(epoch):
-            optimizer.zero_grad()
-            loss, per_task = batch_loss(
-                forward(torch.from_numpy(batch.x).to(device)), batch, task_weights, device
-            )
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            total += float(per_task[0].detach()) * len(batch.x)
-            rows += len(batch.x)
-        record = {"epoch": epoch + 1, "train_logloss": total / max(rows, 1)}
-        note = f"loss {record['train_logloss']:.4f}"
-        if valid_reader is not None:
-            record["valid_logloss"] = valid_logloss(model, valid_reader, device)
-            note += f" valid {record['valid_logloss']:.4f}"
-            if best is None or record["valid_logloss"] < best[0]:
-                best = (record["valid_logloss"], clone_state(model))
-        history.append(record)
-        if on_progress is not None:
-            on_progress("fit", epoch + 1, cfg.epochs, note)
-        if best is not None and since_best(history) >= cfg.patience:
-            if on_progress is not None:
-                on_progress("fit", cfg.epochs, cfg.epochs, f"{note} (early stop)")
-            break
-    if best is not None:
-        model.load_state_dict(best[1])
+
+    def epoch_loss(epoch: int) -> float:
+        total, rows = train_epoch(reader, epoch, optimizer, forward, task_weights, device)
+        return total / max(rows, 1)
+
+    valid_loss = (
+        None if valid_reader is None else partial(valid_logloss, model, valid_reader, device)
+    )
+    history = fit_epochs(model, cfg, epoch_loss, valid_loss, on_progress)
     return model.cpu().eval(), history
-
-
-def clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def since_best(history: list[dict[str, float]]) -> int:
-    """Epochs since the lowest validation loss."""
-    return len(history) - (int(np.argmin([h["valid_logloss"] for h in history])) + 1)

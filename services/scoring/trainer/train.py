@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from scoring.trainer.export import (
     weights_digest,
     write_version,
 )
+from scoring.trainer.fit_loop import best_epoch, fit_epochs, optimiser, step
 from scoring.trainer.implicit import Holdout, TrainingDataError
 from scoring.trainer.layout import column_layout, feature_groups
 from scoring.trainer.model import ModelConfig, Ranker, build_model, fit_preprocessing
@@ -200,51 +202,22 @@ def fit(
     rng = np.random.default_rng(cfg.seed)
     device = torch.device(cfg.device)
     model = model.to(device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-    )
-    task_weights = torch.tensor([1.0, cfg.purchase_weight][: y.shape[1]], device=device)
+    optimizer, task_weights = optimiser(model, cfg, y.shape[1], device)
     xt = torch.from_numpy(x).to(device)
     yt = torch.from_numpy(y.astype(np.float32)).to(device)
     wt = None if weights is None else torch.from_numpy(weights.astype(np.float32)).to(device)
-    history: list[dict[str, float]] = []
-    best: tuple[float, dict[str, torch.Tensor]] | None = None
-    for epoch in range(cfg.epochs):
-        model.train()
+
+    def train_epoch(epoch: int) -> float:
         order = torch.from_numpy(rng.permutation(len(x))).to(device)
         total = 0.0
         for start in range(0, len(x), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            optimizer.zero_grad()
-            per_row = nn.functional.binary_cross_entropy_with_logits(
-                model.logits(xt[idx]), yt[idx], reduction="none"
-            )
-            if wt is None:
-                per_task = per_row.mean(0)
-            else:
-                w = wt[idx]
-                per_task = (per_row * w[:, None]).sum(0) / w.sum().clamp_min(1e-12)
-            loss = (per_task * task_weights).sum()
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            total += float(per_task[0].detach()) * len(idx)
-        record = {"epoch": epoch + 1, "train_logloss": total / len(x)}
-        note = f"loss {record['train_logloss']:.4f}"
-        if valid is not None:
-            record["valid_logloss"] = _valid_logloss(model, valid, device)
-            note += f" valid {record['valid_logloss']:.4f}"
-            if best is None or record["valid_logloss"] < best[0]:
-                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                best = (record["valid_logloss"], state)
-        history.append(record)
-        if on_progress is not None:
-            on_progress("fit", epoch + 1, cfg.epochs, note)
-        if best is not None and _since_best(history) >= cfg.patience:
-            if on_progress is not None:
-                on_progress("fit", cfg.epochs, cfg.epochs, f"{note} (early stop)")
-            break
-    if best is not None:
-        model.load_state_dict(best[1])
+            w = None if wt is None else wt[idx]
+            total += step(optimizer, model.logits, xt[idx], yt[idx], w, task_weights) * len(idx)
+        return total / len(x)
+
+    valid_loss = None if valid is None else partial(_valid_logloss, model, valid, device)
+    history = fit_epochs(model, cfg, train_epoch, valid_loss, on_progress)
     return model.cpu().eval(), history
 
 
@@ -296,7 +269,7 @@ def fit_sharded(
         model, history = run(shards, valid, cfg)
         refit_epochs = 0
         if cfg.refit and valid:
-            refit_epochs = _best_epoch(history)
+            refit_epochs = best_epoch(history)
             model, _ = run(shards + valid, [], dataclasses.replace(cfg, epochs=refit_epochs))
     return model, history, refit_epochs
 
@@ -309,15 +282,6 @@ def _valid_logloss(
         logits = model.logits(torch.from_numpy(valid[0]).to(device))[:, 0]
         y = torch.from_numpy(valid[1][:, 0].astype(np.float32)).to(device)
         return float(nn.functional.binary_cross_entropy_with_logits(logits, y))
-
-
-def _best_epoch(history: list[dict[str, float]]) -> int:
-    """The epoch (1-based) of the lowest validation loss."""
-    return int(np.argmin([h["valid_logloss"] for h in history])) + 1
-
-
-def _since_best(history: list[dict[str, float]]) -> int:
-    return len(history) - _best_epoch(history)
 
 
 def predict(model: Ranker, x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -506,7 +470,7 @@ def train_target(
         refit_epochs = 0
         if cfg.refit and valid is not None:
             # The same model, fitted from scratch on every training row for the epochs picked.
-            refit_epochs = _best_epoch(history)
+            refit_epochs = best_epoch(history)
             refit_cfg = dataclasses.replace(cfg, epochs=refit_epochs)
             model, _ = fit(fresh_model(), x_train, y_train, refit_cfg, None, on_progress, w_train)
 
