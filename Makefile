@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser redis demo console screenshots test lint fmt protos bench bench-scale bench-implicit bench-soak reliability real-data clean
+.PHONY: help install browser redis demo console screenshots test lint fmt protos bench bench-scale bench-engines bench-sizing bench-implicit bench-soak reliability real-data clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36mmake %-8s\033[0m %s\n", $$1, $$2}'
@@ -76,6 +76,12 @@ bench: install ## Gateway latency and throughput vs the naive pipeline and the f
 
 bench-scale: install ## A 10M-event shop log: import, train, evaluate; time, memory vs 1M (bench/SHOP_SCALE.md)
 	$(PY) bench/shop_scale_bench.py
+
+bench-engines: install ## The feature build on pandas and on Spark at 1M/10M/30M events: time, peak memory (bench/BUILD_ENGINES.md)
+	PYTHONPATH=services $(PY) bench/build_engines_bench.py $(ENGINES_ARGS)
+
+bench-sizing: install ## Per-request Redis, model costs for docs/sizing.md (bench/SIZING.md)
+	PYTHONPATH=services $(PY) bench/sizing_bench.py
 
 bench-implicit: install ## Implicit-only vs impression training vs the oracle, synthetic log (docs/model-quality.md)
 	$(PY) bench/synthetic_implicit.py
