@@ -13,7 +13,6 @@ Shared by shop_scale_bench.py and build_engines_bench.py.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import psutil
 from rich.console import Console
+from synthetic_repo import copy_feature_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORING = Path(sys.executable).parent / "scoring"  # the venv running the bench
@@ -99,7 +99,7 @@ def measure(
 def feature_repo_env(repo: Path, **extra: str) -> dict[str, str]:
     """Copies the checkout's feature repo (without data) to `repo` and returns the child's
     environment: the scoring commands on that copy, with the `extra` variables."""
-    shutil.copytree(ROOT / "features", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    copy_feature_repo(repo)
     env = {
         **os.environ,
         "SCORING_FEAST__REPO_PATH": str(repo),

@@ -20,18 +20,17 @@ import random
 import shutil
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+from synthetic_repo import synthetic_repo
 
 from scoring.core import feature_repo
 from scoring.core.targets import TARGETS
-from scoring.datagen.dataset import build_data_set
-from scoring.datagen.synthetic import SyntheticConfig, generate
 from scoring.devtools.redis_cluster import RedisCluster
 from scoring.devtools.redis_server import RedisServer
 from scoring.gateway.feature_source import FeatureRequest
@@ -48,22 +47,12 @@ console = Console(width=140)
 def build(work: Path, quick: bool) -> tuple[Path, Path, Path]:
     """A repo with one data set, applied once (a SQL registry on SQLite); two profiles of it:
     one node and the cluster (their online stores set through the environment per source)."""
-    repo = work / "features"
-    shutil.copytree(ROOT / "features", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    repo = synthetic_repo(work, *((300, 500) if quick else (1000, 2000)))
     single = repo / "feature_store.production.yaml"
     cluster = repo / "feature_store.cluster.yaml"
     # Two env variables, one per profile: both stores load from the same files and registry.
     single.write_text(single.read_text().replace("${FEAST_REDIS_CONNECTION}", "${BENCH_SINGLE}"))
     cluster.write_text(cluster.read_text().replace("${FEAST_REDIS_CONNECTION}", "${BENCH_CLUSTER}"))
-    os.environ["FEAST_REGISTRY_PATH"] = f"sqlite:///{work / 'registry.db'}"
-    users, items = (300, 500) if quick else (1000, 2000)
-    end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
-    cfg = SyntheticConfig(
-        users, items, 60, 8 * users, 2 * users, days=14, organic_per_user=8, end=end
-    )
-    cache = ROOT / ".bench" / "text_cache.parquet"
-    cache.parent.mkdir(exist_ok=True)
-    build_data_set(generate(cfg), repo / "data", text_cache=cache)
     feature_repo.apply(repo, single)
     return repo, single, cluster
 

@@ -40,7 +40,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +49,10 @@ import redis
 import torch
 from rich.console import Console
 from rich.table import Table
+from synthetic_repo import synthetic_repo
 
 from scoring.core import feature_repo
 from scoring.core.targets import TARGETS, USER_ENTITY
-from scoring.datagen.dataset import build_data_set
-from scoring.datagen.synthetic import SyntheticConfig, generate
 from scoring.devtools.redis_server import RedisServer
 from scoring.gateway.feature_source import FeatureRequest
 from scoring.gateway.redis_source import RedisFeatureSource
@@ -132,19 +131,9 @@ class RedisCost:
 def build(work: Path, quick: bool, address: str) -> tuple[Path, Path]:
     """A private repo with one data set, applied (SQL registry on SQLite) and materialised into
     the private redis-server at `address`."""
-    repo = work / "features"
-    shutil.copytree(ROOT / "features", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    repo = synthetic_repo(work, *((400, 800) if quick else (1000, 2000)))
     fs_yaml = repo / "feature_store.production.yaml"
     fs_yaml.write_text(fs_yaml.read_text().replace("${FEAST_REDIS_CONNECTION}", address))
-    os.environ["FEAST_REGISTRY_PATH"] = f"sqlite:///{work / 'registry.db'}"
-    users, items = (400, 800) if quick else (1000, 2000)
-    end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
-    cfg = SyntheticConfig(
-        users, items, 60, 8 * users, 2 * users, days=14, organic_per_user=8, end=end
-    )
-    cache = ROOT / ".bench" / "text_cache.parquet"
-    cache.parent.mkdir(exist_ok=True)
-    build_data_set(generate(cfg), repo / "data", text_cache=cache)
     feature_repo.apply(repo, fs_yaml)
     feature_repo.materialize(repo, fs_yaml=fs_yaml, full=True)
     return repo, fs_yaml

@@ -15,7 +15,10 @@ import sys
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scoring.core.settings import SparkSettings
 
 
 def feast_cli() -> str:
@@ -46,22 +49,33 @@ def profile_environment(repo_path: Path, fs_yaml: Path | None = None) -> dict[st
     from SparkSettings (a variable already set wins), loopback binding in local mode and this
     interpreter for Spark's Python workers.
     """
-    from scoring.core.settings import SparkSettings
-
     if offline_store_type(repo_path, fs_yaml) != "spark":
         return {SOURCES_ENV: "file"}
-    spark = SparkSettings()
+    spark = spark_settings()
     env = {
         SOURCES_ENV: "spark",
-        "SCORING_SPARK__MASTER": os.environ.get("SCORING_SPARK__MASTER") or spark.master,
-        "SCORING_SPARK__DRIVER_MEMORY": (
-            os.environ.get("SCORING_SPARK__DRIVER_MEMORY") or spark.driver_memory
-        ),
+        "SCORING_SPARK__MASTER": spark.master,
+        "SCORING_SPARK__DRIVER_MEMORY": spark.driver_memory,
         "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON") or sys.executable,
     }
     if env["SCORING_SPARK__MASTER"].startswith("local"):
         env["SPARK_LOCAL_IP"] = os.environ.get("SPARK_LOCAL_IP") or "127.0.0.1"
     return env
+
+
+def spark_settings() -> SparkSettings:
+    """settings.spark as the environment sets it (SCORING_SPARK__*, else SparkSettings'
+    defaults): what the Spark profile's ${VARS} default to and its session is built with, the
+    same as the Spark build's."""
+    from scoring.core.settings import Settings
+
+    return Settings().spark
+
+
+def on_spark(store: Any) -> bool:
+    """Whether an open store's offline store is Feast's Spark store (the Spark profile)."""
+    offline = getattr(getattr(store, "config", None), "offline_store", None)
+    return type(offline).__name__ == "SparkOfflineStoreConfig"
 
 
 def feast_command(repo_path: Path, fs_yaml: Path | None, *args: str) -> list[str]:
@@ -182,7 +196,7 @@ def materialize(
     """
     end = end or datetime.now(UTC)
     store = open_store(repo_path, fs_yaml)
-    if type(store.config.offline_store).__name__ == "SparkOfflineStoreConfig":
+    if on_spark(store):
         spark_readable(store)
         _spark_session()
     recent = []
@@ -208,17 +222,9 @@ def _spark_session() -> None:
     (`type`, `spark_conf`, ... as if they were Spark properties), so the profile's
     `spark_conf` would never apply; scoring builds it from the same variables instead.
     """
-    from scoring.core.settings import SparkSettings
     from scoring.core.spark import spark_session
 
-    default = SparkSettings()
-    spark_session(
-        SparkSettings(
-            master=os.environ.get("SCORING_SPARK__MASTER") or default.master,
-            driver_memory=os.environ.get("SCORING_SPARK__DRIVER_MEMORY") or default.driver_memory,
-            app_name="scoring-feast",
-        )
-    )
+    spark_session(spark_settings().model_copy(update={"app_name": "scoring-feast"}))
 
 
 def _never_loaded(view: Any) -> bool:

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from feast.errors import FeatureViewNotFoundException
 
+from scoring.core import feature_repo
 from scoring.core.contract import FeatureContract
 from scoring.core.settings import BasketExamplesSettings, ImplicitFeedbackSettings
 from scoring.core.targets import USER_JOIN_KEY, Target
@@ -110,8 +111,7 @@ def point_in_time_frame(
         return out.sort_values([TIMESTAMP, USER_JOIN_KEY, target.join_key], ignore_index=True)
     parts = []
     # Spark's timestamps are microseconds: nanoseconds would not fit its Arrow conversion.
-    offline = getattr(getattr(store, "config", None), "offline_store", None)
-    spark = type(offline).__name__ == "SparkOfflineStoreConfig"
+    spark = feature_repo.on_spark(store)
     for start in range(0, max(len(rows), 1), chunk_rows):
         chunk = rows.iloc[start : start + chunk_rows]
         entity_df = chunk[entity_cols].assign(**{ROW: np.arange(start, start + len(chunk))})
