@@ -7,7 +7,11 @@ needs a service it cannot get is skipped locally and fails when CI=true.
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import signal
+import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +42,32 @@ def require(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required service missing in CI: {reason}")
     pytest.skip(reason)
+
+
+def freeze_between_writes(pid: int, database: Path) -> None:
+    """SIGSTOP a gateway at a moment it holds no write lock on a SQLite registry file.
+
+    SQLite has one writer per file: a SIGSTOP that lands inside the gateway's heartbeat write
+    (a few milliseconds each round) keeps every other writer, the promoter included, out until
+    SIGCONT. That is a property of the embedded registry (replicas in production share
+    PostgreSQL, where a heartbeat locks only its own row), not what the tests that freeze a
+    replica are about. So the freeze is checked by taking the write lock once, and retried
+    after a short resume when the gateway held it."""
+    for _ in range(50):
+        os.kill(pid, signal.SIGSTOP)
+        probe = sqlite3.connect(database, timeout=0.5, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+        finally:
+            probe.close()
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(random.uniform(0.005, 0.05))  # jitter: no lock-step with its writes
+    raise AssertionError(f"process {pid} held the write lock of {database} at every attempt")
 
 
 def copy_feature_repo(dest: Path) -> Path:

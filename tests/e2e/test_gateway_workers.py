@@ -34,7 +34,7 @@ from scoring.registry import Registry
 from scoring.registry.promotion import Promoter, register_version
 from scoring.trainer.export import read_manifest
 
-from ..conftest import FeatureRepo, gateway_settings
+from ..conftest import FeatureRepo, freeze_between_writes, gateway_settings
 from .test_promotion import ITEMS, TARGET, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
@@ -45,7 +45,8 @@ REQUESTS = 64
 def test_two_workers_share_the_port_heartbeat_log_and_drain(
     tmp_path: Path, feature_repo_ready: FeatureRepo, triton: Any
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    database = tmp_path / "registry.db"
+    url = f"sqlite:///{database}"
     settings = gateway_settings(
         feature_repo_ready.path,
         triton.settings,
@@ -125,7 +126,7 @@ def test_two_workers_share_the_port_heartbeat_log_and_drain(
         # A promotion: every worker counts, and a frozen one holds the confirmation up.
         expected = promoter.live_gateways()
         assert set(ids.values()) <= expected
-        os.kill(pids[1], signal.SIGSTOP)
+        freeze_between_writes(pids[1], database)
         try:
             events = promoter.promote(TARGET, 1, force=True, reason="test: workers")
             revision = events[-1].id

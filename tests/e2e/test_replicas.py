@@ -38,7 +38,14 @@ from scoring.registry import Registry
 from scoring.registry.promotion import Promoter, sync
 from scoring.triton.control import TritonControl
 
-from ..conftest import FeatureRepo, gateway_settings, require, triton_installed, triton_settings
+from ..conftest import (
+    FeatureRepo,
+    freeze_between_writes,
+    gateway_settings,
+    require,
+    triton_installed,
+    triton_settings,
+)
 from .test_promotion import ITEMS, TARGET, register_both, wait_until
 from .test_promotion import two_versions as two_versions  # the fixture: item_ranker v1 and v2
 
@@ -206,6 +213,11 @@ def signal_gateway(gateway: GatewayProcess, sig: signal.Signals) -> None:
         os.kill(gateway.process.pid, sig)
 
 
+def gateway_pid(gateway: GatewayProcess) -> int:
+    assert gateway.process is not None and gateway.process.poll() is None, gateway.log_tail()
+    return gateway.process.pid
+
+
 def test_two_replicas_switch_together_and_a_silent_one_keeps_the_old_version(
     tmp_path: Path, feature_repo_ready: FeatureRepo, two_versions: Path
 ) -> None:
@@ -213,7 +225,8 @@ def test_two_replicas_switch_together_and_a_silent_one_keeps_the_old_version(
     from scoring.triton.server import TritonServer
 
     require(triton_installed(), "tritonserver binary (nvidia-pytriton) not installed")
-    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    database = tmp_path / "registry.db"
+    url = f"sqlite:///{database}"
     triton_cfg = triton_settings(two_versions, tmp_path / "triton")
     # A feature budget well above the default 300 ms: this test is about the switch, and on a
     # busy 2-core machine an online read can take longer (a degraded answer, not a switch fault).
@@ -321,7 +334,7 @@ def test_two_replicas_switch_together_and_a_silent_one_keeps_the_old_version(
         cfg.ack_timeout_s, cfg.heartbeat_max_age_s = 4.0, 2.0
         start = time.monotonic()
         load.replicas["b"].pause()
-        signal_gateway(gateways["b"], signal.SIGSTOP)
+        freeze_between_writes(gateway_pid(gateways["b"]), database)
         began = time.monotonic()
         returned = timed(
             "promote v2, b frozen",
@@ -353,7 +366,7 @@ def test_two_replicas_switch_together_and_a_silent_one_keeps_the_old_version(
         # health round; requests it takes before that may still go to the unloaded version).
         start = time.monotonic()
         load.replicas["b"].pause()
-        signal_gateway(gateways["b"], signal.SIGSTOP)
+        freeze_between_writes(gateway_pid(gateways["b"]), database)
         wait_until(lambda: ids["b"] not in {i.instance_id for i in registry.instances(2.0)})
         cfg.ack_timeout_s = 30.0
         began = time.monotonic()
